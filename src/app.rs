@@ -1,0 +1,331 @@
+//! Wiring: starts every part of the service and stops them within a bounded time.
+//!
+//! [`Service::start`] binds the HTTP listener first (so `/readyz` answers 503 while Kafka is
+//! unreachable), starts the embedded broker when no bootstrap is configured, then connects in
+//! the background: reachability (bounded by `kafka_connect_timeout`), topics, the store reader,
+//! ingest, the store guard and the retention sweeper.
+
+use std::{net::SocketAddr, sync::Arc, thread, time::Duration};
+
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    health::Health,
+    http::{self, AppState},
+    ingest::Ingest,
+    kafka::{
+        self,
+        embedded::{EmbeddedBroker, MOCK_PARTITION_BYTES},
+        topics::{ensure_topics, topic_specs, TopicCreator},
+        KafkaConn,
+    },
+    metrics,
+    store::{guard::StoreGuard, reader, sweeper::Sweeper, StoreView},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Embedded(#[from] kafka::embedded::EmbeddedError),
+    #[error("Kafka at {bootstrap} is not reachable after {waited:?}: {detail}")]
+    KafkaUnreachable {
+        bootstrap: String,
+        waited: Duration,
+        detail: String,
+    },
+    #[error("cannot create the topics on {bootstrap}: {source}")]
+    Topics {
+        bootstrap: String,
+        #[source]
+        source: kafka::topics::TopicError,
+    },
+    #[error("cannot start a worker thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("the service task failed: {0}")]
+    Task(String),
+}
+
+/// A running service. Stop it with [`Service::stop`]; [`Service::wait`] ends on a fatal error.
+pub struct Service {
+    pub http_addr: SocketAddr,
+    pub api_token: String,
+    pub kafka_bootstrap: String,
+    pub view: Arc<StoreView>,
+    pub health: Arc<Health>,
+    pub cfg: Arc<Config>,
+    shutdown: CancellationToken,
+    runner: Option<JoinHandle<Result<(), ServiceError>>>,
+    http: Option<JoinHandle<()>>,
+    /// Dropped last: the embedded broker outlives every client of it.
+    embedded: Option<EmbeddedBroker>,
+}
+
+/// A random API token (256 bits, hex).
+pub fn generate_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Service {
+    pub async fn start(cfg: Config) -> Result<Service, ServiceError> {
+        let prometheus = metrics::install();
+        let cfg = Arc::new(cfg);
+        let (embedded, bootstrap) = match &cfg.kafka_bootstrap {
+            Some(b) => (None, b.clone()),
+            None => {
+                let broker = EmbeddedBroker::start()?;
+                let b = broker.bootstrap().to_string();
+                (Some(broker), b)
+            }
+        };
+        let conn = KafkaConn {
+            bootstrap: bootstrap.clone(),
+            properties: cfg.kafka_properties.clone(),
+            embedded: embedded.is_some(),
+            client_id: format!("workflow-dlq-{}", cfg.instance_id),
+        };
+        let api_token = cfg.api_token.clone().unwrap_or_else(generate_token);
+        let view = Arc::new(StoreView::new());
+        let health = Arc::new(Health::new(view.clone()));
+        let shutdown = CancellationToken::new();
+
+        let listener =
+            TcpListener::bind(cfg.http_addr)
+                .await
+                .map_err(|source| ServiceError::Bind {
+                    addr: cfg.http_addr,
+                    source,
+                })?;
+        let http_addr = listener.local_addr().map_err(|source| ServiceError::Bind {
+            addr: cfg.http_addr,
+            source,
+        })?;
+        let state = Arc::new(AppState {
+            cfg: cfg.clone(),
+            view: view.clone(),
+            health: health.clone(),
+            api_token: api_token.clone(),
+            kafka_bootstrap: bootstrap.clone(),
+            prometheus,
+        });
+        let app = http::router(state);
+        let http_shutdown = shutdown.clone();
+        let http = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(%http_addr, "HTTP listening");
+
+        let runner = tokio::spawn(run(
+            cfg.clone(),
+            conn,
+            embedded.as_ref().map(|b| b.handle()),
+            view.clone(),
+            health.clone(),
+            shutdown.clone(),
+        ));
+        Ok(Service {
+            http_addr,
+            api_token,
+            kafka_bootstrap: bootstrap,
+            view,
+            health,
+            cfg,
+            shutdown,
+            runner: Some(runner),
+            http: Some(http),
+            embedded,
+        })
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.embedded.is_some()
+    }
+
+    /// The start-up banner for the embedded broker: what it is and how much it can hold.
+    pub fn embedded_banner(&self) -> Option<String> {
+        self.embedded.as_ref().map(|b| {
+            let parts = self.cfg.partitions as u64;
+            let bytes = parts * MOCK_PARTITION_BYTES;
+            format!(
+                "embedded Kafka broker listening on {}\n\
+                 ┌ EMBEDDED, IN-MEMORY KAFKA (librdkafka mock cluster) — for development only\n\
+                 │ nothing is kept on disk: a restart loses every entry\n\
+                 │ the store topic holds at most {parts} partitions × 5 MiB = {} MiB (~{} entries of 1 KiB);\n\
+                 │   beyond that the broker silently drops the oldest records (the store guard reports it)\n\
+                 │ exactly-once is NOT provided here: transactions are accepted but not applied\n\
+                 └ point --kafka-bootstrap at a real cluster for production",
+                b.bootstrap(),
+                bytes / (1024 * 1024),
+                bytes / 1100,
+            )
+        })
+    }
+
+    /// Ends when the service fails (e.g. Kafka unreachable at start) or is stopped.
+    pub async fn wait(&mut self) -> Result<(), ServiceError> {
+        match self.runner.as_mut() {
+            Some(r) => {
+                let out = r.await.map_err(|e| ServiceError::Task(e.to_string()))?;
+                self.runner = None;
+                out
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Graceful stop: stop taking work, commit or abort open transactions, close clients.
+    pub async fn stop(mut self) -> Result<(), ServiceError> {
+        self.shutdown.cancel();
+        let grace = self.cfg.shutdown_grace;
+        let mut result = Ok(());
+        if let Some(r) = self.runner.take() {
+            match tokio::time::timeout(grace, r).await {
+                Ok(Ok(out)) => result = out,
+                Ok(Err(e)) => result = Err(ServiceError::Task(e.to_string())),
+                Err(_) => tracing::warn!(?grace, "workers did not stop within the grace period"),
+            }
+        }
+        if let Some(h) = self.http.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
+        }
+        // Let librdkafka clients close before the broker they talk to goes.
+        if let Some(b) = self.embedded.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(b)).await;
+        }
+        result
+    }
+}
+
+/// Connect, create topics, start the workers, and wait for shutdown.
+async fn run(
+    cfg: Arc<Config>,
+    conn: KafkaConn,
+    embedded: Option<kafka::embedded::EmbeddedHandle>,
+    view: Arc<StoreView>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
+    wait_for_kafka(&conn, cfg.kafka_connect_timeout, &shutdown).await?;
+    health.set_kafka_reachable(true);
+    if shutdown.is_cancelled() {
+        return Ok(());
+    }
+    let specs = topic_specs(&cfg);
+    let creator = match &embedded {
+        Some(h) => TopicCreator::Embedded(h),
+        None => TopicCreator::Admin(&conn),
+    };
+    let created = ensure_topics(creator, &specs, cfg.replication_factor)
+        .await
+        .map_err(|source| ServiceError::Topics {
+            bootstrap: conn.bootstrap.clone(),
+            source,
+        })?;
+    if !created.is_empty() {
+        tracing::info!(?created, "topics created");
+    }
+
+    let threads: Vec<thread::JoinHandle<()>> = vec![
+        reader::spawn(
+            conn.clone(),
+            cfg.topics.store.clone(),
+            view.clone(),
+            shutdown.clone(),
+        )?,
+        Ingest {
+            cfg: cfg.clone(),
+            conn: conn.clone(),
+            view: view.clone(),
+        }
+        .spawn(shutdown.clone())?,
+    ];
+    let guard = tokio::spawn(
+        StoreGuard {
+            conn: conn.clone(),
+            topic: cfg.topics.store.clone(),
+            view: view.clone(),
+            health: health.clone(),
+            interval: cfg.guard_interval,
+        }
+        .run(shutdown.clone()),
+    );
+    let sweeper = tokio::spawn(
+        Sweeper {
+            conn: conn.clone(),
+            topic: cfg.topics.store.clone(),
+            view: view.clone(),
+            interval: cfg.sweep_interval,
+        }
+        .run(shutdown.clone()),
+    );
+
+    let lag = tokio::spawn(kafka::lag::monitor(
+        conn.clone(),
+        cfg.group_id.clone(),
+        vec![cfg.topics.failures.clone()],
+        Duration::from_secs(10),
+        shutdown.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    let _ = tokio::join!(guard, sweeper, lag);
+    // Worker threads notice the token within one poll interval, then commit and close.
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+    Ok(())
+}
+
+async fn wait_for_kafka(
+    conn: &KafkaConn,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Result<(), ServiceError> {
+    let started = std::time::Instant::now();
+    let mut last = String::from("no attempt finished");
+    while started.elapsed() < timeout && !shutdown.is_cancelled() {
+        let c = conn.clone();
+        let attempt = (timeout.saturating_sub(started.elapsed())).min(Duration::from_secs(5));
+        match tokio::task::spawn_blocking(move || kafka::probe(&c, attempt)).await {
+            Ok(Ok(brokers)) => {
+                tracing::info!(bootstrap = conn.bootstrap, brokers, "Kafka reachable");
+                return Ok(());
+            }
+            Ok(Err(e)) => {
+                last = e.to_string();
+                tracing::warn!(bootstrap = conn.bootstrap, error = %e, "Kafka not reachable yet");
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+    if shutdown.is_cancelled() {
+        return Ok(());
+    }
+    Err(ServiceError::KafkaUnreachable {
+        bootstrap: conn.bootstrap.clone(),
+        waited: started.elapsed(),
+        detail: last,
+    })
+}

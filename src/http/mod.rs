@@ -1,0 +1,122 @@
+//! The HTTP listener: health, metrics, status, and the Upstash Workflow DLQ dialect (DESIGN §5).
+//! Every route but `/healthz`, `/readyz` and `/metrics` needs `Authorization: Bearer <token>`.
+
+mod auth;
+pub mod dlq;
+pub mod error;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::{header, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+
+use crate::{config::Config, health::Health, metrics, store::StoreView};
+
+pub use error::ApiError;
+
+/// What the handlers share.
+pub struct AppState {
+    pub cfg: Arc<Config>,
+    pub view: Arc<StoreView>,
+    pub health: Arc<Health>,
+    pub api_token: String,
+    pub kafka_bootstrap: String,
+    pub prometheus: PrometheusHandle,
+}
+
+/// Largest request body accepted (413 beyond).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Bound on any one request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let authed = Router::new()
+        .route("/v1/status", get(status))
+        .merge(dlq::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_bearer,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .merge(authed)
+        .fallback(not_found)
+        .layer(middleware::from_fn(count_requests))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    match s.health.readiness() {
+        Ok(()) => Json(json!({"ready": true})).into_response(),
+        Err(reasons) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "error": reasons.join("; "), "reasons": reasons})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
+    crate::store::reader::publish_gauges(&s.view);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.prometheus.render(),
+    )
+        .into_response()
+}
+
+async fn status(State(s): State<Arc<AppState>>) -> Response {
+    let ready = s.health.readiness();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "kafka": {
+            "bootstrap": s.kafka_bootstrap,
+            "embedded": s.cfg.is_embedded(),
+            "reachable": s.health.kafka_reachable(),
+        },
+        "topics": s.cfg.topics,
+        "entries": s.view.len(),
+        "payloadBytes": s.view.payload_bytes(),
+        "ready": ready.is_ok(),
+        "notReadyReasons": ready.err().unwrap_or_default(),
+        "groupId": s.cfg.group_id,
+        "instanceId": s.cfg.instance_id,
+    }))
+    .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// Counts every request by matched route (never the raw path: ids would explode the labels).
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(req).await;
+    metrics::http_request(route, response.status().as_u16());
+    response
+}

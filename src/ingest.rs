@@ -1,0 +1,472 @@
+//! Ingest: failure events from the failures topic into the store, exactly once.
+//!
+//! A consumer group (cooperative-sticky) reads `FailureEnvelope`s. Each record becomes, in one
+//! Kafka transaction with its consumed offset: a `DlqEntry` on the store topic (a failure), an
+//! updated entry (a callback report), or a verbatim copy on the rejected topic (anything that
+//! can't be decoded or validated). Transactions cover many records: they commit on size or age.
+//! Any Kafka error aborts the open transaction and restarts the pipeline from the committed
+//! offsets, so a record is never skipped and never stored twice.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance},
+    error::KafkaError,
+    message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders},
+    ClientContext,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    kafka::{
+        txn::{OutRecord, TxnBatch, TxnError},
+        KafkaConn,
+    },
+    metrics,
+    store::{EntryState, StoreView},
+    wire::{
+        codec::{self, Encoding},
+        ids::dlq_id_for_event,
+        pb::{
+            failure_envelope::Kind, DlqEntry, FailureCallbackReport, FailureEnvelope, FailureEvent,
+        },
+        DecodeError,
+    },
+};
+
+/// Header names on a rejected record.
+pub mod reject_headers {
+    pub const SOURCE_TOPIC: &str = "dlq.source.topic";
+    pub const SOURCE_PARTITION: &str = "dlq.source.partition";
+    pub const SOURCE_OFFSET: &str = "dlq.source.offset";
+    pub const REASON: &str = "dlq.reject.reason";
+    pub const DETAIL: &str = "dlq.reject.detail";
+    pub const TRUNCATED: &str = "dlq.truncated";
+}
+
+/// Longest `error_message` kept; longer ones are cut (it is for people, not machines).
+const MAX_ERROR_MESSAGE: usize = 4096;
+const MAX_ID_LEN: usize = 512;
+const MAX_URL_LEN: usize = 4096;
+
+/// Why an input record was rejected. `reason()` is the bounded label.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("record of {size} bytes exceeds the maximum of {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("invalid failure event: {0}")]
+    Invalid(String),
+    #[error("callback report for unknown dlqId `{0}`")]
+    UnknownDlqId(String),
+}
+
+impl Rejection {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Decode(e) => e.reason(),
+            Rejection::TooLarge { .. } => "too_large",
+            Rejection::Invalid(_) => "invalid",
+            Rejection::UnknownDlqId(_) => "unknown_dlq_id",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Txn(#[from] TxnError),
+    #[error("consumer error: {0}")]
+    Consumer(#[from] KafkaError),
+    #[error(
+        "a rebalance could not commit the open transaction; restarting from committed offsets"
+    )]
+    RebalanceCommit,
+}
+
+/// Checks a failure event's required fields and bounds; trims what may be trimmed.
+pub fn validate_failure(mut ev: FailureEvent) -> Result<FailureEvent, Rejection> {
+    let required = [
+        ("eventId", &ev.event_id),
+        ("workflowRunId", &ev.workflow_run_id),
+        ("workflowUrl", &ev.workflow_url),
+    ];
+    for (name, value) in required {
+        if value.trim().is_empty() {
+            return Err(Rejection::Invalid(format!("{name} is required")));
+        }
+    }
+    for (name, value, max) in [
+        ("eventId", &ev.event_id, MAX_ID_LEN),
+        ("workflowRunId", &ev.workflow_run_id, MAX_ID_LEN),
+        ("workflowUrl", &ev.workflow_url, MAX_URL_LEN),
+        ("callerIp", &ev.caller_ip, MAX_ID_LEN),
+        ("failureCallback", &ev.failure_callback, MAX_URL_LEN),
+    ] {
+        if value.len() > max {
+            return Err(Rejection::Invalid(format!(
+                "{name} is {} bytes, at most {max} allowed",
+                value.len()
+            )));
+        }
+    }
+    if ev.labels.len() > 64 || ev.labels.iter().any(|l| l.len() > 256) {
+        return Err(Rejection::Invalid(
+            "at most 64 labels of at most 256 bytes each".into(),
+        ));
+    }
+    if ev.error_message.len() > MAX_ERROR_MESSAGE {
+        let mut cut = MAX_ERROR_MESSAGE;
+        while !ev.error_message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        ev.error_message.truncate(cut);
+    }
+    Ok(ev)
+}
+
+/// What one input record turns into.
+#[derive(Debug)]
+pub enum Outcome {
+    Store(Box<DlqEntry>),
+    /// Already in the store (or already recovered from it): nothing to write.
+    Duplicate,
+    Reject(Rejection),
+}
+
+/// Decides what a record becomes, without side effects (the pure heart of ingest).
+pub struct Decider<'a> {
+    pub view: &'a StoreView,
+    pub retention: Duration,
+    pub max_record_bytes: usize,
+    /// Ids this pipeline wrote that the view may not show yet.
+    pub recent: &'a HashMap<String, Instant>,
+}
+
+impl Decider<'_> {
+    pub fn decide(
+        &self,
+        content_type: Option<&[u8]>,
+        value: Option<&[u8]>,
+        source: (&str, i32, i64),
+        now_ms: i64,
+    ) -> Outcome {
+        let size = value.map_or(0, <[u8]>::len);
+        if size > self.max_record_bytes {
+            return Outcome::Reject(Rejection::TooLarge {
+                size,
+                max: self.max_record_bytes,
+            });
+        }
+        let envelope: FailureEnvelope = match codec::decode(content_type, value) {
+            Ok(e) => e,
+            Err(e) => return Outcome::Reject(e.into()),
+        };
+        match envelope.kind {
+            Some(Kind::Failure(ev)) => match validate_failure(ev) {
+                Ok(ev) => self.failure(ev, source, now_ms),
+                Err(r) => Outcome::Reject(r),
+            },
+            Some(Kind::CallbackReport(report)) => self.callback_report(report),
+            None => Outcome::Reject(Rejection::Invalid(
+                "envelope has neither `failure` nor `callbackReport`".into(),
+            )),
+        }
+    }
+
+    fn failure(&self, ev: FailureEvent, source: (&str, i32, i64), now_ms: i64) -> Outcome {
+        let dlq_id = dlq_id_for_event(&ev.event_id);
+        if self.recent.contains_key(&dlq_id) || self.view.state(&dlq_id) != EntryState::Unknown {
+            return Outcome::Duplicate;
+        }
+        let (topic, partition, offset) = source;
+        Outcome::Store(Box::new(DlqEntry {
+            dlq_id,
+            event: Some(ev),
+            created_at: now_ms,
+            expires_at: now_ms.saturating_add(self.retention.as_millis() as i64),
+            source_topic: topic.to_string(),
+            source_partition: partition,
+            source_offset: offset,
+        }))
+    }
+
+    fn callback_report(&self, report: FailureCallbackReport) -> Outcome {
+        let Some(info) = report.info else {
+            return Outcome::Reject(Rejection::Invalid("callback report without `info`".into()));
+        };
+        match self.view.get(&report.dlq_id) {
+            Some(mut entry) => {
+                if let Some(ev) = entry.event.as_mut() {
+                    ev.failure_callback_info = Some(info);
+                }
+                Outcome::Store(Box::new(entry))
+            }
+            None => Outcome::Reject(Rejection::UnknownDlqId(
+                report.dlq_id.chars().take(MAX_ID_LEN).collect(),
+            )),
+        }
+    }
+}
+
+/// Consumer context: commits the open transaction before partitions are revoked, so a
+/// rebalance never hands another instance work we hold uncommitted.
+struct IngestContext {
+    txn: Arc<Mutex<TxnBatch>>,
+    broken: AtomicBool,
+}
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            let mut txn = lock(&self.txn);
+            if txn.is_open() {
+                if let Err(e) = txn.commit(consumer) {
+                    tracing::error!(error = %e, "commit before revoke failed");
+                    self.broken.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The ingest worker: runs on its own thread, restarting its pipeline after any Kafka error.
+pub struct Ingest {
+    pub cfg: Arc<Config>,
+    pub conn: KafkaConn,
+    pub view: Arc<StoreView>,
+}
+
+impl Ingest {
+    pub fn spawn(self, shutdown: CancellationToken) -> std::io::Result<thread::JoinHandle<()>> {
+        thread::Builder::new().name("ingest".into()).spawn(move || {
+            let mut backoff = Duration::from_millis(500);
+            while !shutdown.is_cancelled() {
+                match self.run_pipeline(&shutdown) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "ingest pipeline failed; restarting from committed offsets");
+                        let until = Instant::now() + backoff;
+                        while Instant::now() < until && !shutdown.is_cancelled() {
+                            thread::sleep(Duration::from_millis(50));
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        })
+    }
+
+    fn run_pipeline(&self, shutdown: &CancellationToken) -> Result<(), IngestError> {
+        let cfg = &self.cfg;
+        let txn_id = format!("{}-ingest-{}", cfg.group_id, cfg.instance_id);
+        let txn = Arc::new(Mutex::new(TxnBatch::new(&self.conn, &txn_id)?));
+        let context = IngestContext {
+            txn: txn.clone(),
+            broken: AtomicBool::new(false),
+        };
+        let consumer: BaseConsumer<IngestContext> = self
+            .conn
+            .group_consumer_config(&cfg.group_id)
+            .create_with_context(context)?;
+        consumer.subscribe(&[&cfg.topics.failures])?;
+        tracing::info!(
+            topic = cfg.topics.failures,
+            transactional_id = txn_id,
+            "ingest started"
+        );
+
+        let encoding = Encoding::from(cfg.output_encoding);
+        let mut recent: HashMap<String, Instant> = HashMap::new();
+        loop {
+            if shutdown.is_cancelled() {
+                let mut t = lock(&txn);
+                let committed = t.commit(&consumer);
+                if let Err(e) = &committed {
+                    tracing::warn!(error = %e, "final ingest commit failed; its records will be re-read");
+                }
+                return Ok(());
+            }
+            let polled = consumer.poll(Duration::from_millis(50));
+            if consumer.context().broken.load(Ordering::SeqCst) {
+                return Err(IngestError::RebalanceCommit);
+            }
+            let mut t = lock(&txn);
+            match polled {
+                Some(Ok(m)) => {
+                    self.handle(&m, &mut t, &mut recent, encoding)?;
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "ingest consumer error"),
+                None => {}
+            }
+            t.poll();
+            if t.due(cfg.txn_max_records, cfg.txn_max_interval) {
+                t.commit(&consumer)?;
+                // Written ids the view has shown, or that are old, need no remembering.
+                if recent.len() > 10_000 {
+                    recent.retain(|id, at| {
+                        at.elapsed() < Duration::from_secs(60)
+                            && self.view.state(id) == EntryState::Unknown
+                    });
+                }
+            }
+            drop(t);
+        }
+    }
+
+    fn handle(
+        &self,
+        m: &BorrowedMessage<'_>,
+        txn: &mut TxnBatch,
+        recent: &mut HashMap<String, Instant>,
+        encoding: Encoding,
+    ) -> Result<(), IngestError> {
+        let cfg = &self.cfg;
+        let content_type = m.headers().and_then(|h| {
+            h.iter()
+                .find(|hd| hd.key.eq_ignore_ascii_case(codec::CONTENT_TYPE))
+                .and_then(|hd| hd.value)
+        });
+        let now = crate::now_ms();
+        let decider = Decider {
+            view: &self.view,
+            retention: cfg.retention,
+            max_record_bytes: cfg.max_record_bytes,
+            recent,
+        };
+        let source = (m.topic(), m.partition(), m.offset());
+        match decider.decide(content_type, m.payload(), source, now) {
+            Outcome::Store(entry) => {
+                let latency = entry
+                    .event
+                    .as_ref()
+                    .map(|e| e.failed_at)
+                    .filter(|t| *t > 0)
+                    .or_else(|| m.timestamp().to_millis())
+                    .map(|t| ((now - t).max(0) as f64) / 1000.0);
+                let dlq_id = entry.dlq_id.clone();
+                txn.send(&OutRecord {
+                    topic: cfg.topics.store.clone(),
+                    key: Some(dlq_id.clone().into_bytes()),
+                    value: Some(codec::encode(entry.as_ref(), encoding)),
+                    headers: OwnedHeaders::new().insert(Header {
+                        key: codec::CONTENT_TYPE,
+                        value: Some(encoding.content_type()),
+                    }),
+                })?;
+                recent.insert(dlq_id, Instant::now());
+                txn.on_commit(move || {
+                    metrics::ingested(1);
+                    if let Some(l) = latency {
+                        metrics::ingest_latency(l);
+                    }
+                });
+            }
+            Outcome::Duplicate => {
+                tracing::debug!(
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "duplicate failure event; already stored or recovered"
+                );
+            }
+            Outcome::Reject(reason) => {
+                tracing::warn!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    reason = reason.reason(),
+                    detail = %reason,
+                    "input record rejected"
+                );
+                let record = rejected_record(
+                    m,
+                    reason.reason(),
+                    &reason.to_string(),
+                    &cfg.topics.rejected,
+                    cfg.max_record_bytes,
+                );
+                txn.send(&record)?;
+                let topic = m.topic().to_string();
+                let code = reason.reason();
+                txn.on_commit(move || metrics::rejected(&topic, code));
+            }
+        }
+        txn.consumed(m.topic(), m.partition(), m.offset())?;
+        Ok(())
+    }
+}
+
+/// The record for the rejected topic: the original key and value, verbatim (cut to the maximum
+/// record size if larger, and marked so), with headers naming its source and the reason.
+pub fn rejected_record(
+    m: &BorrowedMessage<'_>,
+    reason: &str,
+    detail: &str,
+    rejected_topic: &str,
+    max_bytes: usize,
+) -> OutRecord {
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = m.headers() {
+        for h in original.iter() {
+            headers = headers.insert(Header {
+                key: h.key,
+                value: h.value,
+            });
+        }
+    }
+    let mut value = m.payload().map(<[u8]>::to_vec);
+    let truncated = value.as_ref().is_some_and(|v| v.len() > max_bytes);
+    if let Some(v) = value.as_mut() {
+        v.truncate(max_bytes);
+    }
+    let detail: String = detail.chars().take(1024).collect();
+    headers = headers
+        .insert(Header {
+            key: reject_headers::SOURCE_TOPIC,
+            value: Some(m.topic()),
+        })
+        .insert(Header {
+            key: reject_headers::SOURCE_PARTITION,
+            value: Some(&m.partition().to_string()),
+        })
+        .insert(Header {
+            key: reject_headers::SOURCE_OFFSET,
+            value: Some(&m.offset().to_string()),
+        })
+        .insert(Header {
+            key: reject_headers::REASON,
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: reject_headers::DETAIL,
+            value: Some(&detail),
+        });
+    if truncated {
+        headers = headers.insert(Header {
+            key: reject_headers::TRUNCATED,
+            value: Some("true"),
+        });
+    }
+    OutRecord {
+        topic: rejected_topic.to_string(),
+        key: m.key().map(<[u8]>::to_vec),
+        value,
+        headers,
+    }
+}

@@ -1,0 +1,249 @@
+//! The exactly-once unit of work: records produced and the consumed offsets that caused them
+//! commit in one Kafka transaction (KIP-447 `send_offsets_to_transaction`).
+//!
+//! A [`TxnBatch`] opens a transaction on the first record it is given and commits it on size or
+//! age. Any failure aborts it; the caller then drops its consumer and starts again from the
+//! committed offsets, so an aborted batch is re-read, never skipped.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer, ConsumerContext},
+    error::KafkaError,
+    message::OwnedHeaders,
+    producer::{BaseProducer, BaseRecord, Producer},
+    Offset, TopicPartitionList,
+};
+
+use super::KafkaConn;
+use crate::metrics;
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One record to write inside the transaction.
+#[derive(Debug)]
+pub struct OutRecord {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    /// `None` writes a tombstone.
+    pub value: Option<Vec<u8>>,
+    pub headers: OwnedHeaders,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    #[error("cannot create the transactional producer {id}: {source}")]
+    Create {
+        id: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("transaction failed while {stage}: {source}")]
+    Failed {
+        stage: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+}
+
+fn failed(stage: &'static str) -> impl FnOnce(KafkaError) -> TxnError {
+    move |source| TxnError::Failed { stage, source }
+}
+
+/// A transactional producer plus the consumed positions of the open transaction.
+pub struct TxnBatch {
+    producer: BaseProducer,
+    embedded: bool,
+    open: bool,
+    opened_at: Instant,
+    records: usize,
+    /// Next offset to consume per partition: what the transaction commits.
+    next_offsets: HashMap<(String, i32), i64>,
+    /// Effects to run once the transaction is committed (metrics, answering waiters): nothing
+    /// is reported for work that may still be aborted.
+    after_commit: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+impl TxnBatch {
+    /// `transactional_id` must be stable per instance and role: a restarted instance then fences
+    /// its previous incarnation (whose open transaction is aborted) at once.
+    pub fn new(conn: &KafkaConn, transactional_id: &str) -> Result<TxnBatch, TxnError> {
+        let mut c = conn.client_config();
+        c.set("transactional.id", transactional_id)
+            .set("enable.idempotence", "true")
+            .set(
+                "transaction.timeout.ms",
+                TXN_TIMEOUT.as_millis().to_string(),
+            )
+            .set("linger.ms", "5");
+        let producer: BaseProducer = c.create().map_err(|source| TxnError::Create {
+            id: transactional_id.to_string(),
+            source,
+        })?;
+        producer
+            .init_transactions(TXN_TIMEOUT)
+            .map_err(|source| TxnError::Create {
+                id: transactional_id.to_string(),
+                source,
+            })?;
+        Ok(TxnBatch {
+            producer,
+            embedded: conn.embedded,
+            open: false,
+            opened_at: Instant::now(),
+            records: 0,
+            next_offsets: HashMap::new(),
+            after_commit: Vec::new(),
+        })
+    }
+
+    fn ensure_open(&mut self) -> Result<(), TxnError> {
+        if !self.open {
+            self.producer
+                .begin_transaction()
+                .map_err(failed("beginning"))?;
+            self.open = true;
+            self.opened_at = Instant::now();
+            self.records = 0;
+        }
+        Ok(())
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Marks a consumed record as handled by this transaction (its output, if any, already sent).
+    pub fn consumed(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), TxnError> {
+        self.ensure_open()?;
+        // The +1 trap: a committed offset is the *next* record to read.
+        self.next_offsets
+            .insert((topic.to_string(), partition), offset + 1);
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Produces a record inside the open transaction.
+    pub fn send(&mut self, rec: &OutRecord) -> Result<(), TxnError> {
+        self.ensure_open()?;
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&rec.topic).headers(rec.headers.clone());
+        if let Some(k) = &rec.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(v) = &rec.value {
+            record = record.payload(v.as_slice());
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    // Local queue full: let deliveries drain, then try again.
+                    self.producer.poll(Duration::from_millis(20));
+                    record = back;
+                }
+                Err((e, _)) => return Err(failed("producing")(e)),
+            }
+        }
+    }
+
+    /// Serves delivery reports; call between records.
+    pub fn poll(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Runs `effect` after this transaction commits; dropped if it aborts.
+    pub fn on_commit(&mut self, effect: impl FnOnce() + Send + 'static) {
+        self.after_commit.push(Box::new(effect));
+    }
+
+    pub fn due(&self, max_records: usize, max_age: Duration) -> bool {
+        self.open && (self.records >= max_records || self.opened_at.elapsed() >= max_age)
+    }
+
+    /// Commits the consumed offsets and the produced records atomically. Returns the number of
+    /// consumed records the transaction covered. On error the transaction is aborted.
+    pub fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<usize, TxnError> {
+        if !self.open {
+            return Ok(0);
+        }
+        let result = self.try_commit(consumer);
+        match &result {
+            Ok(_) => {
+                metrics::transaction("committed");
+                for effect in self.after_commit.drain(..) {
+                    effect();
+                }
+            }
+            Err(_) => self.abort(),
+        }
+        self.open = false;
+        self.next_offsets.clear();
+        self.after_commit.clear();
+        result
+    }
+
+    fn try_commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<usize, TxnError> {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in &self.next_offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .map_err(failed("listing offsets"))?;
+        }
+        if tpl.count() > 0 {
+            let metadata = consumer
+                .group_metadata()
+                .ok_or_else(|| failed("reading group metadata")(KafkaError::NoMessageReceived))?;
+            self.producer
+                .send_offsets_to_transaction(&tpl, &metadata, TXN_TIMEOUT)
+                .map_err(failed("sending offsets"))?;
+        }
+        self.producer
+            .commit_transaction(TXN_TIMEOUT)
+            .map_err(failed("committing"))?;
+        if self.embedded && tpl.count() > 0 {
+            // The mock broker accepts transactional offsets but does not apply them; a plain
+            // commit as well keeps a restarted embedded service from re-reading everything.
+            let _ = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync);
+        }
+        Ok(self.records)
+    }
+
+    /// Aborts the open transaction, if any; nothing it wrote becomes visible.
+    pub fn abort(&mut self) {
+        if self.open {
+            match self.producer.abort_transaction(TXN_TIMEOUT) {
+                Ok(()) => metrics::transaction("aborted"),
+                Err(e) => {
+                    tracing::error!(error = %e, "aborting a transaction failed");
+                    metrics::transaction("abort_failed");
+                }
+            }
+        }
+        self.open = false;
+        self.next_offsets.clear();
+        self.after_commit.clear();
+        self.records = 0;
+    }
+
+    /// Flushes and aborts what is open: for shutdown when a commit is not wanted.
+    pub fn close(mut self) {
+        self.abort();
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,180 @@
+//! `Filter` (DESIGN §3) compiled for matching, and the opaque list cursor.
+//! Several values of one field: OR; several fields: AND; an empty field matches everything.
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+
+use crate::wire::pb::{failure_callback_info::State, Filter};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FilterError {
+    #[error("unknown failureFunctionState `{0}` (expected one of CALLBACK_INPROGRESS, CALLBACK_SUCCESS, CALLBACK_FAIL, CALLBACK_CANCELED)")]
+    UnknownState(String),
+    #[error("fromDate {from} is after toDate {to}")]
+    DateRange { from: i64, to: i64 },
+    #[error("invalid cursor")]
+    Cursor,
+}
+
+/// The fields of an entry a filter looks at.
+pub struct FilterKeys<'a> {
+    pub created_at: i64,
+    pub workflow_url: &'a str,
+    pub workflow_run_id: &'a str,
+    pub workflow_created_at: i64,
+    pub labels: &'a [std::sync::Arc<str>],
+    pub callback_state: i32,
+    pub caller_ip: &'a str,
+    pub flow_control_key: &'a str,
+}
+
+/// A validated filter, ready to match.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntryFilter {
+    from_date: Option<i64>,
+    to_date: Option<i64>,
+    workflow_url: Vec<String>,
+    workflow_run_id: Option<String>,
+    workflow_created_at: Option<i64>,
+    label: Vec<String>,
+    callback_state: Vec<i32>,
+    caller_ip: Vec<String>,
+    flow_control_key: Vec<String>,
+}
+
+fn nonempty(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+impl EntryFilter {
+    /// Matches every entry.
+    pub fn all() -> EntryFilter {
+        EntryFilter::default()
+    }
+
+    pub fn compile(f: &Filter) -> Result<EntryFilter, FilterError> {
+        let callback_state = nonempty(&f.failure_function_state)
+            .iter()
+            .map(|s| {
+                State::from_str_name(&s.to_ascii_uppercase())
+                    .filter(|st| *st != State::Unspecified)
+                    .map(|st| st as i32)
+                    .ok_or_else(|| FilterError::UnknownState(s.chars().take(64).collect()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let from_date = (f.from_date != 0).then_some(f.from_date);
+        let to_date = (f.to_date != 0).then_some(f.to_date);
+        if let (Some(from), Some(to)) = (from_date, to_date) {
+            if from > to {
+                return Err(FilterError::DateRange { from, to });
+            }
+        }
+        Ok(EntryFilter {
+            from_date,
+            to_date,
+            workflow_url: nonempty(&f.workflow_url),
+            workflow_run_id: Some(f.workflow_run_id.trim().to_string()).filter(|s| !s.is_empty()),
+            workflow_created_at: (f.workflow_created_at != 0).then_some(f.workflow_created_at),
+            label: nonempty(&f.label),
+            callback_state,
+            caller_ip: nonempty(&f.caller_ip),
+            flow_control_key: nonempty(&f.flow_control_key),
+        })
+    }
+
+    /// True when no field is set: such a filter must never be read as "everything" by a command.
+    pub fn is_empty(&self) -> bool {
+        *self == EntryFilter::default()
+    }
+
+    pub fn matches(&self, k: &FilterKeys<'_>) -> bool {
+        fn any_of(wanted: &[String], have: &str) -> bool {
+            wanted.is_empty() || wanted.iter().any(|w| w == have)
+        }
+        self.from_date.is_none_or(|d| k.created_at >= d)
+            && self.to_date.is_none_or(|d| k.created_at <= d)
+            && any_of(&self.workflow_url, k.workflow_url)
+            && self
+                .workflow_run_id
+                .as_deref()
+                .is_none_or(|r| r == k.workflow_run_id)
+            && self
+                .workflow_created_at
+                .is_none_or(|t| t == k.workflow_created_at)
+            && (self.label.is_empty()
+                || self
+                    .label
+                    .iter()
+                    .any(|l| k.labels.iter().any(|have| **have == **l)))
+            && (self.callback_state.is_empty() || self.callback_state.contains(&k.callback_state))
+            && any_of(&self.caller_ip, k.caller_ip)
+            && any_of(&self.flow_control_key, k.flow_control_key)
+    }
+}
+
+/// Position after the last entry of a page: entries are ordered by `created_at`, then `dlqId`,
+/// so a cursor stays valid while entries come and go around it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    pub created_at: i64,
+    pub dlq_id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.created_at, self.dlq_id))
+    }
+
+    pub fn decode(text: &str) -> Result<Cursor, FilterError> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .map_err(|_| FilterError::Cursor)?;
+        let raw = String::from_utf8(raw).map_err(|_| FilterError::Cursor)?;
+        let (ts, id) = raw.split_once(':').ok_or(FilterError::Cursor)?;
+        Ok(Cursor {
+            created_at: ts.parse().map_err(|_| FilterError::Cursor)?,
+            dlq_id: id.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let c = Cursor {
+            created_at: 1_700_000_000_000,
+            dlq_id: "dlq-abc".into(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Ok(c));
+        assert_eq!(Cursor::decode("%%%"), Err(FilterError::Cursor));
+        assert_eq!(Cursor::decode("bm9jb2xvbg"), Err(FilterError::Cursor));
+    }
+
+    #[test]
+    fn unknown_callback_states_are_refused() {
+        let f = Filter {
+            failure_function_state: vec!["CALLBACK_FAIL".into(), "NOPE".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            EntryFilter::compile(&f),
+            Err(FilterError::UnknownState("NOPE".into()))
+        );
+    }
+
+    #[test]
+    fn an_unset_filter_is_empty() {
+        assert!(EntryFilter::compile(&Filter::default()).unwrap().is_empty());
+        let f = Filter {
+            label: vec![" ".into()],
+            ..Default::default()
+        };
+        assert!(EntryFilter::compile(&f).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,12 @@
+//! The DLQ store: the compacted store topic is the truth; every instance keeps a queryable
+//! in-memory view of it ([`view`]), fed by a reader that tails the whole topic ([`reader`]).
+//! The [`guard`] checks that the topic can still be trusted; the [`sweeper`] expires entries.
+
+pub mod filter;
+pub mod guard;
+pub mod reader;
+pub mod sweeper;
+pub mod view;
+
+pub use filter::{Cursor, EntryFilter, FilterError};
+pub use view::{EntryState, Page, StoreView};

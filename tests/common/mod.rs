@@ -1,0 +1,387 @@
+//! Test harness: every integration test runs against `KAFKA_BOOTSTRAP` when it is set (the real
+//! Apache Kafka started by `deploy/dev/kafka.sh`), and otherwise against the service's own
+//! embedded broker. Each test gets its own topics, group and instance id, so tests run in
+//! parallel on one broker.
+
+#![allow(dead_code)]
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    config::ClientConfig,
+    consumer::{BaseConsumer, Consumer},
+    message::{Header, Message, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+    Offset, TopicPartitionList,
+};
+use workflow_dlq::{config::Topics, wire::pb, Config, Service};
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// The real broker's address, when the suite runs against one.
+pub fn real_bootstrap() -> Option<String> {
+    std::env::var("KAFKA_BOOTSTRAP")
+        .ok()
+        .filter(|b| !b.trim().is_empty())
+}
+
+pub fn on_real_broker() -> bool {
+    real_bootstrap().is_some()
+}
+
+/// Tests that need what only a real broker has (restarts, crashes, committed offsets, volume)
+/// say so and return when run on the embedded one.
+#[macro_export]
+macro_rules! real_broker_only {
+    () => {
+        if !common::on_real_broker() {
+            eprintln!("needs the real broker (KAFKA_BOOTSTRAP); the embedded one can't show this");
+            return;
+        }
+    };
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A configuration with private topics, group and instance, on the test's broker.
+pub fn test_config() -> Config {
+    let id = unique("t");
+    Config {
+        kafka_bootstrap: real_bootstrap(),
+        http_addr: "127.0.0.1:0".parse().expect("literal address"),
+        api_token: Some(TOKEN.into()),
+        topics: Topics::with_suffix(&id),
+        group_id: format!("dlq-{id}"),
+        instance_id: id,
+        partitions: 3,
+        txn_max_interval: Duration::from_millis(50),
+        guard_interval: Duration::from_millis(500),
+        sweep_interval: Duration::from_millis(500),
+        kafka_connect_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(10),
+        ..Config::default()
+    }
+}
+
+pub struct TestApp {
+    pub service: Service,
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl TestApp {
+    pub async fn spawn(cfg: Config) -> TestApp {
+        let service = Service::start(cfg).await.expect("service starts");
+        let base = format!("http://{}", service.http_addr);
+        let app = TestApp {
+            service,
+            http: reqwest::Client::new(),
+            base,
+        };
+        app.wait_ready(Duration::from_secs(60)).await;
+        app
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.service.kafka_bootstrap.clone()
+    }
+
+    pub fn topics(&self) -> Topics {
+        self.service.cfg.topics.clone()
+    }
+
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let url = format!("{}/readyz", self.base);
+        let http = self.http.clone();
+        eventually(timeout, "service ready", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("HTTP request")
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).await;
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.expect("JSON body")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    pub async fn wait_entries(&self, n: usize, timeout: Duration) {
+        let view = self.service.view.clone();
+        eventually(timeout, &format!("{n} entries in the view"), || {
+            let view = view.clone();
+            async move { view.len() == n }
+        })
+        .await;
+    }
+
+    pub async fn stop(self) {
+        self.service.stop().await.expect("clean stop");
+    }
+}
+
+/// Polls `check` until it holds, or fails the test naming `what`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+pub fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// A realistic failure event: headers, body, three completed steps with outputs.
+pub fn failure_event(n: usize) -> pb::FailureEvent {
+    let header = |v: &str| pb::HeaderValues {
+        values: vec![v.to_string()],
+    };
+    pb::FailureEvent {
+        event_id: format!("evt-{n}-{}", uuid::Uuid::new_v4().simple()),
+        workflow_run_id: format!("wfr-{n}"),
+        workflow_url: format!("https://app.example.com/api/workflow/{}", n % 4),
+        workflow_created_at: 1_700_000_000_000 + n as i64,
+        message_id: format!("msg-{n}"),
+        method: "POST".into(),
+        header: [
+            ("Content-Type".to_string(), header("application/json")),
+            ("X-Tenant".to_string(), header(&format!("tenant-{}", n % 3))),
+        ]
+        .into_iter()
+        .collect(),
+        body: format!("{{\"order\":{n}}}").into_bytes(),
+        max_retries: 3,
+        caller_ip: format!("10.0.0.{}", n % 5),
+        labels: vec![format!("label-{}", n % 2)],
+        flow_control: Some(pb::FlowControl {
+            key: format!("fc-{}", n % 2),
+            rate: 10,
+            parallelism: 2,
+            period_seconds: 60,
+        }),
+        completed_steps: (1..=3)
+            .map(|i| pb::Step {
+                step_id: i,
+                step_name: format!("step-{i}"),
+                step_type: "Run".into(),
+                out: format!("{{\"result\":{i}}}").into_bytes(),
+                concurrent: 1,
+                completed_at: 1_700_000_000_000 + i as i64,
+            })
+            .collect(),
+        failed_step: Some(pb::Step {
+            step_id: 4,
+            step_name: "charge".into(),
+            step_type: "Call".into(),
+            ..Default::default()
+        }),
+        response_status: 500,
+        response_body: b"upstream failed".to_vec(),
+        failure_callback: "https://app.example.com/api/failure".into(),
+        failure_callback_info: Some(pb::FailureCallbackInfo {
+            state: pb::failure_callback_info::State::CallbackFail as i32,
+            response_status: 500,
+            ..Default::default()
+        }),
+        failed_at: workflow_dlq::now_ms(),
+        error_message: "step charge failed after 3 retries".into(),
+        ..Default::default()
+    }
+}
+
+pub fn envelope(ev: pb::FailureEvent) -> pb::FailureEnvelope {
+    pb::FailureEnvelope {
+        kind: Some(pb::failure_envelope::Kind::Failure(ev)),
+    }
+}
+
+/// Publishes a failure as protobuf (`json = false`) or JSON, keyed by run id like the platform.
+pub async fn publish(p: &FutureProducer, topic: &str, ev: &pb::FailureEvent, json: bool) {
+    let env = envelope(ev.clone());
+    publish_raw(
+        p,
+        topic,
+        Some(ev.workflow_run_id.as_bytes()),
+        &if json {
+            serde_json::to_vec(&env).expect("json")
+        } else {
+            prost::Message::encode_to_vec(&env)
+        },
+        json.then_some("application/json"),
+        None,
+    )
+    .await;
+}
+
+pub async fn publish_raw(
+    p: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: &[u8],
+    content_type: Option<&str>,
+    partition: Option<i32>,
+) {
+    let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(value);
+    if let Some(k) = key {
+        rec = rec.key(k);
+    }
+    if let Some(ct) = content_type {
+        rec = rec.headers(OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some(ct),
+        }));
+    }
+    if let Some(p) = partition {
+        rec = rec.partition(p);
+    }
+    p.send(rec, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: HashMap<String, String>,
+}
+
+/// Reads a whole topic from the beginning to its current end, committed records only.
+pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<Record> {
+    use rdkafka::message::Headers;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("partition");
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            if high > low {
+                ends.insert(p.id(), high);
+            }
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let started = Instant::now();
+    while !ends.is_empty() && started.elapsed() < Duration::from_secs(60) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|hd| {
+                            (
+                                hd.key.to_string(),
+                                String::from_utf8_lossy(hd.value.unwrap_or_default()).to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers,
+            });
+            if ends
+                .get(&m.partition())
+                .is_some_and(|e| m.offset() + 1 >= *e)
+            {
+                ends.remove(&m.partition());
+            }
+        }
+        if let Ok(pos) = consumer.position() {
+            for e in pos.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    if ends.get(&e.partition()).is_some_and(|end| o >= *end) {
+                        ends.remove(&e.partition());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Publishes one fresh failure to every partition and waits until all are stored: ingest reads
+/// each partition in order, so everything published before is then processed.
+pub async fn barrier(app: &TestApp, p: &FutureProducer) -> usize {
+    let topic = app.topics().failures;
+    let mut ids = Vec::new();
+    for partition in 0..app.service.cfg.partitions {
+        let ev = failure_event(900_000 + partition as usize);
+        ids.push(workflow_dlq::wire::ids::dlq_id_for_event(&ev.event_id));
+        let env = prost::Message::encode_to_vec(&envelope(ev));
+        publish_raw(p, &topic, None, &env, None, Some(partition)).await;
+    }
+    let view = app.service.view.clone();
+    eventually(Duration::from_secs(60), "barrier records stored", || {
+        let (view, ids) = (view.clone(), ids.clone());
+        async move { ids.iter().all(|id| view.get(id).is_some()) }
+    })
+    .await;
+    ids.len()
+}
