@@ -49,6 +49,16 @@ impl KafkaConn {
     /// logic depends on are forced after the user's properties.
     pub fn group_consumer_config(&self, group: &str) -> ClientConfig {
         let mut c = self.client_config();
+        // A crashed instance's partitions move on after 10 s rather than the 45 s default
+        // (the user may still choose otherwise).
+        for (k, v) in [
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "2000"),
+        ] {
+            if !self.properties.contains_key(k) {
+                c.set(k, v);
+            }
+        }
         c.set("group.id", group)
             // Offsets are committed only inside our transactions.
             .set("enable.auto.commit", "false")
