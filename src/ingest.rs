@@ -338,11 +338,7 @@ impl Ingest {
         encoding: Encoding,
     ) -> Result<(), IngestError> {
         let cfg = &self.cfg;
-        let content_type = m.headers().and_then(|h| {
-            h.iter()
-                .find(|hd| hd.key.eq_ignore_ascii_case(codec::CONTENT_TYPE))
-                .and_then(|hd| hd.value)
-        });
+        let content_type = codec::content_type_of(m.headers());
         let now = crate::now_ms();
         let decider = Decider {
             view: &self.view,

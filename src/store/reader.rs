@@ -11,7 +11,7 @@ use std::{
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     error::KafkaError,
-    message::{Headers, Message},
+    message::Message,
     Offset, TopicPartitionList,
 };
 use tokio_util::sync::CancellationToken;
@@ -152,11 +152,7 @@ fn apply(view: &StoreView, m: &rdkafka::message::BorrowedMessage<'_>) {
             view.remove(key);
         }
         Some(payload) => {
-            let ct = m.headers().and_then(|h| {
-                h.iter()
-                    .find(|hd| hd.key.eq_ignore_ascii_case(codec::CONTENT_TYPE))
-                    .and_then(|hd| hd.value)
-            });
+            let ct = codec::content_type_of(m.headers());
             match codec::decode::<DlqEntry>(ct, Some(payload)) {
                 Ok(entry) if entry.dlq_id == key => view.upsert(m.partition(), m.offset(), &entry),
                 Ok(entry) => {

@@ -60,6 +60,15 @@ impl DecodeError {
     }
 }
 
+/// The value of a record's `content-type` header, if it has one.
+pub fn content_type_of<H: rdkafka::message::Headers>(headers: Option<&H>) -> Option<&[u8]> {
+    headers.and_then(|h| {
+        h.iter()
+            .find(|hd| hd.key.eq_ignore_ascii_case(CONTENT_TYPE))
+            .and_then(|hd| hd.value)
+    })
+}
+
 /// Decides the encoding from the `content-type` header, or by sniffing when it is absent.
 pub fn detect(content_type: Option<&[u8]>, payload: &[u8]) -> Result<Encoding, DecodeError> {
     match content_type {
