@@ -11,6 +11,10 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    commands::{
+        ledger::{Ledger, LedgerSink},
+        Commands,
+    },
     config::Config,
     health::Health,
     http::{self, AppState},
@@ -93,6 +97,7 @@ impl Service {
             properties: cfg.kafka_properties.clone(),
             embedded: embedded.is_some(),
             client_id: format!("workflow-dlq-{}", cfg.instance_id),
+            max_record_bytes: kafka::topics::max_message_bytes(&cfg),
         };
         let api_token = cfg.api_token.clone().unwrap_or_else(generate_token);
         let view = Arc::new(StoreView::new());
@@ -240,6 +245,7 @@ async fn run(
         tracing::info!(?created, "topics created");
     }
 
+    let ledger = Arc::new(Ledger::new());
     let threads: Vec<thread::JoinHandle<()>> = vec![
         reader::spawn(
             conn.clone(),
@@ -253,6 +259,15 @@ async fn run(
             view: view.clone(),
         }
         .spawn(shutdown.clone())?,
+        kafka::tail::spawn(
+            "command-ledger",
+            conn.clone(),
+            cfg.topics.results.clone(),
+            LedgerSink(ledger.clone()),
+            shutdown.clone(),
+        )?,
+        Commands::new(cfg.clone(), conn.clone(), view.clone(), ledger.clone())
+            .spawn(shutdown.clone())?,
     ];
     let guard = tokio::spawn(
         StoreGuard {
@@ -276,8 +291,13 @@ async fn run(
 
     let lag = tokio::spawn(kafka::lag::monitor(
         conn.clone(),
-        cfg.group_id.clone(),
-        vec![cfg.topics.failures.clone()],
+        vec![
+            (cfg.group_id.clone(), cfg.topics.failures.clone()),
+            (
+                format!("{}.commands", cfg.group_id),
+                cfg.topics.commands.clone(),
+            ),
+        ],
         Duration::from_secs(10),
         shutdown.clone(),
     ));

@@ -9,26 +9,23 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex, MutexGuard,
-    },
+    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
 use rdkafka::{
-    consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance},
+    consumer::{BaseConsumer, Consumer},
     error::KafkaError,
-    message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders},
-    ClientContext,
+    message::{BorrowedMessage, Header, Message, OwnedHeaders},
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
     kafka::{
-        txn::{OutRecord, TxnBatch, TxnError},
+        rejected,
+        txn::{lock, OutRecord, TxnBatch, TxnConsumerContext, TxnError},
         KafkaConn,
     },
     metrics,
@@ -42,16 +39,6 @@ use crate::{
         DecodeError,
     },
 };
-
-/// Header names on a rejected record.
-pub mod reject_headers {
-    pub const SOURCE_TOPIC: &str = "dlq.source.topic";
-    pub const SOURCE_PARTITION: &str = "dlq.source.partition";
-    pub const SOURCE_OFFSET: &str = "dlq.source.offset";
-    pub const REASON: &str = "dlq.reject.reason";
-    pub const DETAIL: &str = "dlq.reject.detail";
-    pub const TRUNCATED: &str = "dlq.truncated";
-}
 
 /// Longest `error_message` kept; longer ones are cut (it is for people, not machines).
 const MAX_ERROR_MESSAGE: usize = 4096;
@@ -219,33 +206,6 @@ impl Decider<'_> {
     }
 }
 
-/// Consumer context: commits the open transaction before partitions are revoked, so a
-/// rebalance never hands another instance work we hold uncommitted.
-struct IngestContext {
-    txn: Arc<Mutex<TxnBatch>>,
-    broken: AtomicBool,
-}
-
-impl ClientContext for IngestContext {}
-
-impl ConsumerContext for IngestContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(_) = rebalance {
-            let mut txn = lock(&self.txn);
-            if txn.is_open() {
-                if let Err(e) = txn.commit(consumer) {
-                    tracing::error!(error = %e, "commit before revoke failed");
-                    self.broken.store(true, Ordering::SeqCst);
-                }
-            }
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The ingest worker: runs on its own thread, restarting its pipeline after any Kafka error.
 pub struct Ingest {
     pub cfg: Arc<Config>,
@@ -277,11 +237,8 @@ impl Ingest {
         let cfg = &self.cfg;
         let txn_id = format!("{}-ingest-{}", cfg.group_id, cfg.instance_id);
         let txn = Arc::new(Mutex::new(TxnBatch::new(&self.conn, &txn_id)?));
-        let context = IngestContext {
-            txn: txn.clone(),
-            broken: AtomicBool::new(false),
-        };
-        let consumer: BaseConsumer<IngestContext> = self
+        let context = TxnConsumerContext::new(txn.clone());
+        let consumer: BaseConsumer<TxnConsumerContext> = self
             .conn
             .group_consumer_config(&cfg.group_id)
             .create_with_context(context)?;
@@ -304,7 +261,7 @@ impl Ingest {
                 return Ok(());
             }
             let polled = consumer.poll(Duration::from_millis(50));
-            if consumer.context().broken.load(Ordering::SeqCst) {
+            if consumer.context().is_broken() {
                 return Err(IngestError::RebalanceCommit);
             }
             let mut t = lock(&txn);
@@ -390,7 +347,7 @@ impl Ingest {
                     detail = %reason,
                     "input record rejected"
                 );
-                let record = rejected_record(
+                let record = rejected::record(
                     m,
                     reason.reason(),
                     &reason.to_string(),
@@ -405,64 +362,5 @@ impl Ingest {
         }
         txn.consumed(m.topic(), m.partition(), m.offset())?;
         Ok(())
-    }
-}
-
-/// The record for the rejected topic: the original key and value, verbatim (cut to the maximum
-/// record size if larger, and marked so), with headers naming its source and the reason.
-pub fn rejected_record(
-    m: &BorrowedMessage<'_>,
-    reason: &str,
-    detail: &str,
-    rejected_topic: &str,
-    max_bytes: usize,
-) -> OutRecord {
-    let mut headers = OwnedHeaders::new();
-    if let Some(original) = m.headers() {
-        for h in original.iter() {
-            headers = headers.insert(Header {
-                key: h.key,
-                value: h.value,
-            });
-        }
-    }
-    let mut value = m.payload().map(<[u8]>::to_vec);
-    let truncated = value.as_ref().is_some_and(|v| v.len() > max_bytes);
-    if let Some(v) = value.as_mut() {
-        v.truncate(max_bytes);
-    }
-    let detail: String = detail.chars().take(1024).collect();
-    headers = headers
-        .insert(Header {
-            key: reject_headers::SOURCE_TOPIC,
-            value: Some(m.topic()),
-        })
-        .insert(Header {
-            key: reject_headers::SOURCE_PARTITION,
-            value: Some(&m.partition().to_string()),
-        })
-        .insert(Header {
-            key: reject_headers::SOURCE_OFFSET,
-            value: Some(&m.offset().to_string()),
-        })
-        .insert(Header {
-            key: reject_headers::REASON,
-            value: Some(reason),
-        })
-        .insert(Header {
-            key: reject_headers::DETAIL,
-            value: Some(&detail),
-        });
-    if truncated {
-        headers = headers.insert(Header {
-            key: reject_headers::TRUNCATED,
-            value: Some("true"),
-        });
-    }
-    OutRecord {
-        topic: rejected_topic.to_string(),
-        key: m.key().map(<[u8]>::to_vec),
-        value,
-        headers,
     }
 }

@@ -5,12 +5,14 @@
 //! that starts and stops them all ([`app`]).
 
 pub mod app;
+pub mod commands;
 pub mod config;
 pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod kafka;
 pub mod metrics;
+pub mod republish;
 pub mod store;
 pub mod telemetry;
 pub mod wire;

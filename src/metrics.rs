@@ -156,3 +156,20 @@ pub fn entries(count: usize, oldest_age_seconds: f64) {
 pub fn http_request(route: String, status: u16) {
     counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
 }
+
+pub fn command(action: &'static str, selector: &'static str, outcome: &'static str) {
+    counter!(COMMANDS, "action" => action, "selector" => selector, "outcome" => outcome)
+        .increment(1);
+}
+
+pub fn item(action: &'static str, status: &'static str) {
+    counter!(ITEMS, "action" => action, "status" => status).increment(1);
+}
+
+pub fn republished(kind: &'static str) {
+    counter!(REPUBLISHED, "kind" => kind).increment(1);
+}
+
+pub fn command_latency(seconds: f64) {
+    histogram!(COMMAND_LATENCY).record(seconds);
+}

@@ -5,8 +5,6 @@ mod common;
 
 use std::{
     collections::{HashMap, HashSet},
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
     time::Duration,
 };
 
@@ -15,10 +13,7 @@ use common::{
     TestApp,
 };
 use prost::Message;
-use workflow_dlq::{
-    wire::{ids::dlq_id_for_event, pb},
-    Config,
-};
+use workflow_dlq::wire::{ids::dlq_id_for_event, pb};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -76,61 +71,12 @@ async fn a_restarted_service_rebuilds_the_same_view_from_the_store_topic() {
     again.stop().await;
 }
 
-fn spawn_binary(cfg: &Config) -> (Child, String) {
-    let t = &cfg.topics;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_workflow-dlq"))
-        .arg("serve")
-        .env(
-            "DLQ_KAFKA_BOOTSTRAP",
-            cfg.kafka_bootstrap.as_deref().unwrap_or_default(),
-        )
-        .env("DLQ_HTTP_ADDR", "127.0.0.1:0")
-        .env("DLQ_API_TOKEN", common::TOKEN)
-        .env("DLQ_TOPIC_FAILURES", &t.failures)
-        .env("DLQ_TOPIC_STORE", &t.store)
-        .env("DLQ_TOPIC_COMMANDS", &t.commands)
-        .env("DLQ_TOPIC_EXECUTIONS", &t.executions)
-        .env("DLQ_TOPIC_RESULTS", &t.results)
-        .env("DLQ_TOPIC_REJECTED", &t.rejected)
-        .env("DLQ_GROUP_ID", &cfg.group_id)
-        .env("DLQ_INSTANCE_ID", &cfg.instance_id)
-        .env("DLQ_PARTITIONS", cfg.partitions.to_string())
-        // Small transactions: a kill lands between and inside many of them.
-        .env("DLQ_TXN_MAX_RECORDS", "50")
-        .env("DLQ_TXN_MAX_INTERVAL", "20ms")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut base = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("line");
-        if let Some(url) = line.strip_prefix("HTTP API on ") {
-            base = url.to_string();
-            break;
-        }
-    }
-    (child, base)
-}
-
-async fn status_entries(http: &reqwest::Client, base: &str) -> Option<u64> {
-    let r = http
-        .get(format!("{base}/v1/status"))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .await
-        .ok()?;
-    let v: serde_json::Value = r.json().await.ok()?;
-    v["entries"].as_u64()
-}
-
 #[tokio::test]
 async fn killing_the_service_mid_ingest_loses_nothing_and_stores_nothing_twice() {
     real_broker_only!();
     let cfg = test_config();
     let bootstrap = cfg.kafka_bootstrap.clone().expect("real broker");
-    let (mut child, base) = spawn_binary(&cfg);
+    let (mut child, base) = common::spawn_binary(&cfg);
     let http = reqwest::Client::new();
     eventually(MINUTE, "first instance ready", || {
         let (http, base) = (http.clone(), base.clone());
@@ -159,7 +105,7 @@ async fn killing_the_service_mid_ingest_loses_nothing_and_stores_nothing_twice()
     });
     eventually(MINUTE, "some entries stored", || {
         let (http, base) = (http.clone(), base.clone());
-        async move { status_entries(&http, &base).await.unwrap_or(0) >= 1000 }
+        async move { common::status_entries(&http, &base).await.unwrap_or(0) >= 1000 }
     })
     .await;
     child.kill().expect("SIGKILL");
@@ -169,13 +115,13 @@ async fn killing_the_service_mid_ingest_loses_nothing_and_stores_nothing_twice()
     eprintln!("killed with {at_kill} of 5000 entries committed");
     assert!(at_kill < 5000, "the kill must land mid-ingest");
 
-    let (mut child, base) = spawn_binary(&cfg);
+    let (mut child, base) = common::spawn_binary(&cfg);
     eventually(
         Duration::from_secs(120),
         "all 5,000 entries after restart",
         || {
             let (http, base) = (http.clone(), base.clone());
-            async move { status_entries(&http, &base).await == Some(5000) }
+            async move { common::status_entries(&http, &base).await == Some(5000) }
         },
     )
     .await;
@@ -572,5 +518,35 @@ async fn the_store_guard_fails_readiness_when_the_store_topic_gets_a_retention()
         }
     })
     .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_large_rejected_records_does_not_stall_ingest() {
+    // Ten 60 KiB undecodable records on one partition are batched together on their way to the
+    // rejected topic: the batch must still fit the topic, or the transaction fails on every retry.
+    let mut cfg = test_config();
+    cfg.max_record_bytes = 64 * 1024;
+    cfg.txn_max_interval = std::time::Duration::from_millis(500);
+    let app = TestApp::spawn(cfg).await;
+    // Small batches on the way in, so only the service's own batching is under test.
+    let p: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", app.bootstrap())
+        .set("batch.size", "100000")
+        .create()
+        .expect("producer");
+    let topic = app.topics().failures;
+    let garbage = vec![0xffu8; 60 * 1024];
+    let sends = (0..10).map(|_| publish_raw(&p, &topic, None, &garbage, None, Some(0)));
+    futures::future::join_all(sends).await;
+    let ev = failure_event(1);
+    let env = common::envelope(ev.clone()).encode_to_vec();
+    publish_raw(&p, &topic, None, &env, None, Some(0)).await;
+    app.wait_entries(1, MINUTE).await;
+    let rejected = read_topic(&app.bootstrap(), &app.topics().rejected);
+    assert_eq!(rejected.len(), 10);
+    assert!(rejected
+        .iter()
+        .all(|r| r.value.as_ref().map(Vec::len) == Some(60 * 1024)));
     app.stop().await;
 }

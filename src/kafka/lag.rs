@@ -39,16 +39,15 @@ pub fn group_lag(conn: &KafkaConn, group: &str, topic: &str) -> Result<i64, Kafk
     Ok(lag)
 }
 
-/// Publishes `dlq_consumer_lag{topic}` for each input topic every `interval`.
+/// Publishes `dlq_consumer_lag{topic}` for each (group, input topic) every `interval`.
 pub async fn monitor(
     conn: KafkaConn,
-    group: String,
-    topics: Vec<String>,
+    inputs: Vec<(String, String)>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
-        for topic in &topics {
+        for (group, topic) in &inputs {
             let (c, g, t) = (conn.clone(), group.clone(), topic.clone());
             match tokio::task::spawn_blocking(move || group_lag(&c, &g, &t)).await {
                 Ok(Ok(lag)) => metrics::consumer_lag(topic, lag),

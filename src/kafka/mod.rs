@@ -3,6 +3,9 @@
 
 pub mod embedded;
 pub mod lag;
+pub mod partitioner;
+pub mod rejected;
+pub mod tail;
 pub mod topics;
 pub mod txn;
 
@@ -13,6 +16,10 @@ use rdkafka::{
     consumer::{BaseConsumer, Consumer},
 };
 
+/// Keyed records go where the Java client would put them (murmur2), so the store and the command
+/// topic stay co-partitioned by `dlqId` whoever produces to them.
+pub const PARTITIONER: &str = "murmur2_random";
+
 /// How to reach the cluster: the bootstrap plus the user's librdkafka properties.
 #[derive(Debug, Clone)]
 pub struct KafkaConn {
@@ -22,6 +29,8 @@ pub struct KafkaConn {
     /// through transactions.
     pub embedded: bool,
     pub client_id: String,
+    /// Largest record a producer of ours writes (`--max-record-bytes` plus envelope room).
+    pub max_record_bytes: usize,
 }
 
 /// Property names whose values are secrets: never logged, never shown by `/v1/status`.
@@ -81,10 +90,22 @@ impl KafkaConn {
         c
     }
 
+    /// Bounds every producer's batches below what the topics we create accept
+    /// ([`topics::topic_max_message_bytes`]): a batch of several large rejected records must
+    /// not exceed the topic's limit, or the whole transaction fails again on every retry.
+    pub fn bound_batches(&self, c: &mut ClientConfig) {
+        let topic_limit = topics::topic_max_message_bytes(self.max_record_bytes);
+        c.set("batch.size", self.max_record_bytes.to_string())
+            .set("message.max.bytes", topic_limit.max(1_000_000).to_string());
+    }
+
     /// A plain idempotent producer (for writes that need no transaction, e.g. expiry tombstones).
     pub fn idempotent_producer_config(&self) -> ClientConfig {
         let mut c = self.client_config();
-        c.set("enable.idempotence", "true").set("linger.ms", "5");
+        c.set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("partitioner", PARTITIONER);
+        self.bound_batches(&mut c);
         c
     }
 
@@ -133,6 +154,7 @@ mod tests {
             .collect(),
             embedded: false,
             client_id: "t".into(),
+            max_record_bytes: 1024,
         };
         let shown = conn.redacted_properties();
         assert_eq!(shown["sasl.password"], "<redacted>");

@@ -31,20 +31,30 @@ pub fn store_topic_config(cfg: &Config) -> Vec<(&'static str, String)> {
         ("retention.ms", "-1".into()),
         ("retention.bytes", "-1".into()),
         ("delete.retention.ms", cfg.retention.as_millis().to_string()),
-        ("max.message.bytes", max_message_bytes(cfg).to_string()),
+        (
+            "max.message.bytes",
+            topic_max_message_bytes(max_message_bytes(cfg)).to_string(),
+        ),
     ]
 }
 
-/// Room for the largest accepted input plus the envelope we add around it.
+/// Room for the largest accepted input plus the envelope we add around it: the most any
+/// single record of ours holds.
 pub fn max_message_bytes(cfg: &Config) -> usize {
     cfg.max_record_bytes + 64 * 1024
+}
+
+/// A topic's `max.message.bytes` bounds a whole producer batch, not one record: room for a
+/// full batch (`batch.size` = one record's maximum) plus the record that overflows it.
+pub fn topic_max_message_bytes(max_record: usize) -> usize {
+    2 * max_record + 64 * 1024
 }
 
 /// Every topic of DESIGN §2. The store and the command topic share a partition count so that a
 /// command for a `dlqId` lands on the partition whose store entries the same instance owns.
 pub fn topic_specs(cfg: &Config) -> Vec<TopicSpec> {
     let t = &cfg.topics;
-    let max = max_message_bytes(cfg).to_string();
+    let max = topic_max_message_bytes(max_message_bytes(cfg)).to_string();
     let plain = |role, name: &String| TopicSpec {
         role,
         name: name.clone(),

@@ -7,15 +7,19 @@
 
 use std::{
     collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
     time::{Duration, Instant},
 };
 
 use rdkafka::{
-    consumer::{BaseConsumer, Consumer, ConsumerContext},
+    consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance},
     error::KafkaError,
     message::OwnedHeaders,
     producer::{BaseProducer, BaseRecord, Producer},
-    Offset, TopicPartitionList,
+    ClientContext, Offset, TopicPartitionList,
 };
 
 use super::KafkaConn;
@@ -78,7 +82,9 @@ impl TxnBatch {
                 "transaction.timeout.ms",
                 TXN_TIMEOUT.as_millis().to_string(),
             )
-            .set("linger.ms", "5");
+            .set("linger.ms", "5")
+            .set("partitioner", super::PARTITIONER);
+        conn.bound_batches(&mut c);
         let producer: BaseProducer = c.create().map_err(|source| TxnError::Create {
             id: transactional_id.to_string(),
             source,
@@ -227,6 +233,11 @@ impl TxnBatch {
     /// Aborts the open transaction, if any; nothing it wrote becomes visible.
     pub fn abort(&mut self) {
         if self.open {
+            // Drop what is still queued and serve its delivery reports, so the abort does not
+            // wait on messages nobody polls for.
+            self.producer
+                .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+            self.producer.poll(Duration::from_millis(100));
             match self.producer.abort_transaction(TXN_TIMEOUT) {
                 Ok(()) => metrics::transaction("aborted"),
                 Err(e) => {
@@ -245,5 +256,60 @@ impl TxnBatch {
     pub fn close(mut self) {
         self.abort();
         let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}
+
+/// Consumer context for transactional processing: commits the open transaction before
+/// partitions are revoked, so a rebalance never hands another instance work we hold
+/// uncommitted. If that commit fails the pipeline must restart from committed offsets
+/// ([`TxnConsumerContext::is_broken`]).
+pub struct TxnConsumerContext {
+    txn: Arc<Mutex<TxnBatch>>,
+    broken: AtomicBool,
+    rebalanced: AtomicBool,
+}
+
+impl TxnConsumerContext {
+    pub fn new(txn: Arc<Mutex<TxnBatch>>) -> TxnConsumerContext {
+        TxnConsumerContext {
+            txn,
+            broken: AtomicBool::new(false),
+            rebalanced: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::SeqCst)
+    }
+
+    /// True once after each change of assignment.
+    pub fn take_rebalanced(&self) -> bool {
+        self.rebalanced.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// Locks a mutex whose holder may have panicked: the batch is still consistent (an open
+/// transaction is simply aborted on the next error).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ClientContext for TxnConsumerContext {}
+
+impl ConsumerContext for TxnConsumerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            let mut txn = lock(&self.txn);
+            if txn.is_open() {
+                if let Err(e) = txn.commit(consumer) {
+                    tracing::error!(error = %e, "commit before revoke failed");
+                    self.broken.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+        self.rebalanced.store(true, Ordering::SeqCst);
     }
 }

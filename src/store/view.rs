@@ -101,6 +101,8 @@ pub struct Page {
 pub struct StoreView {
     index: RwLock<Index>,
     caught_up: AtomicBool,
+    /// Next store offset to apply, per partition: how far the view has read.
+    positions: std::sync::Mutex<HashMap<i32, i64>>,
 }
 
 impl StoreView {
@@ -269,6 +271,18 @@ impl StoreView {
                 .or_insert(s.offset);
         }
         low
+    }
+
+    pub fn set_position(&self, partition: i32, next_offset: i64) {
+        let mut p = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let at = p.entry(partition).or_insert(next_offset);
+        *at = (*at).max(next_offset);
+    }
+
+    /// The next store offset the view will apply on `partition` (0 before any).
+    pub fn position(&self, partition: i32) -> i64 {
+        let p = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        p.get(&partition).copied().unwrap_or(0)
     }
 
     pub fn set_caught_up(&self) {

@@ -8,6 +8,8 @@
 use std::{
     collections::HashMap,
     future::Future,
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -77,6 +79,9 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(cfg: Config) -> TestApp {
+        if std::env::var_os("TEST_LOG").is_some() {
+            workflow_dlq::telemetry::init(workflow_dlq::config::LogFormat::Text);
+        }
         let service = Service::start(cfg).await.expect("service starts");
         let base = format!("http://{}", service.http_addr);
         let app = TestApp {
@@ -167,10 +172,12 @@ where
     panic!("timed out after {timeout:?} waiting for: {what}");
 }
 
+/// A plain producer that partitions keyed records as the Java client does (murmur2).
 pub fn producer(bootstrap: &str) -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random")
         .create()
         .expect("producer")
 }
@@ -384,4 +391,132 @@ pub async fn barrier(app: &TestApp, p: &FutureProducer) -> usize {
     })
     .await;
     ids.len()
+}
+
+/// Publishes a recovery command keyed as the design says: by `dlqId` for one id, by command id
+/// otherwise.
+pub async fn send_command(p: &FutureProducer, topic: &str, cmd: &pb::RecoveryCommand) {
+    let key = match &cmd.selector {
+        Some(pb::recovery_command::Selector::DlqIds(ids)) if ids.ids.len() == 1 => {
+            ids.ids[0].clone()
+        }
+        _ => cmd.command_id.clone(),
+    };
+    publish_raw(
+        p,
+        topic,
+        Some(key.as_bytes()),
+        &prost::Message::encode_to_vec(cmd),
+        None,
+        None,
+    )
+    .await;
+}
+
+pub fn decode_all<T: prost::Message + Default + serde::de::DeserializeOwned>(
+    records: &[Record],
+) -> Vec<T> {
+    records
+        .iter()
+        .filter_map(|r| {
+            let ct = r.headers.get("content-type").map(|s| s.as_bytes());
+            workflow_dlq::wire::decode::<T>(ct, r.value.as_deref()).ok()
+        })
+        .collect()
+}
+
+/// Waits for the final result (`done = true`) of `command_id` and returns every result of it.
+pub async fn final_result(
+    bootstrap: &str,
+    results_topic: &str,
+    command_id: &str,
+    timeout: Duration,
+) -> (pb::CommandResult, Vec<pb::CommandResult>) {
+    let started = Instant::now();
+    loop {
+        let all: Vec<pb::CommandResult> =
+            decode_all::<pb::CommandResult>(&read_topic(bootstrap, results_topic))
+                .into_iter()
+                .filter(|r| r.command_id == command_id)
+                .collect();
+        if let Some(done) = all.iter().find(|r| r.done) {
+            return (done.clone(), all);
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "no final result for {command_id} after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn command(
+    id: &str,
+    action: pb::recovery_command::Action,
+    selector: pb::recovery_command::Selector,
+) -> pb::RecoveryCommand {
+    pb::RecoveryCommand {
+        command_id: id.to_string(),
+        action: action as i32,
+        selector: Some(selector),
+        requested_by: "test".into(),
+        requested_at: workflow_dlq::now_ms(),
+        ..Default::default()
+    }
+}
+
+pub fn ids(ids: &[&str]) -> pb::recovery_command::Selector {
+    pb::recovery_command::Selector::DlqIds(pb::recovery_command::Ids {
+        ids: ids.iter().map(|s| s.to_string()).collect(),
+    })
+}
+
+/// Runs the real binary against the test's topics (for crash tests: it can be killed).
+pub fn spawn_binary(cfg: &Config) -> (Child, String) {
+    let t = &cfg.topics;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_workflow-dlq"))
+        .arg("serve")
+        .env(
+            "DLQ_KAFKA_BOOTSTRAP",
+            cfg.kafka_bootstrap.as_deref().unwrap_or_default(),
+        )
+        .env("DLQ_HTTP_ADDR", "127.0.0.1:0")
+        .env("DLQ_API_TOKEN", TOKEN)
+        .env("DLQ_TOPIC_FAILURES", &t.failures)
+        .env("DLQ_TOPIC_STORE", &t.store)
+        .env("DLQ_TOPIC_COMMANDS", &t.commands)
+        .env("DLQ_TOPIC_EXECUTIONS", &t.executions)
+        .env("DLQ_TOPIC_RESULTS", &t.results)
+        .env("DLQ_TOPIC_REJECTED", &t.rejected)
+        .env("DLQ_GROUP_ID", &cfg.group_id)
+        .env("DLQ_INSTANCE_ID", &cfg.instance_id)
+        .env("DLQ_PARTITIONS", cfg.partitions.to_string())
+        // Small transactions: a kill lands between and inside many of them.
+        .env("DLQ_TXN_MAX_RECORDS", "50")
+        .env("DLQ_TXN_MAX_INTERVAL", "20ms")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut base = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        if let Some(url) = line.strip_prefix("HTTP API on ") {
+            base = url.to_string();
+            break;
+        }
+    }
+    (child, base)
+}
+
+pub async fn status_entries(http: &reqwest::Client, base: &str) -> Option<u64> {
+    let r = http
+        .get(format!("{base}/v1/status"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .ok()?;
+    let v: serde_json::Value = r.json().await.ok()?;
+    v["entries"].as_u64()
 }

@@ -1,0 +1,152 @@
+//! The command ledger: what every command has done so far, rebuilt from the results topic (the
+//! audit trail) by tailing it. It answers "was this command already processed?" across
+//! restarts, and collects the per-entry outcomes a bulk command's final result sums up.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        RwLock,
+    },
+};
+
+use rdkafka::message::{BorrowedMessage, Message};
+
+use crate::{
+    kafka::tail::TailSink,
+    wire::{
+        codec,
+        pb::{item_outcome::Status, CommandResult, ItemOutcome},
+    },
+};
+
+/// One command's progress as the results topic tells it.
+#[derive(Debug, Clone, Default)]
+pub struct CommandRecord {
+    /// A bulk command was fanned out to this many entries.
+    pub dispatched: Option<i64>,
+    /// Per-entry outcomes seen so far (the first outcome of an entry wins).
+    pub items: HashMap<String, ItemOutcome>,
+    /// The final result (`done = true`).
+    pub finished: Option<CommandResult>,
+    pub action: i32,
+    pub requested_by: String,
+}
+
+#[derive(Default)]
+pub struct Ledger {
+    commands: RwLock<HashMap<String, CommandRecord>>,
+    caught_up: AtomicBool,
+}
+
+/// A bulk command whose every entry has an outcome: ready for its final result.
+#[derive(Debug, Clone)]
+pub struct Finishable {
+    pub command_id: String,
+    pub record: CommandRecord,
+}
+
+impl Ledger {
+    pub fn new() -> Ledger {
+        Ledger::default()
+    }
+
+    /// Records a result (read from the topic, or just committed by this instance).
+    pub fn apply(&self, r: &CommandResult) {
+        let mut all = self.commands.write().unwrap_or_else(|p| p.into_inner());
+        let rec = all.entry(r.command_id.clone()).or_default();
+        rec.action = r.action;
+        if rec.requested_by.is_empty() {
+            rec.requested_by = r.requested_by.clone();
+        }
+        let duplicate_answer =
+            !r.items.is_empty() && r.items.iter().all(|i| i.status == Status::Skipped as i32);
+        if r.done && duplicate_answer {
+            // The answer to a repeated delivery: it says nothing about the first one's progress.
+        } else if r.done {
+            if rec.finished.is_none() {
+                rec.finished = Some(r.clone());
+            }
+            // The per-entry outcomes are summed up now; keep memory small.
+            rec.items.clear();
+            rec.items.shrink_to_fit();
+        } else if r.items.is_empty() {
+            rec.dispatched = Some(r.matched);
+        } else if rec.finished.is_none() {
+            for item in &r.items {
+                rec.items
+                    .entry(item.dlq_id.clone())
+                    .or_insert_with(|| item.clone());
+            }
+        }
+    }
+
+    /// True when the command was finished, or (bulk) fully fanned out.
+    pub fn is_processed(&self, command_id: &str) -> bool {
+        let all = self.commands.read().unwrap_or_else(|p| p.into_inner());
+        all.get(command_id)
+            .is_some_and(|r| r.finished.is_some() || r.dispatched.is_some())
+    }
+
+    pub fn finished(&self, command_id: &str) -> Option<CommandResult> {
+        let all = self.commands.read().unwrap_or_else(|p| p.into_inner());
+        all.get(command_id).and_then(|r| r.finished.clone())
+    }
+
+    /// The outcome already recorded for `dlq_id` under `command_id`, if any.
+    pub fn item(&self, command_id: &str, dlq_id: &str) -> Option<ItemOutcome> {
+        let all = self.commands.read().unwrap_or_else(|p| p.into_inner());
+        all.get(command_id)
+            .and_then(|r| r.items.get(dlq_id).cloned())
+    }
+
+    /// The entries that already have an outcome under `command_id`.
+    pub fn item_ids(&self, command_id: &str) -> std::collections::HashSet<String> {
+        let all = self.commands.read().unwrap_or_else(|p| p.into_inner());
+        all.get(command_id)
+            .map(|r| r.items.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Bulk commands fully dispatched, with an outcome for every entry, not yet finished.
+    pub fn finishable(&self) -> Vec<Finishable> {
+        let all = self.commands.read().unwrap_or_else(|p| p.into_inner());
+        all.iter()
+            .filter(|(_, r)| {
+                r.finished.is_none() && r.dispatched.is_some_and(|n| r.items.len() as i64 >= n)
+            })
+            .map(|(id, r)| Finishable {
+                command_id: id.clone(),
+                record: r.clone(),
+            })
+            .collect()
+    }
+
+    pub fn set_caught_up(&self) {
+        self.caught_up.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::SeqCst)
+    }
+}
+
+/// Feeds the ledger from the results topic.
+pub struct LedgerSink(pub std::sync::Arc<Ledger>);
+
+impl TailSink for LedgerSink {
+    fn record(&mut self, m: &BorrowedMessage<'_>) {
+        let ct = codec::content_type_of(m.headers());
+        match codec::decode::<CommandResult>(ct, m.payload()) {
+            Ok(r) => self.0.apply(&r),
+            Err(e) => {
+                tracing::warn!(partition = m.partition(), offset = m.offset(), error = %e, "undecodable command result; skipped")
+            }
+        }
+    }
+
+    fn caught_up(&mut self) {
+        self.0.set_caught_up();
+        tracing::info!("command ledger caught up with the results topic");
+    }
+}

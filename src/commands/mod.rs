@@ -1,0 +1,943 @@
+//! The command consumer: restart, resume, re-run the failure callback of, or delete DLQ
+//! entries — by id, ids, filter or all — exactly once.
+//!
+//! Ownership: the command topic is co-partitioned with the store topic by `dlqId`, so the
+//! instance assigned command partition *p* is the only one deciding actions on the entries of
+//! store partition *p*. A command for one id that lands on its owner's partition is acted on
+//! directly. Any other command (ids, filter, all) is resolved against a snapshot of the view
+//! and fanned out, paced by `max_per_second`, as one sub-command per entry keyed by `dlqId`
+//! (header [`headers::PARENT`]), which the owner acts on. Each action — the republished
+//! execution, the store tombstone or update, the per-entry result and the command's offset —
+//! commits in one Kafka transaction. The results topic is the audit trail and, through the
+//! [`ledger::Ledger`], the memory of which commands were already processed.
+
+pub mod ledger;
+pub mod validate;
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    error::KafkaError,
+    message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders},
+    TopicPartitionList,
+};
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    ledger::Ledger,
+    validate::{validate, Selection},
+};
+use crate::{
+    config::Config,
+    kafka::{
+        partitioner::partition_for,
+        rejected,
+        txn::{lock, OutRecord, TxnBatch, TxnConsumerContext, TxnError},
+        KafkaConn,
+    },
+    metrics,
+    republish::{execution, kind_of},
+    store::{EntryFilter, StoreView},
+    wire::{
+        codec::{self, Encoding},
+        ids::new_run_id,
+        pb::{
+            failure_callback_info::State as CbState,
+            item_outcome::Status,
+            recovery_command::{Action, Ids, Selector},
+            CommandResult, DlqEntry, ItemOutcome, RecoveryCommand,
+        },
+    },
+};
+
+pub mod headers {
+    /// On a sub-command: the id of the bulk command it belongs to.
+    pub const PARENT: &str = "dlq.parent-command";
+}
+
+/// Results carry at most this many items; bigger sets are reported in several records.
+const ITEMS_PER_RESULT: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Txn(#[from] TxnError),
+    #[error("consumer error: {0}")]
+    Consumer(#[from] KafkaError),
+    #[error(
+        "a rebalance could not commit the open transaction; restarting from committed offsets"
+    )]
+    RebalanceCommit,
+    #[error(
+        "the store topic has {store} partitions and the command topic {commands}: they must be \
+         equal (co-partitioned by dlqId) for instances to own entries"
+    )]
+    NotCoPartitioned { store: i32, commands: i32 },
+    #[error("the store view did not reach offset {want} of partition {partition} in time")]
+    ViewBehind { partition: i32, want: i64 },
+}
+
+/// What this instance wrote to the store and the view may not show yet.
+#[derive(Debug, Clone, PartialEq)]
+enum Written {
+    Deleted,
+    Updated(Box<DlqEntry>),
+}
+
+/// The command worker; runs on its own thread, restarting its pipeline after a Kafka error.
+pub struct Commands {
+    pub cfg: Arc<Config>,
+    pub conn: KafkaConn,
+    pub view: Arc<StoreView>,
+    pub ledger: Arc<Ledger>,
+    /// Committed writes not yet seen by the view (read-your-writes across pipelines).
+    overlay: Arc<Mutex<HashMap<String, Written>>>,
+    /// Commands this instance finished (before the ledger has read their results back).
+    finished: Arc<Mutex<HashSet<String>>>,
+}
+
+fn action_label(a: Action) -> &'static str {
+    match a {
+        Action::Restart => "restart",
+        Action::Resume => "resume",
+        Action::RetryFailureCallback => "retry_failure_callback",
+        Action::Delete => "delete",
+        Action::Unspecified => "unspecified",
+    }
+}
+
+fn status_label(s: Status) -> &'static str {
+    match s {
+        Status::Ok => "ok",
+        Status::NotFound => "not_found",
+        Status::Rejected => "rejected",
+        Status::Skipped => "skipped",
+        Status::Unspecified => "unspecified",
+    }
+}
+
+fn outcome(dlq_id: &str, status: Status, detail: impl Into<String>) -> ItemOutcome {
+    ItemOutcome {
+        dlq_id: dlq_id.to_string(),
+        status: status as i32,
+        detail: detail.into(),
+        ..Default::default()
+    }
+}
+
+/// A bulk command being fanned out.
+struct Job {
+    cmd: RecoveryCommand,
+    action: Action,
+    selector: &'static str,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    ids: VecDeque<String>,
+    /// Entries to fan out now.
+    total: usize,
+    /// Entries the command covers, including those acted on before a restart.
+    matched: usize,
+    rate: f64,
+    started: Instant,
+    sent: usize,
+}
+
+impl Commands {
+    pub fn new(
+        cfg: Arc<Config>,
+        conn: KafkaConn,
+        view: Arc<StoreView>,
+        ledger: Arc<Ledger>,
+    ) -> Self {
+        Commands {
+            cfg,
+            conn,
+            view,
+            ledger,
+            overlay: Arc::default(),
+            finished: Arc::default(),
+        }
+    }
+
+    /// Starts the worker once the view and the ledger have caught up with their topics: a
+    /// decision is only as good as the state it is made on.
+    pub fn spawn(self, shutdown: CancellationToken) -> std::io::Result<thread::JoinHandle<()>> {
+        thread::Builder::new().name("commands".into()).spawn(move || {
+            while !(self.view.is_caught_up() && self.ledger.is_caught_up()) {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            let mut backoff = Duration::from_millis(500);
+            while !shutdown.is_cancelled() {
+                match self.run_pipeline(&shutdown) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "command pipeline failed; restarting from committed offsets");
+                        let until = Instant::now() + backoff;
+                        while Instant::now() < until && !shutdown.is_cancelled() {
+                            thread::sleep(Duration::from_millis(50));
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        })
+    }
+
+    fn run_pipeline(&self, shutdown: &CancellationToken) -> Result<(), CommandError> {
+        let cfg = &self.cfg;
+        let txn_id = format!("{}-commands-{}", cfg.group_id, cfg.instance_id);
+        let txn = Arc::new(Mutex::new(TxnBatch::new(&self.conn, &txn_id)?));
+        let consumer: BaseConsumer<TxnConsumerContext> = self
+            .conn
+            .group_consumer_config(&format!("{}.commands", cfg.group_id))
+            .create_with_context(TxnConsumerContext::new(txn.clone()))?;
+        let partitions = self.co_partitioned(&consumer)?;
+        consumer.subscribe(&[&cfg.topics.commands])?;
+        tracing::info!(
+            topic = cfg.topics.commands,
+            transactional_id = txn_id,
+            "command consumer started"
+        );
+        let mut p = Pipeline {
+            w: self,
+            consumer: &consumer,
+            encoding: Encoding::from(cfg.output_encoding),
+            partitions,
+            staged: HashMap::new(),
+            jobs: Vec::new(),
+            fresh: HashSet::new(),
+            finishing: HashSet::new(),
+            processed_staged: HashSet::new(),
+        };
+        let mut last_tick = Instant::now();
+        loop {
+            if shutdown.is_cancelled() {
+                // Dispatched sub-commands are kept; an unfinished bulk command is re-read.
+                if let Err(e) = lock(&txn).commit(&consumer) {
+                    tracing::warn!(error = %e, "final command commit failed; its records will be re-read");
+                }
+                return Ok(());
+            }
+            let wait = if p.jobs.is_empty() { 50 } else { 5 };
+            let polled = consumer.poll(Duration::from_millis(wait));
+            if consumer.context().is_broken() {
+                return Err(CommandError::RebalanceCommit);
+            }
+            if consumer.context().take_rebalanced() {
+                p.rebalanced();
+            }
+            let mut t = lock(&txn);
+            match polled {
+                Some(Ok(m)) => p.handle(&m, &mut t)?,
+                Some(Err(e)) => tracing::warn!(error = %e, "command consumer error"),
+                None => {}
+            }
+            p.advance_jobs(&mut t)?;
+            if last_tick.elapsed() >= Duration::from_millis(200) {
+                last_tick = Instant::now();
+                p.finish_bulk_commands(&mut t)?;
+                self.prune_overlay();
+            }
+            t.poll();
+            if t.due(cfg.txn_max_records, cfg.txn_max_interval) {
+                t.commit(&consumer)?;
+                p.staged.clear();
+                p.processed_staged.clear();
+            }
+        }
+    }
+
+    fn co_partitioned(
+        &self,
+        consumer: &BaseConsumer<TxnConsumerContext>,
+    ) -> Result<i32, CommandError> {
+        let count = |topic: &str| -> Result<i32, KafkaError> {
+            let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            Ok(md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map_or(0, |t| t.partitions().len() as i32))
+        };
+        let store = count(&self.cfg.topics.store)?;
+        let commands = count(&self.cfg.topics.commands)?;
+        if store != commands || store == 0 {
+            return Err(CommandError::NotCoPartitioned { store, commands });
+        }
+        Ok(store)
+    }
+
+    /// Drops overlay entries the view now shows.
+    fn prune_overlay(&self) {
+        let mut overlay = lock(&self.overlay);
+        overlay.retain(|id, w| match w {
+            Written::Deleted => self.view.state(id) == crate::store::EntryState::Present,
+            Written::Updated(e) => self.view.get(id).as_ref() != Some(e.as_ref()),
+        });
+    }
+}
+
+struct Pipeline<'a> {
+    w: &'a Commands,
+    consumer: &'a BaseConsumer<TxnConsumerContext>,
+    encoding: Encoding,
+    partitions: i32,
+    /// Writes of the open transaction (dropped with it).
+    staged: HashMap<String, Written>,
+    jobs: Vec<Job>,
+    /// Store partitions whose view is known to include everything written before we owned them.
+    fresh: HashSet<i32>,
+    /// Bulk commands whose final result is written but not yet committed.
+    finishing: HashSet<String>,
+    /// Commands finished or fanned out in the open transaction: a copy read before it commits
+    /// is a duplicate too.
+    processed_staged: HashSet<String>,
+}
+
+impl Pipeline<'_> {
+    fn rebalanced(&mut self) {
+        self.fresh.clear();
+        // The open transaction was committed before the revoke: its writes are in the overlay.
+        self.staged.clear();
+        self.processed_staged.clear();
+        let assigned: HashSet<i32> = self
+            .consumer
+            .assignment()
+            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        // A revoked partition's bulk command is re-read by its new owner.
+        self.jobs.retain(|j| assigned.contains(&j.partition));
+    }
+
+    /// The entry as this instance knows it: its own uncommitted and committed writes first.
+    fn current(&self, dlq_id: &str) -> Option<DlqEntry> {
+        let written = self
+            .staged
+            .get(dlq_id)
+            .cloned()
+            .or_else(|| lock(&self.w.overlay).get(dlq_id).cloned());
+        match written {
+            Some(Written::Deleted) => None,
+            Some(Written::Updated(e)) => Some(*e),
+            None => self.w.view.get(dlq_id),
+        }
+    }
+
+    /// Before deciding on entries of `partition` for the first time since we own it, wait
+    /// until the view holds everything written there before (e.g. by the previous owner).
+    fn ensure_fresh(&mut self, partition: i32) -> Result<(), CommandError> {
+        if self.fresh.contains(&partition) {
+            return Ok(());
+        }
+        let store = &self.w.cfg.topics.store;
+        let (_, high) =
+            self.consumer
+                .fetch_watermarks(store, partition, Duration::from_secs(10))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.w.view.position(partition) < high {
+            if Instant::now() > deadline {
+                return Err(CommandError::ViewBehind {
+                    partition,
+                    want: high,
+                });
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        self.fresh.insert(partition);
+        Ok(())
+    }
+
+    fn handle(&mut self, m: &BorrowedMessage<'_>, t: &mut TxnBatch) -> Result<(), CommandError> {
+        let cfg = &self.w.cfg;
+        let ct = codec::content_type_of(m.headers());
+        let cmd: RecoveryCommand = match codec::decode(ct, m.payload()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(partition = m.partition(), offset = m.offset(), error = %e, "undecodable command rejected");
+                let rec = rejected::record(
+                    m,
+                    e.reason(),
+                    &e.to_string(),
+                    &cfg.topics.rejected,
+                    cfg.max_record_bytes,
+                );
+                t.send(&rec)?;
+                let topic = m.topic().to_string();
+                let reason = e.reason();
+                t.on_commit(move || {
+                    metrics::rejected(&topic, reason);
+                    metrics::command("unknown", "unknown", "undecodable");
+                });
+                t.consumed(m.topic(), m.partition(), m.offset())?;
+                return Ok(());
+            }
+        };
+        let parent = m.headers().and_then(|h| {
+            h.iter()
+                .find(|hd| hd.key == headers::PARENT)
+                .and_then(|hd| hd.value)
+                .map(|v| String::from_utf8_lossy(v).to_string())
+        });
+        match parent {
+            Some(parent) => self.sub_command(&parent, &cmd, t)?,
+            None => self.command(m, cmd, t)?,
+        }
+        // A bulk command in dispatch holds its own offset until it is fully fanned out.
+        if !self
+            .jobs
+            .iter()
+            .any(|j| j.partition == m.partition() && j.offset == m.offset())
+        {
+            t.consumed(m.topic(), m.partition(), m.offset())?;
+        }
+        Ok(())
+    }
+
+    fn command(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        cmd: RecoveryCommand,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
+        let action_raw = Action::try_from(cmd.action).unwrap_or(Action::Unspecified);
+        let valid = match validate(&cmd) {
+            Ok(v) => v,
+            Err(invalid) => {
+                tracing::warn!(
+                    command_id = cmd.command_id,
+                    reason = invalid.code(),
+                    "command rejected"
+                );
+                let item = outcome(
+                    "",
+                    Status::Rejected,
+                    format!("{}: {invalid}", invalid.code()),
+                );
+                self.send_result(&cmd, vec![item], 0, true, t)?;
+                t.on_commit(move || {
+                    metrics::command(action_label(action_raw), "invalid", "rejected")
+                });
+                return Ok(());
+            }
+        };
+        let action = valid.action;
+        let selector = valid.selection.label();
+        if lock(&self.w.finished).contains(&cmd.command_id)
+            || self.w.ledger.is_processed(&cmd.command_id)
+            || self.processed_staged.contains(&cmd.command_id)
+        {
+            return self.duplicate(&cmd, action, selector, t);
+        }
+        if cmd.dry_run {
+            let ids = self.resolve(&valid.selection);
+            let items: Vec<ItemOutcome> = ids
+                .iter()
+                .map(|id| {
+                    outcome(
+                        id,
+                        Status::Ok,
+                        format!("dry run: would {}", action_label(action)),
+                    )
+                })
+                .collect();
+            let matched = items.len() as i64;
+            let mut chunks: Vec<Vec<ItemOutcome>> = items
+                .chunks(ITEMS_PER_RESULT)
+                .map(<[ItemOutcome]>::to_vec)
+                .collect();
+            let last = if chunks.len() <= 1 {
+                chunks.pop().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            for chunk in chunks {
+                self.send_result(&cmd, chunk, matched, false, t)?;
+            }
+            self.send_final(&cmd, last, matched, 0, 0, t)?;
+            t.on_commit(move || metrics::command(action_label(action), selector, "dry_run"));
+            return Ok(());
+        }
+        if let Selection::Ids(ids) = &valid.selection {
+            if ids.len() == 1 && partition_for(ids[0].as_bytes(), self.partitions) == m.partition()
+            {
+                self.ensure_fresh(m.partition())?;
+                let item = self.act(&cmd, action, &ids[0], t)?;
+                let ok = item.status == Status::Ok as i32;
+                self.send_final(&cmd, vec![item], 1, i64::from(ok), i64::from(!ok), t)?;
+                t.on_commit(move || {
+                    metrics::command(
+                        action_label(action),
+                        selector,
+                        if ok { "ok" } else { "failed" },
+                    )
+                });
+                return Ok(());
+            }
+        }
+        // A bulk command re-read after a crash: entries it already acted on are gone from the
+        // view, but their outcomes are in the ledger and still count as matched.
+        let done_before = self.w.ledger.item_ids(&cmd.command_id);
+        let ids: Vec<String> = self
+            .resolve(&valid.selection)
+            .into_iter()
+            .filter(|id| !done_before.contains(id))
+            .collect();
+        let matched = ids.len() + done_before.len();
+        if matched == 0 {
+            self.send_final(&cmd, Vec::new(), 0, 0, 0, t)?;
+            t.on_commit(move || metrics::command(action_label(action), selector, "ok"));
+            return Ok(());
+        }
+        let rate = if cmd.max_per_second > 0.0 {
+            cmd.max_per_second
+        } else {
+            self.w.cfg.max_per_second
+        };
+        tracing::info!(
+            command_id = cmd.command_id,
+            action = action_label(action),
+            selector,
+            matched,
+            already_done = done_before.len(),
+            rate,
+            "bulk command: fanning out"
+        );
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(m.topic(), m.partition());
+        self.consumer.pause(&tpl)?;
+        self.jobs.push(Job {
+            matched,
+            total: ids.len(),
+            ids: ids.into(),
+            cmd,
+            action,
+            selector,
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            rate,
+            started: Instant::now(),
+            sent: 0,
+        });
+        Ok(())
+    }
+
+    fn resolve(&self, selection: &Selection) -> Vec<String> {
+        match selection {
+            Selection::Ids(ids) => ids.clone(),
+            Selection::Filter(f) => self.w.view.matching_ids(f),
+            Selection::All => self.w.view.matching_ids(&EntryFilter::all()),
+        }
+        .into_iter()
+        .filter(|id| !matches!(self.staged.get(id), Some(Written::Deleted)))
+        .collect()
+    }
+
+    /// A command already processed: report the first outcome as SKIPPED, act on nothing.
+    fn duplicate(
+        &mut self,
+        cmd: &RecoveryCommand,
+        action: Action,
+        selector: &'static str,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
+        let detail = format!(
+            "duplicate: command {} was already processed",
+            cmd.command_id
+        );
+        let items = match self.w.ledger.finished(&cmd.command_id) {
+            Some(first) if !first.items.is_empty() => first
+                .items
+                .into_iter()
+                .map(|mut i| {
+                    i.status = Status::Skipped as i32;
+                    i.detail = detail.clone();
+                    i
+                })
+                .collect(),
+            _ => vec![outcome("", Status::Skipped, detail)],
+        };
+        tracing::info!(command_id = cmd.command_id, "duplicate command skipped");
+        self.send_result(cmd, items, 0, true, t)?;
+        t.on_commit(move || metrics::command(action_label(action), selector, "duplicate"));
+        Ok(())
+    }
+
+    fn sub_command(
+        &mut self,
+        parent: &str,
+        cmd: &RecoveryCommand,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
+        let (action, ids) = match validate(cmd) {
+            Ok(v) => match v.selection {
+                Selection::Ids(ids) => (v.action, ids),
+                _ => (v.action, Vec::new()),
+            },
+            Err(e) => {
+                tracing::warn!(parent, error = %e, "invalid sub-command ignored");
+                return Ok(());
+            }
+        };
+        for id in ids {
+            self.ensure_fresh(partition_for(id.as_bytes(), self.partitions))?;
+            let item = self.act(cmd, action, &id, t)?;
+            let mut progress = self.result(cmd, vec![item], 0, false);
+            progress.command_id = parent.to_string();
+            self.send_result_record(progress, t)?;
+        }
+        Ok(())
+    }
+
+    /// Acts on one entry inside the open transaction.
+    fn act(
+        &mut self,
+        cmd: &RecoveryCommand,
+        action: Action,
+        dlq_id: &str,
+        t: &mut TxnBatch,
+    ) -> Result<ItemOutcome, CommandError> {
+        let cfg = &self.w.cfg;
+        let Some(entry) = self.current(dlq_id) else {
+            let item = match self.w.ledger.item(&cmd.command_id, dlq_id) {
+                Some(first) => ItemOutcome {
+                    status: Status::Skipped as i32,
+                    detail: "already processed by this command".into(),
+                    ..first
+                },
+                None => outcome(
+                    dlq_id,
+                    Status::NotFound,
+                    format!("DLQ entry `{dlq_id}` was not found"),
+                ),
+            };
+            let status = Status::try_from(item.status).unwrap_or(Status::Unspecified);
+            t.on_commit(move || metrics::item(action_label(action), status_label(status)));
+            return Ok(item);
+        };
+        let now = crate::now_ms();
+        let mut item = outcome(dlq_id, Status::Ok, "");
+        let written = match action {
+            Action::Delete => Written::Deleted,
+            Action::Restart | Action::Resume => {
+                let run_id = cmd
+                    .new_run_ids
+                    .get(dlq_id)
+                    .cloned()
+                    .unwrap_or_else(new_run_id);
+                let kind = kind_of(action).unwrap_or_default();
+                let exec = execution(
+                    &entry,
+                    kind,
+                    cmd.overrides.as_ref(),
+                    run_id.clone(),
+                    now,
+                    &cmd.command_id,
+                );
+                self.send_execution(&exec, t)?;
+                item.workflow_run_id = run_id;
+                item.workflow_created_at = now;
+                Written::Deleted
+            }
+            Action::RetryFailureCallback => {
+                let ev = entry.event.clone().unwrap_or_default();
+                let state = ev.failure_callback_info.as_ref().map_or(0, |i| i.state);
+                if ev.failure_callback.is_empty() || state != CbState::CallbackFail as i32 {
+                    let state_name =
+                        CbState::try_from(state).map_or("UNKNOWN", |s| s.as_str_name());
+                    let item = outcome(
+                        dlq_id,
+                        Status::Rejected,
+                        if ev.failure_callback.is_empty() {
+                            "the entry has no failure callback".to_string()
+                        } else {
+                            format!(
+                                "the failure callback is in state {state_name}, not CALLBACK_FAIL"
+                            )
+                        },
+                    );
+                    t.on_commit(move || metrics::item("retry_failure_callback", "rejected"));
+                    return Ok(item);
+                }
+                let run_id = cmd
+                    .new_run_ids
+                    .get(dlq_id)
+                    .cloned()
+                    .unwrap_or_else(new_run_id);
+                let exec = execution(
+                    &entry,
+                    crate::wire::pb::workflow_execution::Kind::FailureCallback,
+                    cmd.overrides.as_ref(),
+                    run_id.clone(),
+                    now,
+                    &cmd.command_id,
+                );
+                self.send_execution(&exec, t)?;
+                item.workflow_run_id = run_id;
+                item.workflow_created_at = now;
+                let mut marked = entry.clone();
+                if let Some(info) = marked
+                    .event
+                    .as_mut()
+                    .and_then(|e| e.failure_callback_info.as_mut())
+                {
+                    info.state = CbState::CallbackInprogress as i32;
+                }
+                Written::Updated(Box::new(marked))
+            }
+            Action::Unspecified => {
+                return Ok(outcome(dlq_id, Status::Rejected, "unspecified action"));
+            }
+        };
+        let value = match &written {
+            Written::Deleted => None,
+            Written::Updated(e) => Some(codec::encode(e.as_ref(), self.encoding)),
+        };
+        t.send(&OutRecord {
+            topic: cfg.topics.store.clone(),
+            key: Some(dlq_id.as_bytes().to_vec()),
+            headers: if value.is_some() {
+                self.content_type()
+            } else {
+                OwnedHeaders::new()
+            },
+            value,
+        })?;
+        self.staged.insert(dlq_id.to_string(), written.clone());
+        let overlay = self.w.overlay.clone();
+        let id = dlq_id.to_string();
+        t.on_commit(move || {
+            lock(&overlay).insert(id, written);
+            metrics::item(action_label(action), "ok");
+        });
+        Ok(item)
+    }
+
+    fn content_type(&self) -> OwnedHeaders {
+        OwnedHeaders::new().insert(Header {
+            key: codec::CONTENT_TYPE,
+            value: Some(self.encoding.content_type()),
+        })
+    }
+
+    fn send_execution(
+        &self,
+        exec: &crate::wire::pb::WorkflowExecution,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
+        t.send(&OutRecord {
+            topic: self.w.cfg.topics.executions.clone(),
+            key: Some(exec.workflow_run_id.as_bytes().to_vec()),
+            value: Some(codec::encode(exec, self.encoding)),
+            headers: self.content_type(),
+        })?;
+        let kind = match exec.kind() {
+            crate::wire::pb::workflow_execution::Kind::Restart => "restart",
+            crate::wire::pb::workflow_execution::Kind::Resume => "resume",
+            crate::wire::pb::workflow_execution::Kind::FailureCallback => "failure_callback",
+            crate::wire::pb::workflow_execution::Kind::Unspecified => "unspecified",
+        };
+        t.on_commit(move || metrics::republished(kind));
+        Ok(())
+    }
+
+    fn result(
+        &self,
+        cmd: &RecoveryCommand,
+        items: Vec<ItemOutcome>,
+        matched: i64,
+        done: bool,
+    ) -> CommandResult {
+        let succeeded = items
+            .iter()
+            .filter(|i| i.status == Status::Ok as i32)
+            .count() as i64;
+        let failed = items
+            .iter()
+            .filter(|i| i.status == Status::NotFound as i32 || i.status == Status::Rejected as i32)
+            .count() as i64;
+        CommandResult {
+            command_id: cmd.command_id.clone(),
+            action: cmd.action,
+            dry_run: cmd.dry_run,
+            items,
+            matched,
+            succeeded,
+            failed,
+            done,
+            requested_by: cmd.requested_by.clone(),
+            completed_at: crate::now_ms(),
+        }
+    }
+
+    fn send_result(
+        &self,
+        cmd: &RecoveryCommand,
+        items: Vec<ItemOutcome>,
+        matched: i64,
+        done: bool,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
+        let r = self.result(cmd, items, matched, done);
+        self.send_result_record(r, t)
+    }
+
+    /// The final result of a command (done = true), remembered as processed once committed.
+    fn send_final(
+        &mut self,
+        cmd: &RecoveryCommand,
+        items: Vec<ItemOutcome>,
+        matched: i64,
+        succeeded: i64,
+        failed: i64,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
+        let mut r = self.result(cmd, items, matched, true);
+        r.succeeded = succeeded.max(r.succeeded);
+        r.failed = failed.max(r.failed);
+        if cmd.requested_at > 0 {
+            let latency = ((crate::now_ms() - cmd.requested_at).max(0) as f64) / 1000.0;
+            t.on_commit(move || metrics::command_latency(latency));
+        }
+        let finished = self.w.finished.clone();
+        let id = cmd.command_id.clone();
+        self.processed_staged.insert(id.clone());
+        t.on_commit(move || {
+            lock(&finished).insert(id);
+        });
+        self.send_result_record(r, t)
+    }
+
+    fn send_result_record(&self, r: CommandResult, t: &mut TxnBatch) -> Result<(), CommandError> {
+        t.send(&OutRecord {
+            topic: self.w.cfg.topics.results.clone(),
+            key: Some(r.command_id.as_bytes().to_vec()),
+            value: Some(codec::encode(&r, self.encoding)),
+            headers: self.content_type(),
+        })?;
+        // Read our own results back at once (the ledger applies each result idempotently).
+        let ledger = self.w.ledger.clone();
+        t.on_commit(move || ledger.apply(&r));
+        Ok(())
+    }
+
+    /// Fans out the due part of each bulk command, paced by its rate; a fully dispatched
+    /// command records how many entries it matched and releases its partition.
+    fn advance_jobs(&mut self, t: &mut TxnBatch) -> Result<(), CommandError> {
+        let mut i = 0;
+        while i < self.jobs.len() {
+            let due = {
+                let j = &self.jobs[i];
+                ((j.started.elapsed().as_secs_f64() * j.rate).floor() as usize + 1).min(j.total)
+            };
+            while self.jobs[i].sent < due {
+                let Some(id) = self.jobs[i].ids.pop_front() else {
+                    break;
+                };
+                let j = &self.jobs[i];
+                let mut sub = j.cmd.clone();
+                sub.selector = Some(Selector::DlqIds(Ids {
+                    ids: vec![id.clone()],
+                }));
+                sub.new_run_ids = j
+                    .cmd
+                    .new_run_ids
+                    .get(&id)
+                    .map(|r| (id.clone(), r.clone()))
+                    .into_iter()
+                    .collect();
+                t.send(&OutRecord {
+                    topic: self.w.cfg.topics.commands.clone(),
+                    key: Some(id.into_bytes()),
+                    value: Some(codec::encode(&sub, self.encoding)),
+                    headers: self.content_type().insert(Header {
+                        key: headers::PARENT,
+                        value: Some(j.cmd.command_id.as_str()),
+                    }),
+                })?;
+                self.jobs[i].sent += 1;
+            }
+            if self.jobs[i].ids.is_empty() {
+                let j = self.jobs.remove(i);
+                self.processed_staged.insert(j.cmd.command_id.clone());
+                self.send_result(&j.cmd, Vec::new(), j.matched as i64, false, t)?;
+                t.consumed(&j.topic, j.partition, j.offset)?;
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&j.topic, j.partition);
+                self.consumer.resume(&tpl)?;
+                tracing::info!(
+                    command_id = j.cmd.command_id,
+                    dispatched = j.total,
+                    matched = j.matched,
+                    "bulk command fanned out"
+                );
+                let (action, selector) = (action_label(j.action), j.selector);
+                t.on_commit(move || metrics::command(action, selector, "dispatched"));
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the final result of bulk commands whose every entry has an outcome, for the
+    /// commands whose partition this instance owns.
+    fn finish_bulk_commands(&mut self, t: &mut TxnBatch) -> Result<(), CommandError> {
+        let owned: HashSet<i32> = self
+            .consumer
+            .assignment()
+            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        for f in self.w.ledger.finishable() {
+            if self.finishing.contains(&f.command_id)
+                || !owned.contains(&partition_for(f.command_id.as_bytes(), self.partitions))
+            {
+                continue;
+            }
+            let mut items: Vec<ItemOutcome> = f.record.items.into_values().collect();
+            items.sort_by(|a, b| a.dlq_id.cmp(&b.dlq_id));
+            let matched = f.record.dispatched.unwrap_or(items.len() as i64);
+            let cmd = RecoveryCommand {
+                command_id: f.command_id.clone(),
+                action: f.record.action,
+                requested_by: f.record.requested_by.clone(),
+                ..Default::default()
+            };
+            let mut r = self.result(&cmd, Vec::new(), matched, true);
+            r.succeeded = items
+                .iter()
+                .filter(|i| i.status == Status::Ok as i32)
+                .count() as i64;
+            r.failed = items
+                .iter()
+                .filter(|i| {
+                    i.status == Status::NotFound as i32 || i.status == Status::Rejected as i32
+                })
+                .count() as i64;
+            if items.len() <= ITEMS_PER_RESULT {
+                r.items = items;
+            }
+            let action =
+                action_label(Action::try_from(f.record.action).unwrap_or(Action::Unspecified));
+            let outcome_label = if r.failed == 0 { "ok" } else { "failed" };
+            self.finishing.insert(f.command_id.clone());
+            self.send_result_record(r, t)?;
+            let finished = self.w.finished.clone();
+            t.on_commit(move || {
+                lock(&finished).insert(f.command_id);
+                metrics::command(action, "bulk", outcome_label);
+            });
+        }
+        Ok(())
+    }
+}

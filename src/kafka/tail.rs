@@ -1,0 +1,115 @@
+//! Tails a whole topic (read_committed, every partition, from the beginning) on its own thread,
+//! handing each record to a [`TailSink`]. The sink is told once every partition has reached the
+//! end offset it had when tailing started: that is "caught up".
+//!
+//! The store view and the command ledger are both built this way: the topics are the truth,
+//! and every instance rebuilds its state from them.
+
+use std::{collections::HashMap, thread, time::Duration};
+
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    error::KafkaError,
+    message::{BorrowedMessage, Message},
+    Offset, TopicPartitionList,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::KafkaConn;
+
+/// What a tailed topic feeds.
+pub trait TailSink: Send + 'static {
+    fn record(&mut self, m: &BorrowedMessage<'_>);
+    /// The next offset to read on `partition` (moves past transaction markers too).
+    fn position(&mut self, _partition: i32, _next_offset: i64) {}
+    fn caught_up(&mut self) {}
+}
+
+/// Starts tailing `topic` into `sink`; the thread stops when `shutdown` is cancelled. A failed
+/// consumer is rebuilt and reads from the beginning again (applying a record twice is harmless
+/// for a last-write-wins view).
+pub fn spawn<S: TailSink>(
+    name: &str,
+    conn: KafkaConn,
+    topic: String,
+    mut sink: S,
+    shutdown: CancellationToken,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new().name(name.into()).spawn(move || {
+        let mut caught_up = false;
+        while !shutdown.is_cancelled() {
+            match tail(&conn, &topic, &mut sink, &mut caught_up, &shutdown) {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(topic, error = %e, "tailing failed; retrying");
+                    thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    })
+}
+
+fn tail<S: TailSink>(
+    conn: &KafkaConn,
+    topic: &str,
+    sink: &mut S,
+    caught_up: &mut bool,
+    shutdown: &CancellationToken,
+) -> Result<(), KafkaError> {
+    let consumer: BaseConsumer = conn.reader_config().create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
+    // The end of each partition now: caught up once every partition reaches it.
+    let mut pending: HashMap<i32, i64> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        if high > low {
+            pending.insert(p, high);
+        }
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    tracing::info!(
+        topic,
+        partitions = partitions.len(),
+        "tailing from the beginning"
+    );
+    while !shutdown.is_cancelled() {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                sink.record(&m);
+                sink.position(m.partition(), m.offset() + 1);
+            }
+            Some(Err(e)) => tracing::warn!(topic, error = %e, "tail consumer error"),
+            None => {}
+        }
+        // With read_committed the last offsets may be transaction markers, never delivered
+        // as records; librdkafka's position moves past them, so the position is the signal.
+        if let Ok(positions) = consumer.position() {
+            for e in positions.elements() {
+                if let Offset::Offset(pos) = e.offset() {
+                    sink.position(e.partition(), pos);
+                    if pending.get(&e.partition()).is_some_and(|end| pos >= *end) {
+                        pending.remove(&e.partition());
+                    }
+                }
+            }
+        }
+        if !*caught_up && pending.is_empty() {
+            *caught_up = true;
+            sink.caught_up();
+        }
+    }
+    Ok(())
+}

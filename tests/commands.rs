@@ -1,0 +1,457 @@
+//! Recovery commands: restart, resume, re-run the failure callback of, or delete entries — by
+//! id, ids, filter or all — each entry republished exactly once.
+
+mod common;
+
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
+
+use common::{
+    command, decode_all, eventually, failure_event, final_result, ids, producer, publish,
+    publish_raw, read_topic, send_command, test_config, TestApp,
+};
+use workflow_dlq::wire::{
+    ids::dlq_id_for_event,
+    pb::{
+        self,
+        failure_callback_info::State,
+        item_outcome::Status,
+        recovery_command::{Action, Selector},
+        workflow_execution::Kind,
+    },
+};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn ingest(app: &TestApp, n: usize) -> Vec<pb::FailureEvent> {
+    let p = producer(&app.bootstrap());
+    let events: Vec<_> = (0..n).map(failure_event).collect();
+    let topic = app.topics().failures;
+    for chunk in events.chunks(200) {
+        let sends = chunk.iter().map(|ev| publish(&p, &topic, ev, false));
+        futures::future::join_all(sends).await;
+    }
+    app.wait_entries(n, MINUTE).await;
+    events
+}
+
+fn executions(app: &TestApp) -> Vec<pb::WorkflowExecution> {
+    decode_all(&read_topic(&app.bootstrap(), &app.topics().executions))
+}
+
+#[tokio::test]
+async fn each_action_on_one_id_republishes_the_exact_run_and_updates_the_store() {
+    let app = TestApp::spawn(test_config()).await;
+    let events = ingest(&app, 4).await;
+    let id = |i: usize| dlq_id_for_event(&events[i].event_id);
+    let p = producer(&app.bootstrap());
+    let topic = app.topics().commands;
+
+    let mut restart = command("c-restart", Action::Restart, ids(&[&id(0)]));
+    restart.overrides = Some(pb::Overrides {
+        retries: Some(0),
+        labels: vec!["redriven".into()],
+        delay: "10s".into(),
+        ..Default::default()
+    });
+    restart.new_run_ids = [(id(0), "wfr_chosen_by_caller".to_string())].into();
+    let resume = command("c-resume", Action::Resume, ids(&[&id(1)]));
+    let callback = command("c-callback", Action::RetryFailureCallback, ids(&[&id(2)]));
+    let delete = command("c-delete", Action::Delete, ids(&[&id(3)]));
+    for c in [&restart, &resume, &callback, &delete] {
+        send_command(&p, &topic, c).await;
+    }
+    let mut run_ids = Vec::new();
+    for c in [&restart, &resume, &callback, &delete] {
+        let (done, all) = final_result(
+            &app.bootstrap(),
+            &app.topics().results,
+            &c.command_id,
+            MINUTE,
+        )
+        .await;
+        assert_eq!(all.len(), 1, "one result for {}", c.command_id);
+        assert_eq!(done.items.len(), 1);
+        assert_eq!(done.items[0].status, Status::Ok as i32, "{done:?}");
+        assert_eq!((done.matched, done.succeeded, done.failed), (1, 1, 0));
+        run_ids.push(done.items[0].workflow_run_id.clone());
+    }
+    assert_eq!(run_ids[0], "wfr_chosen_by_caller");
+    assert!(run_ids[3].is_empty(), "delete republishes nothing");
+
+    let execs = executions(&app);
+    assert_eq!(execs.len(), 3);
+    let by_kind = |k: Kind| {
+        execs
+            .iter()
+            .find(|e| e.kind == k as i32)
+            .expect("kind present")
+    };
+    let r = by_kind(Kind::Restart);
+    assert_eq!(r.workflow_run_id, "wfr_chosen_by_caller");
+    assert_eq!(r.workflow_url, events[0].workflow_url);
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.body, events[0].body);
+    assert_eq!(r.header, events[0].header);
+    assert!(r.steps.is_empty(), "restart replays no steps");
+    assert_eq!(r.retries, 0, "override applied");
+    assert_eq!(r.labels, ["redriven"]);
+    assert_eq!(r.delay, "10s");
+    assert_eq!(
+        r.flow_control, events[0].flow_control,
+        "not overridden: kept"
+    );
+    assert_eq!(r.source_dlq_id, id(0));
+    assert_eq!(r.source_workflow_run_id, events[0].workflow_run_id);
+    assert_eq!(r.command_id, "c-restart");
+    assert_eq!(r.redrive_count, 1);
+    let m = by_kind(Kind::Resume);
+    assert_eq!(m.workflow_run_id, run_ids[1]);
+    assert_eq!(
+        m.steps, events[1].completed_steps,
+        "the 3 completed steps with outputs"
+    );
+    assert_eq!(m.steps.len(), 3);
+    assert_eq!(m.retries, events[1].max_retries);
+    let f = by_kind(Kind::FailureCallback);
+    assert_eq!(f.workflow_run_id, run_ids[2]);
+    assert_eq!(f.failure.as_ref(), Some(&events[2]), "the failure context");
+    assert_eq!(f.failure_callback, events[2].failure_callback);
+
+    let view = app.service.view.clone();
+    eventually(MINUTE, "store updated", || {
+        let (view, gone, kept) = (view.clone(), [id(0), id(1), id(3)], id(2));
+        async move {
+            gone.iter().all(|g| view.get(g).is_none())
+                && view
+                    .get(&kept)
+                    .and_then(|e| e.event?.failure_callback_info)
+                    .is_some_and(|i| i.state == State::CallbackInprogress as i32)
+        }
+    })
+    .await;
+
+    // The callback is now in progress: a second retry is refused, nothing republished.
+    let again = command("c-callback-2", Action::RetryFailureCallback, ids(&[&id(2)]));
+    send_command(&p, &topic, &again).await;
+    let (done, _) = final_result(
+        &app.bootstrap(),
+        &app.topics().results,
+        "c-callback-2",
+        MINUTE,
+    )
+    .await;
+    assert_eq!(done.items[0].status, Status::Rejected as i32);
+    assert!(
+        done.items[0].detail.contains("CALLBACK_INPROGRESS"),
+        "{}",
+        done.items[0].detail
+    );
+    // An id that is not there is NOT_FOUND.
+    let missing = command("c-missing", Action::Restart, ids(&["dlq-missing"]));
+    send_command(&p, &topic, &missing).await;
+    let (done, _) =
+        final_result(&app.bootstrap(), &app.topics().results, "c-missing", MINUTE).await;
+    assert_eq!(done.items[0].status, Status::NotFound as i32);
+    assert_eq!(executions(&app).len(), 3);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn filter_and_all_commands_act_on_exactly_the_matching_set_and_a_dry_run_changes_nothing() {
+    let mut cfg = test_config();
+    cfg.max_per_second = 20_000.0;
+    let app = TestApp::spawn(cfg).await;
+    let events = ingest(&app, 2000).await;
+    let p = producer(&app.bootstrap());
+    let topic = app.topics().commands;
+    let url0 = "https://app.example.com/api/workflow/0".to_string();
+    let expected: HashSet<String> = events
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 4 == 0)
+        .map(|(_, e)| dlq_id_for_event(&e.event_id))
+        .collect();
+    let filter = Selector::Filter(pb::Filter {
+        workflow_url: vec![url0],
+        ..Default::default()
+    });
+
+    let mut dry = command("dry", Action::Restart, filter.clone());
+    dry.dry_run = true;
+    send_command(&p, &topic, &dry).await;
+    let (done, _) = final_result(&app.bootstrap(), &app.topics().results, "dry", MINUTE).await;
+    assert!(done.dry_run);
+    assert_eq!(done.matched, 500);
+    let reported: HashSet<String> = done.items.iter().map(|i| i.dlq_id.clone()).collect();
+    assert_eq!(reported, expected, "the exact set");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.service.view.len(), 2000, "a dry run changes nothing");
+    assert!(executions(&app).is_empty());
+
+    send_command(&p, &topic, &command("by-filter", Action::Restart, filter)).await;
+    let (done, all) =
+        final_result(&app.bootstrap(), &app.topics().results, "by-filter", MINUTE).await;
+    assert_eq!((done.matched, done.succeeded, done.failed), (500, 500, 0));
+    assert!(
+        all.iter().any(|r| !r.done),
+        "progress results before the final one"
+    );
+    let execs = executions(&app);
+    let republished: HashSet<String> = execs.iter().map(|e| e.source_dlq_id.clone()).collect();
+    assert_eq!(execs.len(), 500);
+    assert_eq!(republished, expected);
+    app.wait_entries(1500, MINUTE).await;
+
+    send_command(
+        &p,
+        &topic,
+        &command("all", Action::Delete, Selector::All(true)),
+    )
+    .await;
+    let (done, _) = final_result(&app.bootstrap(), &app.topics().results, "all", MINUTE).await;
+    assert_eq!((done.matched, done.succeeded), (1500, 1500));
+    app.wait_entries(0, MINUTE).await;
+    assert_eq!(executions(&app).len(), 500, "delete republishes nothing");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn max_per_second_paces_a_bulk_command() {
+    let app = TestApp::spawn(test_config()).await;
+    ingest(&app, 1000).await;
+    let p = producer(&app.bootstrap());
+    let mut paced = command("paced", Action::Restart, Selector::All(true));
+    paced.max_per_second = 200.0;
+    let started = Instant::now();
+    send_command(&p, &app.topics().commands, &paced).await;
+    let (done, _) = final_result(&app.bootstrap(), &app.topics().results, "paced", MINUTE).await;
+    let took = started.elapsed();
+    assert_eq!(done.succeeded, 1000);
+    assert!(
+        took >= Duration::from_millis(4500),
+        "1,000 at 200/s took only {took:?}"
+    );
+    assert_eq!(executions(&app).len(), 1000);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_command_three_times_republishes_each_entry_once() {
+    let mut cfg = test_config();
+    cfg.max_per_second = 20_000.0;
+    let app = TestApp::spawn(cfg).await;
+    let events = ingest(&app, 50).await;
+    let p = producer(&app.bootstrap());
+    let topic = app.topics().commands;
+    let one = command(
+        "once-one",
+        Action::Restart,
+        ids(&[&dlq_id_for_event(&events[0].event_id)]),
+    );
+    for _ in 0..3 {
+        send_command(&p, &topic, &one).await;
+    }
+    let bootstrap = app.bootstrap();
+    let results_topic = app.topics().results;
+    let finals_of = |id: &'static str| {
+        let (b, t) = (bootstrap.clone(), results_topic.clone());
+        move || {
+            decode_all::<pb::CommandResult>(&read_topic(&b, &t))
+                .into_iter()
+                .filter(|r| r.command_id == id && r.done)
+                .collect::<Vec<_>>()
+        }
+    };
+    let one_finals = finals_of("once-one");
+    eventually(MINUTE, "three answers to the single-id command", || {
+        let n = one_finals().len();
+        async move { n == 3 }
+    })
+    .await;
+    let answers = one_finals();
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|r| r.items[0].status == Status::Ok as i32)
+            .count(),
+        1
+    );
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|r| r.items[0].status == Status::Skipped as i32)
+            .count(),
+        2
+    );
+
+    let all = command("once-all", Action::Restart, Selector::All(true));
+    for _ in 0..3 {
+        send_command(&p, &topic, &all).await;
+    }
+    let all_finals = finals_of("once-all");
+    eventually(MINUTE, "three answers to the bulk command", || {
+        let n = all_finals().len();
+        async move { n == 3 }
+    })
+    .await;
+    app.wait_entries(0, MINUTE).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let execs = executions(&app);
+    let sources: HashSet<String> = execs.iter().map(|e| e.source_dlq_id.clone()).collect();
+    assert_eq!(execs.len(), 50, "one republish per entry");
+    assert_eq!(sources.len(), 50);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_commands_get_a_result_naming_the_reason_and_the_consumer_continues() {
+    let app = TestApp::spawn(test_config()).await;
+    let events = ingest(&app, 1).await;
+    let p = producer(&app.bootstrap());
+    let topic = app.topics().commands;
+    let mut no_id = command("", Action::Delete, Selector::All(true));
+    no_id.command_id.clear();
+    let mut no_action = command("bad-action", Action::Delete, Selector::All(true));
+    no_action.action = 0;
+    let mut no_selector = command("bad-selector", Action::Delete, Selector::All(true));
+    no_selector.selector = None;
+    let cases = [
+        (no_action, "unknown_action"),
+        (no_selector, "no_selector"),
+        (command("bad-ids", Action::Delete, ids(&[])), "empty_ids"),
+        (
+            command(
+                "bad-filter",
+                Action::Delete,
+                Selector::Filter(pb::Filter::default()),
+            ),
+            "empty_filter",
+        ),
+        (
+            command(
+                "bad-state",
+                Action::Delete,
+                Selector::Filter(pb::Filter {
+                    failure_function_state: vec!["NOPE".into()],
+                    ..Default::default()
+                }),
+            ),
+            "invalid_filter",
+        ),
+    ];
+    send_command(&p, &topic, &no_id).await;
+    publish_raw(&p, &topic, Some(b"garbage"), &[0xff; 16], None, None).await;
+    for (c, _) in &cases {
+        send_command(&p, &topic, c).await;
+    }
+    let good = command(
+        "good",
+        Action::Delete,
+        ids(&[&dlq_id_for_event(&events[0].event_id)]),
+    );
+    send_command(&p, &topic, &good).await;
+    for (c, reason) in &cases {
+        let (done, _) = final_result(
+            &app.bootstrap(),
+            &app.topics().results,
+            &c.command_id,
+            MINUTE,
+        )
+        .await;
+        assert_eq!(done.items[0].status, Status::Rejected as i32);
+        assert!(
+            done.items[0].detail.starts_with(reason),
+            "{}: {}",
+            c.command_id,
+            done.items[0].detail
+        );
+    }
+    let (done, _) = final_result(&app.bootstrap(), &app.topics().results, "", MINUTE).await;
+    assert!(done.items[0].detail.starts_with("missing_command_id"));
+    let (done, _) = final_result(&app.bootstrap(), &app.topics().results, "good", MINUTE).await;
+    assert_eq!(done.items[0].status, Status::Ok as i32);
+    app.wait_entries(0, MINUTE).await;
+    let rejected = read_topic(&app.bootstrap(), &app.topics().rejected);
+    assert_eq!(rejected.len(), 1, "the undecodable command");
+    assert_eq!(rejected[0].headers["dlq.reject.reason"], "protobuf");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn killing_the_service_during_a_bulk_restart_republishes_every_entry_exactly_once() {
+    real_broker_only!();
+    let cfg = test_config();
+    let bootstrap = cfg.kafka_bootstrap.clone().expect("real broker");
+    let (mut child, base) = common::spawn_binary(&cfg);
+    let http = reqwest::Client::new();
+    let p = producer(&bootstrap);
+    let events: Vec<_> = (0..10_000).map(failure_event).collect();
+    for chunk in events.chunks(500) {
+        let sends = chunk
+            .iter()
+            .map(|ev| publish(&p, &cfg.topics.failures, ev, false));
+        futures::future::join_all(sends).await;
+    }
+    eventually(Duration::from_secs(120), "10,000 entries stored", || {
+        let (http, base) = (http.clone(), base.clone());
+        async move { common::status_entries(&http, &base).await == Some(10_000) }
+    })
+    .await;
+
+    let mut all = command("crash-restart", Action::Restart, Selector::All(true));
+    all.max_per_second = 2000.0;
+    send_command(&p, &cfg.topics.commands, &all).await;
+    // Kill once part of the run is republished.
+    let executions_topic = cfg.topics.executions.clone();
+    eventually(MINUTE, "some executions committed", || {
+        let n = read_topic(&bootstrap, &executions_topic).len();
+        async move { n >= 1500 }
+    })
+    .await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let at_kill = read_topic(&bootstrap, &executions_topic).len();
+    eprintln!("killed with {at_kill} of 10,000 executions committed");
+    assert!(at_kill < 10_000, "the kill must land mid-command");
+
+    let (mut child, base) = common::spawn_binary(&cfg);
+    let (done, _) = final_result(
+        &bootstrap,
+        &cfg.topics.results,
+        "crash-restart",
+        Duration::from_secs(180),
+    )
+    .await;
+    eventually(MINUTE, "store empty", || {
+        let (http, base) = (http.clone(), base.clone());
+        async move { common::status_entries(&http, &base).await == Some(0) }
+    })
+    .await;
+    child.kill().expect("stop");
+    let _ = child.wait();
+
+    let execs: Vec<pb::WorkflowExecution> = decode_all(&read_topic(&bootstrap, &executions_topic));
+    let sources: HashSet<&str> = execs.iter().map(|e| e.source_dlq_id.as_str()).collect();
+    assert_eq!(execs.len(), 10_000, "exactly one execution per entry");
+    assert_eq!(sources.len(), 10_000);
+    assert!(execs.iter().all(|e| e.kind == Kind::Restart as i32));
+    let expected: HashSet<String> = events
+        .iter()
+        .map(|e| dlq_id_for_event(&e.event_id))
+        .collect();
+    assert!(sources.iter().all(|s| expected.contains(*s)));
+    assert_eq!(done.succeeded, done.matched);
+    // The store topic itself: the last record of every entry is a tombstone.
+    let mut last: std::collections::HashMap<Vec<u8>, bool> = std::collections::HashMap::new();
+    for r in read_topic(&bootstrap, &cfg.topics.store) {
+        last.insert(r.key.unwrap_or_default(), r.value.is_some());
+    }
+    assert_eq!(last.len(), 10_000);
+    assert!(
+        last.values().all(|live| !live),
+        "no entry left in the store"
+    );
+}
