@@ -126,6 +126,9 @@ pub fn validate_failure(mut ev: FailureEvent) -> Result<FailureEvent, Rejection>
 #[derive(Debug)]
 pub enum Outcome {
     Store(Box<DlqEntry>),
+    /// A callback report for a stored entry: forwarded to the entry's owner on the command
+    /// topic, which applies it in order with the commands on that entry (no lost update).
+    ForwardReport(FailureCallbackReport),
     /// Already in the store (or already recovered from it): nothing to write.
     Duplicate,
     Reject(Rejection),
@@ -189,19 +192,17 @@ impl Decider<'_> {
     }
 
     fn callback_report(&self, report: FailureCallbackReport) -> Outcome {
-        let Some(info) = report.info else {
+        if report.info.is_none() {
             return Outcome::Reject(Rejection::Invalid("callback report without `info`".into()));
-        };
-        match self.view.get(&report.dlq_id) {
-            Some(mut entry) => {
-                if let Some(ev) = entry.event.as_mut() {
-                    ev.failure_callback_info = Some(info);
-                }
-                Outcome::Store(Box::new(entry))
-            }
-            None => Outcome::Reject(Rejection::UnknownDlqId(
+        }
+        if self.view.state(&report.dlq_id) == EntryState::Present
+            || self.recent.contains_key(&report.dlq_id)
+        {
+            Outcome::ForwardReport(report)
+        } else {
+            Outcome::Reject(Rejection::UnknownDlqId(
                 report.dlq_id.chars().take(MAX_ID_LEN).collect(),
-            )),
+            ))
         }
     }
 }
@@ -331,6 +332,22 @@ impl Ingest {
                     }
                 });
             }
+            Outcome::ForwardReport(report) => {
+                txn.send(&OutRecord {
+                    topic: cfg.topics.commands.clone(),
+                    key: Some(report.dlq_id.clone().into_bytes()),
+                    value: Some(codec::encode(&report, encoding)),
+                    headers: OwnedHeaders::new()
+                        .insert(Header {
+                            key: codec::CONTENT_TYPE,
+                            value: Some(encoding.content_type()),
+                        })
+                        .insert(Header {
+                            key: crate::commands::headers::CALLBACK_REPORT,
+                            value: Some("true"),
+                        }),
+                })?;
+            }
             Outcome::Duplicate => {
                 tracing::debug!(
                     partition = m.partition(),
@@ -362,5 +379,54 @@ impl Ingest {
         }
         txn.consumed(m.topic(), m.partition(), m.offset())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::pb::FailureCallbackInfo;
+    use prost::Message;
+
+    fn report_record(dlq_id: &str) -> Vec<u8> {
+        FailureEnvelope {
+            kind: Some(Kind::CallbackReport(FailureCallbackReport {
+                dlq_id: dlq_id.into(),
+                info: Some(FailureCallbackInfo::default()),
+            })),
+        }
+        .encode_to_vec()
+    }
+
+    /// Ingest only ever creates entries; every change to an existing one goes through its
+    /// owner on the command topic, so reports and commands on an entry are applied in order.
+    #[test]
+    fn a_callback_report_is_forwarded_to_the_entry_owner_never_written_by_ingest() {
+        let view = StoreView::new();
+        view.upsert(
+            0,
+            0,
+            &DlqEntry {
+                dlq_id: "dlq-x".into(),
+                event: Some(FailureEvent::default()),
+                ..Default::default()
+            },
+        );
+        view.remove("dlq-gone");
+        let recent = HashMap::new();
+        let d = Decider {
+            view: &view,
+            retention: Duration::from_secs(60),
+            max_record_bytes: 1 << 20,
+            recent: &recent,
+        };
+        let decide = |id: &str| d.decide(None, Some(&report_record(id)), ("t", 0, 0), 1);
+        assert!(matches!(decide("dlq-x"), Outcome::ForwardReport(r) if r.dlq_id == "dlq-x"));
+        for unknown in ["dlq-gone", "dlq-never"] {
+            assert!(matches!(
+                decide(unknown),
+                Outcome::Reject(Rejection::UnknownDlqId(_))
+            ));
+        }
     }
 }

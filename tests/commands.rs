@@ -156,6 +156,84 @@ async fn each_action_on_one_id_republishes_the_exact_run_and_updates_the_store()
         final_result(&app.bootstrap(), &app.topics().results, "c-missing", MINUTE).await;
     assert_eq!(done.items[0].status, Status::NotFound as i32);
     assert_eq!(executions(&app).len(), 3);
+    let metrics = app.metrics().await;
+    for name in [
+        "dlq_commands_total{",
+        "dlq_items_total{",
+        "dlq_republished_total{kind=\"restart\"}",
+        "dlq_command_latency_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_callback_report_racing_a_restart_never_resurrects_the_entry() {
+    // Long transactions widen the window between a decision and its commit.
+    let mut cfg = test_config();
+    cfg.txn_max_interval = Duration::from_millis(300);
+    let app = TestApp::spawn(cfg).await;
+    let events = ingest(&app, 20).await;
+    let p = producer(&app.bootstrap());
+    let mut sends = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        let id = dlq_id_for_event(&ev.event_id);
+        let cmd = command(&format!("race-{i}"), Action::Restart, ids(&[&id]));
+        let report = pb::FailureEnvelope {
+            kind: Some(pb::failure_envelope::Kind::CallbackReport(
+                pb::FailureCallbackReport {
+                    dlq_id: id,
+                    info: Some(pb::FailureCallbackInfo {
+                        state: State::CallbackSuccess as i32,
+                        ..Default::default()
+                    }),
+                },
+            )),
+        };
+        let (p, commands, failures) = (p.clone(), app.topics().commands, app.topics().failures);
+        sends.push(tokio::spawn(async move {
+            let value = prost::Message::encode_to_vec(&report);
+            tokio::join!(
+                send_command(&p, &commands, &cmd),
+                publish_raw(&p, &failures, None, &value, None, None)
+            );
+        }));
+    }
+    for s in sends {
+        s.await.expect("sent");
+    }
+    for i in 0..20 {
+        final_result(
+            &app.bootstrap(),
+            &app.topics().results,
+            &format!("race-{i}"),
+            MINUTE,
+        )
+        .await;
+    }
+    common::barrier(&app, &p).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for ev in &events {
+        assert!(
+            app.service
+                .view
+                .get(&dlq_id_for_event(&ev.event_id))
+                .is_none(),
+            "resurrected"
+        );
+    }
+    let mut last = std::collections::HashMap::new();
+    for r in read_topic(&app.bootstrap(), &app.topics().store) {
+        last.insert(r.key.unwrap_or_default(), r.value.is_some());
+    }
+    for ev in &events {
+        assert_eq!(
+            last.get(dlq_id_for_event(&ev.event_id).as_bytes()),
+            Some(&false)
+        );
+    }
+    assert_eq!(executions(&app).len(), 20);
     app.stop().await;
 }
 
@@ -418,7 +496,7 @@ async fn killing_the_service_during_a_bulk_restart_republishes_every_entry_exact
     assert!(at_kill < 10_000, "the kill must land mid-command");
 
     let (mut child, base) = common::spawn_binary(&cfg);
-    let (done, _) = final_result(
+    let (done, all_results) = final_result(
         &bootstrap,
         &cfg.topics.results,
         "crash-restart",
@@ -443,7 +521,17 @@ async fn killing_the_service_during_a_bulk_restart_republishes_every_entry_exact
         .map(|e| dlq_id_for_event(&e.event_id))
         .collect();
     assert!(sources.iter().all(|s| expected.contains(*s)));
-    assert_eq!(done.succeeded, done.matched);
+    let not_ok: Vec<_> = all_results
+        .iter()
+        .flat_map(|r| r.items.iter())
+        .filter(|i| i.status != Status::Ok as i32)
+        .map(|i| (i.status, i.detail.clone()))
+        .take(5)
+        .collect();
+    assert_eq!(
+        done.succeeded, done.matched,
+        "{done:?} non-OK items: {not_ok:?}"
+    );
     // The store topic itself: the last record of every entry is a tombstone.
     let mut last: std::collections::HashMap<Vec<u8>, bool> = std::collections::HashMap::new();
     for r in read_topic(&bootstrap, &cfg.topics.store) {

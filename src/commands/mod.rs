@@ -51,7 +51,7 @@ use crate::{
             failure_callback_info::State as CbState,
             item_outcome::Status,
             recovery_command::{Action, Ids, Selector},
-            CommandResult, DlqEntry, ItemOutcome, RecoveryCommand,
+            CommandResult, DlqEntry, FailureCallbackReport, ItemOutcome, RecoveryCommand,
         },
     },
 };
@@ -59,6 +59,8 @@ use crate::{
 pub mod headers {
     /// On a sub-command: the id of the bulk command it belongs to.
     pub const PARENT: &str = "dlq.parent-command";
+    /// On a record forwarded by ingest: a `FailureCallbackReport` for the entry it is keyed by.
+    pub const CALLBACK_REPORT: &str = "dlq.callback-report";
 }
 
 /// Results carry at most this many items; bigger sets are reported in several records.
@@ -131,6 +133,16 @@ fn outcome(dlq_id: &str, status: Status, detail: impl Into<String>) -> ItemOutco
     }
 }
 
+/// A header's value as text.
+fn header(m: &BorrowedMessage<'_>, name: &str) -> Option<String> {
+    m.headers().and_then(|h| {
+        h.iter()
+            .find(|hd| hd.key == name)
+            .and_then(|hd| hd.value)
+            .map(|v| String::from_utf8_lossy(v).to_string())
+    })
+}
+
 /// A bulk command being fanned out.
 struct Job {
     cmd: RecoveryCommand,
@@ -166,16 +178,10 @@ impl Commands {
         }
     }
 
-    /// Starts the worker once the view and the ledger have caught up with their topics: a
-    /// decision is only as good as the state it is made on.
+    /// Starts the worker; it consumes once the view and the ledger have caught up with their
+    /// topics: a decision is only as good as the state it is made on.
     pub fn spawn(self, shutdown: CancellationToken) -> std::io::Result<thread::JoinHandle<()>> {
         thread::Builder::new().name("commands".into()).spawn(move || {
-            while !(self.view.is_caught_up() && self.ledger.is_caught_up()) {
-                if shutdown.is_cancelled() {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
             let mut backoff = Duration::from_millis(500);
             while !shutdown.is_cancelled() {
                 match self.run_pipeline(&shutdown) {
@@ -196,7 +202,16 @@ impl Commands {
     fn run_pipeline(&self, shutdown: &CancellationToken) -> Result<(), CommandError> {
         let cfg = &self.cfg;
         let txn_id = format!("{}-commands-{}", cfg.group_id, cfg.instance_id);
+        // First fence our previous incarnation: its open transaction is aborted now, not at its
+        // timeout, so the store and results topics' read_committed end moves on and the view
+        // and ledger can catch up.
         let txn = Arc::new(Mutex::new(TxnBatch::new(&self.conn, &txn_id)?));
+        while !(self.view.is_caught_up() && self.ledger.is_caught_up()) {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
         let consumer: BaseConsumer<TxnConsumerContext> = self
             .conn
             .group_consumer_config(&format!("{}.commands", cfg.group_id))
@@ -360,6 +375,11 @@ impl Pipeline<'_> {
     fn handle(&mut self, m: &BorrowedMessage<'_>, t: &mut TxnBatch) -> Result<(), CommandError> {
         let cfg = &self.w.cfg;
         let ct = codec::content_type_of(m.headers());
+        if header(m, headers::CALLBACK_REPORT).is_some() {
+            self.callback_report(m, ct, t)?;
+            t.consumed(m.topic(), m.partition(), m.offset())?;
+            return Ok(());
+        }
         let cmd: RecoveryCommand = match codec::decode(ct, m.payload()) {
             Ok(c) => c,
             Err(e) => {
@@ -382,12 +402,7 @@ impl Pipeline<'_> {
                 return Ok(());
             }
         };
-        let parent = m.headers().and_then(|h| {
-            h.iter()
-                .find(|hd| hd.key == headers::PARENT)
-                .and_then(|hd| hd.value)
-                .map(|v| String::from_utf8_lossy(v).to_string())
-        });
+        let parent = header(m, headers::PARENT);
         match parent {
             Some(parent) => self.sub_command(&parent, &cmd, t)?,
             None => self.command(m, cmd, t)?,
@@ -401,6 +416,34 @@ impl Pipeline<'_> {
             t.consumed(m.topic(), m.partition(), m.offset())?;
         }
         Ok(())
+    }
+
+    /// Applies a callback report forwarded by ingest, in order with the commands on the entry.
+    fn callback_report(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        ct: Option<&[u8]>,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
+        let report: FailureCallbackReport = match codec::decode(ct, m.payload()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(offset = m.offset(), error = %e, "undecodable forwarded callback report skipped");
+                return Ok(());
+            }
+        };
+        self.ensure_fresh(m.partition())?;
+        let Some(mut entry) = self.current(&report.dlq_id) else {
+            tracing::info!(
+                dlq_id = report.dlq_id,
+                "callback report for an entry no longer stored; dropped"
+            );
+            return Ok(());
+        };
+        if let Some(ev) = entry.event.as_mut() {
+            ev.failure_callback_info = report.info;
+        }
+        self.write_entry(&report.dlq_id, Written::Updated(Box::new(entry)), t)
     }
 
     fn command(
@@ -532,15 +575,15 @@ impl Pipeline<'_> {
         Ok(())
     }
 
+    /// The snapshot a command acts on. Entries this instance is acting on in the open
+    /// transaction stay in it: their outcome is not in the ledger yet, and leaving them out
+    /// would under-count what the command matched. Their sub-commands find them acted on.
     fn resolve(&self, selection: &Selection) -> Vec<String> {
         match selection {
             Selection::Ids(ids) => ids.clone(),
             Selection::Filter(f) => self.w.view.matching_ids(f),
             Selection::All => self.w.view.matching_ids(&EntryFilter::all()),
         }
-        .into_iter()
-        .filter(|id| !matches!(self.staged.get(id), Some(Written::Deleted)))
-        .collect()
     }
 
     /// A command already processed: report the first outcome as SKIPPED, act on nothing.
@@ -607,7 +650,6 @@ impl Pipeline<'_> {
         dlq_id: &str,
         t: &mut TxnBatch,
     ) -> Result<ItemOutcome, CommandError> {
-        let cfg = &self.w.cfg;
         let Some(entry) = self.current(dlq_id) else {
             let item = match self.w.ledger.item(&cmd.command_id, dlq_id) {
                 Some(first) => ItemOutcome {
@@ -626,6 +668,15 @@ impl Pipeline<'_> {
             return Ok(item);
         };
         let now = crate::now_ms();
+        if entry.expires_at > 0 && entry.expires_at <= now {
+            // Expired: the sweeper tombstones it; acting now could resurrect it.
+            t.on_commit(move || metrics::item(action_label(action), "not_found"));
+            return Ok(outcome(
+                dlq_id,
+                Status::NotFound,
+                format!("DLQ entry `{dlq_id}` has expired"),
+            ));
+        }
         let mut item = outcome(dlq_id, Status::Ok, "");
         let written = match action {
             Action::Delete => Written::Deleted,
@@ -699,12 +750,25 @@ impl Pipeline<'_> {
                 return Ok(outcome(dlq_id, Status::Rejected, "unspecified action"));
             }
         };
+        self.write_entry(dlq_id, written, t)?;
+        t.on_commit(move || metrics::item(action_label(action), "ok"));
+        Ok(item)
+    }
+
+    /// Writes an entry's new state (or its tombstone) to the store, remembered until the view
+    /// shows it.
+    fn write_entry(
+        &mut self,
+        dlq_id: &str,
+        written: Written,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
         let value = match &written {
             Written::Deleted => None,
             Written::Updated(e) => Some(codec::encode(e.as_ref(), self.encoding)),
         };
         t.send(&OutRecord {
-            topic: cfg.topics.store.clone(),
+            topic: self.w.cfg.topics.store.clone(),
             key: Some(dlq_id.as_bytes().to_vec()),
             headers: if value.is_some() {
                 self.content_type()
@@ -718,9 +782,8 @@ impl Pipeline<'_> {
         let id = dlq_id.to_string();
         t.on_commit(move || {
             lock(&overlay).insert(id, written);
-            metrics::item(action_label(action), "ok");
         });
-        Ok(item)
+        Ok(())
     }
 
     fn content_type(&self) -> OwnedHeaders {
