@@ -216,21 +216,8 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn spawn(self, shutdown: CancellationToken) -> std::io::Result<thread::JoinHandle<()>> {
-        thread::Builder::new().name("ingest".into()).spawn(move || {
-            let mut backoff = Duration::from_millis(500);
-            while !shutdown.is_cancelled() {
-                match self.run_pipeline(&shutdown) {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::error!(error = %e, "ingest pipeline failed; restarting from committed offsets");
-                        let until = Instant::now() + backoff;
-                        while Instant::now() < until && !shutdown.is_cancelled() {
-                            thread::sleep(Duration::from_millis(50));
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                }
-            }
+        crate::kafka::supervise("ingest", shutdown, move |shutdown| {
+            self.run_pipeline(shutdown)
         })
     }
 

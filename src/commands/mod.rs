@@ -181,21 +181,8 @@ impl Commands {
     /// Starts the worker; it consumes once the view and the ledger have caught up with their
     /// topics: a decision is only as good as the state it is made on.
     pub fn spawn(self, shutdown: CancellationToken) -> std::io::Result<thread::JoinHandle<()>> {
-        thread::Builder::new().name("commands".into()).spawn(move || {
-            let mut backoff = Duration::from_millis(500);
-            while !shutdown.is_cancelled() {
-                match self.run_pipeline(&shutdown) {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::error!(error = %e, "command pipeline failed; restarting from committed offsets");
-                        let until = Instant::now() + backoff;
-                        while Instant::now() < until && !shutdown.is_cancelled() {
-                            thread::sleep(Duration::from_millis(50));
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                }
-            }
+        crate::kafka::supervise("commands", shutdown, move |shutdown| {
+            self.run_pipeline(shutdown)
         })
     }
 
@@ -677,66 +664,50 @@ impl Pipeline<'_> {
                 format!("DLQ entry `{dlq_id}` has expired"),
             ));
         }
-        let mut item = outcome(dlq_id, Status::Ok, "");
-        let written = match action {
-            Action::Delete => Written::Deleted,
-            Action::Restart | Action::Resume => {
-                let run_id = cmd
-                    .new_run_ids
-                    .get(dlq_id)
-                    .cloned()
-                    .unwrap_or_else(new_run_id);
-                let kind = kind_of(action).unwrap_or_default();
-                let exec = execution(
-                    &entry,
-                    kind,
-                    cmd.overrides.as_ref(),
-                    run_id.clone(),
-                    now,
-                    &cmd.command_id,
-                );
-                self.send_execution(&exec, t)?;
-                item.workflow_run_id = run_id;
-                item.workflow_created_at = now;
-                Written::Deleted
+        if action == Action::Unspecified {
+            // Validation refuses it; never let it fall through to a tombstone.
+            return Ok(outcome(dlq_id, Status::Rejected, "unspecified action"));
+        }
+        if action == Action::RetryFailureCallback {
+            let ev = entry.event.as_ref();
+            let callback = ev.map_or("", |e| e.failure_callback.as_str());
+            let state = ev
+                .and_then(|e| e.failure_callback_info.as_ref())
+                .map_or(0, |i| i.state);
+            if callback.is_empty() || state != CbState::CallbackFail as i32 {
+                let detail = if callback.is_empty() {
+                    "the entry has no failure callback".to_string()
+                } else {
+                    let name = CbState::try_from(state).map_or("UNKNOWN", |s| s.as_str_name());
+                    format!("the failure callback is in state {name}, not CALLBACK_FAIL")
+                };
+                t.on_commit(move || metrics::item("retry_failure_callback", "rejected"));
+                return Ok(outcome(dlq_id, Status::Rejected, detail));
             }
+        }
+        let mut item = outcome(dlq_id, Status::Ok, "");
+        if let Some(kind) = kind_of(action) {
+            let run_id = cmd
+                .new_run_ids
+                .get(dlq_id)
+                .cloned()
+                .unwrap_or_else(new_run_id);
+            let exec = execution(
+                &entry,
+                kind,
+                cmd.overrides.as_ref(),
+                run_id.clone(),
+                now,
+                &cmd.command_id,
+            );
+            self.send_execution(&exec, t)?;
+            item.workflow_run_id = run_id;
+            item.workflow_created_at = now;
+        }
+        let written = match action {
+            // The failure callback is re-run; the entry stays, marked in progress.
             Action::RetryFailureCallback => {
-                let ev = entry.event.clone().unwrap_or_default();
-                let state = ev.failure_callback_info.as_ref().map_or(0, |i| i.state);
-                if ev.failure_callback.is_empty() || state != CbState::CallbackFail as i32 {
-                    let state_name =
-                        CbState::try_from(state).map_or("UNKNOWN", |s| s.as_str_name());
-                    let item = outcome(
-                        dlq_id,
-                        Status::Rejected,
-                        if ev.failure_callback.is_empty() {
-                            "the entry has no failure callback".to_string()
-                        } else {
-                            format!(
-                                "the failure callback is in state {state_name}, not CALLBACK_FAIL"
-                            )
-                        },
-                    );
-                    t.on_commit(move || metrics::item("retry_failure_callback", "rejected"));
-                    return Ok(item);
-                }
-                let run_id = cmd
-                    .new_run_ids
-                    .get(dlq_id)
-                    .cloned()
-                    .unwrap_or_else(new_run_id);
-                let exec = execution(
-                    &entry,
-                    crate::wire::pb::workflow_execution::Kind::FailureCallback,
-                    cmd.overrides.as_ref(),
-                    run_id.clone(),
-                    now,
-                    &cmd.command_id,
-                );
-                self.send_execution(&exec, t)?;
-                item.workflow_run_id = run_id;
-                item.workflow_created_at = now;
-                let mut marked = entry.clone();
+                let mut marked = entry;
                 if let Some(info) = marked
                     .event
                     .as_mut()
@@ -746,9 +717,7 @@ impl Pipeline<'_> {
                 }
                 Written::Updated(Box::new(marked))
             }
-            Action::Unspecified => {
-                return Ok(outcome(dlq_id, Status::Rejected, "unspecified action"));
-            }
+            _ => Written::Deleted,
         };
         self.write_entry(dlq_id, written, t)?;
         t.on_commit(move || metrics::item(action_label(action), "ok"));

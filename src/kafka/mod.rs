@@ -125,6 +125,32 @@ impl KafkaConn {
     }
 }
 
+/// Runs a pipeline on its own thread until `shutdown`, rebuilding it after any error with a
+/// growing pause (0.5 s … 10 s): a fresh pipeline restarts from committed offsets.
+pub fn supervise<E: std::fmt::Display>(
+    name: &str,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut run: impl FnMut(&tokio_util::sync::CancellationToken) -> Result<(), E> + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let label = name.to_string();
+    std::thread::Builder::new().name(label.clone()).spawn(move || {
+        let mut backoff = Duration::from_millis(500);
+        while !shutdown.is_cancelled() {
+            match run(&shutdown) {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(pipeline = label, error = %e, "pipeline failed; restarting from committed offsets");
+                    let until = std::time::Instant::now() + backoff;
+                    while std::time::Instant::now() < until && !shutdown.is_cancelled() {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    })
+}
+
 /// Asks the cluster for its metadata: the cheapest proof that it is reachable.
 pub fn probe(conn: &KafkaConn, timeout: Duration) -> Result<usize, rdkafka::error::KafkaError> {
     let mut c = conn.client_config();
