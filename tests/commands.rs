@@ -307,6 +307,7 @@ async fn max_per_second_paces_a_bulk_command() {
     send_command(&p, &app.topics().commands, &paced).await;
     let (done, _) = final_result(&app.bootstrap(), &app.topics().results, "paced", MINUTE).await;
     let took = started.elapsed();
+    eprintln!("1,000 restarts at max_per_second=200 took {took:?}");
     assert_eq!(done.succeeded, 1000);
     assert!(
         took >= Duration::from_millis(4500),
