@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     commands::{
         ledger::{Ledger, LedgerSink},
+        submit::CommandSubmitter,
         Commands,
     },
     config::Config,
@@ -51,6 +52,8 @@ pub enum ServiceError {
         #[source]
         source: kafka::topics::TopicError,
     },
+    #[error(transparent)]
+    Commands(#[from] crate::commands::submit::SubmitError),
     #[error("cannot start a worker thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("the service task failed: {0}")]
@@ -115,6 +118,13 @@ impl Service {
             addr: cfg.http_addr,
             source,
         })?;
+        let ledger = Arc::new(Ledger::new());
+        let commands = CommandSubmitter::new(
+            &conn,
+            cfg.topics.commands.clone(),
+            ledger.clone(),
+            cfg.output_encoding.into(),
+        )?;
         let state = Arc::new(AppState {
             cfg: cfg.clone(),
             view: view.clone(),
@@ -122,6 +132,8 @@ impl Service {
             api_token: api_token.clone(),
             kafka_bootstrap: bootstrap.clone(),
             prometheus,
+            commands,
+            ledger: ledger.clone(),
         });
         let app = http::router(state);
         let http_shutdown = shutdown.clone();
@@ -140,6 +152,7 @@ impl Service {
             conn,
             embedded.as_ref().map(|b| b.handle()),
             view.clone(),
+            ledger,
             health.clone(),
             shutdown.clone(),
         ));
@@ -222,6 +235,7 @@ async fn run(
     conn: KafkaConn,
     embedded: Option<kafka::embedded::EmbeddedHandle>,
     view: Arc<StoreView>,
+    ledger: Arc<Ledger>,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
@@ -245,7 +259,6 @@ async fn run(
         tracing::info!(?created, "topics created");
     }
 
-    let ledger = Arc::new(Ledger::new());
     let threads: Vec<thread::JoinHandle<()>> = vec![
         reader::spawn(
             conn.clone(),

@@ -37,6 +37,8 @@ pub struct CommandRecord {
 pub struct Ledger {
     commands: RwLock<HashMap<String, CommandRecord>>,
     caught_up: AtomicBool,
+    /// Woken on every applied result: whoever waits for a command's answer.
+    changed: tokio::sync::Notify,
 }
 
 /// A bulk command whose every entry has an outcome: ready for its final result.
@@ -53,6 +55,17 @@ impl Ledger {
 
     /// Records a result (read from the topic, or just committed by this instance).
     pub fn apply(&self, r: &CommandResult) {
+        self.record(r);
+        self.changed.notify_waiters();
+    }
+
+    /// A future that completes at the next applied result (pin it and `enable()` it before
+    /// looking at the ledger, so nothing applied in between is missed).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
+    fn record(&self, r: &CommandResult) {
         let mut all = self.commands.write().unwrap_or_else(|p| p.into_inner());
         let rec = all.entry(r.command_id.clone()).or_default();
         rec.action = r.action;

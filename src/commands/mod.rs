@@ -12,6 +12,7 @@
 //! [`ledger::Ledger`], the memory of which commands were already processed.
 
 pub mod ledger;
+pub mod submit;
 pub mod validate;
 
 use std::{

@@ -1,247 +1,544 @@
-//! The Upstash Workflow DLQ dialect: listing and reading entries.
+//! The Upstash Workflow DLQ dialect (DESIGN §5): list and read entries, and the actions —
+//! restart, resume, re-run the failure callback, delete. Every action is a `RecoveryCommand`
+//! written to the command topic; the handler answers once its result is in.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
+    body::Bytes,
     extract::{Path, RawQuery, State},
-    routing::get,
+    http::HeaderMap,
+    routing::{get, post},
     Json, Router,
 };
-use base64::{engine::general_purpose::STANDARD, Engine};
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, AppState};
+use super::{
+    messages::{
+        DeleteResponse, DlqMessage, ErrorBody, ListResponse, WorkflowRun, WorkflowRunsResponse,
+    },
+    overrides,
+    query::{parse_query, QueryKind, Target, MAX_IDS},
+    ApiError, AppState,
+};
 use crate::{
-    store::{Cursor, EntryFilter},
-    wire::pb::{failure_callback_info::State as CbState, DlqEntry, Filter, HeaderValues, Step},
+    commands::submit::SubmitError,
+    wire::{
+        ids::new_run_id,
+        pb::{
+            failure_callback_info::State as CbState,
+            item_outcome::Status,
+            recovery_command::{Action, Ids, Selector},
+            CommandResult, Overrides, RecoveryCommand,
+        },
+    },
 };
 
-pub const DEFAULT_COUNT: usize = 100;
-pub const MAX_COUNT: usize = 100;
+/// How long an action waits for its command's result before answering 503.
+pub const ACTION_WAIT: Duration = Duration::from_secs(20);
+/// A bulk page is at most what the republish rate moves in this long, so it is answered within
+/// [`ACTION_WAIT`] however low `--max-per-second` is set.
+const PAGE_BUDGET: Duration = Duration::from_secs(10);
+/// After an action, how long the handler waits for this instance's view to show it (so a list
+/// right after a delete does not show the deleted entry).
+const VIEW_CATCH_UP: Duration = Duration::from_secs(5);
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/v2/dlq", get(list))
-        .route("/v2/workflows/dlq", get(list))
-        .route("/v2/dlq/{dlq_id}", get(get_one))
-        .route("/v2/workflows/dlq/{dlq_id}", get(get_one))
+        .route("/v2/dlq", get(list).delete(delete_bulk))
+        .route("/v2/workflows/dlq", get(list).delete(delete_bulk))
+        .route("/v2/dlq/{dlq_id}", get(get_one).delete(delete_one))
+        .route(
+            "/v2/workflows/dlq/{dlq_id}",
+            get(get_one).delete(delete_one),
+        )
+        .route("/v2/workflows/dlq/restart", post(restart_bulk))
+        .route("/v2/workflows/dlq/resume", post(resume_bulk))
+        .route("/v2/workflows/dlq/restart/{dlq_id}", post(restart_one))
+        .route("/v2/workflows/dlq/resume/{dlq_id}", post(resume_one))
+        .route("/v2/workflows/dlq/callback/{dlq_id}", post(callback_one))
 }
 
-/// A parsed listing query: filter, cursor and page size.
-#[derive(Debug, Default)]
-pub struct ListQuery {
-    pub filter: Filter,
-    pub cursor: Option<Cursor>,
-    pub count: usize,
+// ---- documentation of the parameters (what `parse_query` accepts) ----
+
+/// Filters: repeat a parameter or comma-separate values for several (OR within a field, AND
+/// across fields).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct FilterParams {
+    /// Entered the DLQ at or after (unix ms).
+    #[param(minimum = 0)]
+    fromDate: Option<i64>,
+    /// Entered the DLQ at or before (unix ms).
+    #[param(minimum = 0)]
+    toDate: Option<i64>,
+    #[param(explode = true, style = Form)]
+    workflowUrl: Option<Vec<String>>,
+    workflowRunId: Option<String>,
+    /// Unix ms.
+    workflowCreatedAt: Option<i64>,
+    #[param(explode = true, style = Form)]
+    label: Option<Vec<String>>,
+    /// `CALLBACK_INPROGRESS`, `CALLBACK_SUCCESS`, `CALLBACK_FAIL` or `CALLBACK_CANCELED`.
+    #[param(explode = true, style = Form)]
+    failureFunctionState: Option<Vec<String>>,
+    #[param(explode = true, style = Form)]
+    callerIp: Option<Vec<String>>,
+    #[param(explode = true, style = Form)]
+    flowControlKey: Option<Vec<String>>,
+}
+
+/// Paging: an opaque cursor from the previous answer, and the page size.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageParams {
+    cursor: Option<String>,
+    /// Default and maximum 100.
+    #[param(minimum = 1, maximum = 100)]
+    count: Option<i64>,
+    /// Sent by the SDKs (`workflow`); accepted and ignored.
+    source: Option<String>,
+}
+
+/// Bulk actions: exactly these entries (at most 100; not with filters or a cursor).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct IdsParams {
+    #[param(explode = true, style = Form)]
+    dlqIds: Option<Vec<String>>,
+}
+
+/// `DELETE /v2/dlq` may name the entries in a JSON body instead (QStash's `delete_many`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeleteIdsBody {
     pub dlq_ids: Vec<String>,
 }
 
-fn int(name: &str, v: &str) -> Result<i64, ApiError> {
-    v.trim()
-        .parse::<i64>()
-        .map_err(|_| ApiError::BadRequest(format!("`{name}` must be an integer, got `{v}`")))
-}
+// ---- reading ----
 
-/// Parses Upstash's query parameters. A field may repeat or hold comma-separated values.
-pub fn parse_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
-    let mut q = ListQuery {
-        count: DEFAULT_COUNT,
-        ..Default::default()
-    };
-    let f = &mut q.filter;
-    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        let many = || {
-            v.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        };
-        match k.as_ref() {
-            "cursor" if !v.trim().is_empty() => {
-                q.cursor = Some(
-                    Cursor::decode(&v)
-                        .map_err(|_| ApiError::BadRequest(format!("invalid cursor `{v}`")))?,
-                );
-            }
-            "count" => {
-                let n = int("count", &v)?;
-                if !(1..=MAX_COUNT as i64).contains(&n) {
-                    return Err(ApiError::BadRequest(format!(
-                        "`count` must be between 1 and {MAX_COUNT}, got {n}"
-                    )));
-                }
-                q.count = n as usize;
-            }
-            "fromDate" => f.from_date = int("fromDate", &v)?,
-            "toDate" => f.to_date = int("toDate", &v)?,
-            "workflowUrl" => f.workflow_url.extend(many()),
-            "workflowRunId" => f.workflow_run_id = v.trim().to_string(),
-            "workflowCreatedAt" => f.workflow_created_at = int("workflowCreatedAt", &v)?,
-            "label" => f.label.extend(many()),
-            "failureFunctionState" => f.failure_function_state.extend(many()),
-            "callerIp" | "callerIP" => f.caller_ip.extend(many()),
-            "flowControlKey" => f.flow_control_key.extend(many()),
-            "dlqIds" | "dlqId" => {
-                let ids: Vec<String> = many().collect();
-                if ids.is_empty() {
-                    return Err(ApiError::BadRequest("`dlqIds` must not be empty".into()));
-                }
-                q.dlq_ids.extend(ids);
-            }
-            // The SDKs send `source=workflow`; other unknown parameters are ignored as Upstash does.
-            _ => {}
-        }
+fn view_ready(s: &AppState) -> Result<(), ApiError> {
+    if s.view.is_caught_up() {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable(
+            "the store view is still loading from Kafka; retry shortly".into(),
+        ))
     }
-    Ok(q)
 }
 
-async fn list(
+/// List DLQ entries, oldest first.
+#[utoipa::path(get, path = "/v2/workflows/dlq", tag = "dlq",
+    params(FilterParams, PageParams),
+    responses(
+        (status = 200, description = "One page; `cursor` is absent on the last", body = ListResponse),
+        (status = 400, description = "A malformed parameter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 503, description = "The view is still loading", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn list(
     State(s): State<Arc<AppState>>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    let q = parse_query(raw.as_deref())?;
-    let filter =
-        EntryFilter::compile(&q.filter).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let page = s.view.list(&filter, q.cursor.as_ref(), q.count);
-    let mut body = Map::new();
-    body.insert(
-        "messages".into(),
-        Value::Array(page.entries.iter().map(entry_json).collect()),
-    );
-    if let Some(next) = page.next {
-        body.insert("cursor".into(), Value::String(next.encode()));
-    }
-    Ok(Json(Value::Object(body)))
+) -> Result<Json<ListResponse>, ApiError> {
+    let q = parse_query(raw.as_deref(), QueryKind::List)?;
+    view_ready(&s)?;
+    let page = s.view.list(&q.compiled, q.cursor.as_ref(), q.count);
+    Ok(Json(ListResponse {
+        messages: page.entries.iter().map(DlqMessage::from).collect(),
+        cursor: page.next.map(|c| c.encode()),
+    }))
 }
 
-async fn get_one(
+fn not_found(dlq_id: &str) -> ApiError {
+    ApiError::NotFound(format!("DLQ message `{dlq_id}` was not found"))
+}
+
+/// One DLQ entry.
+#[utoipa::path(get, path = "/v2/workflows/dlq/{dlqId}", tag = "dlq",
+    params(("dlqId" = String, Path, description = "The entry's id")),
+    responses(
+        (status = 200, body = DlqMessage),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No such entry", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn get_one(
     State(s): State<Arc<AppState>>,
     Path(dlq_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DlqMessage>, ApiError> {
+    view_ready(&s)?;
     s.view
         .get(&dlq_id)
-        .map(|e| Json(entry_json(&e)))
-        .ok_or_else(|| ApiError::NotFound(format!("DLQ message `{dlq_id}` was not found")))
+        .map(|e| Json(DlqMessage::from(&e)))
+        .ok_or_else(|| not_found(&dlq_id))
 }
 
-fn headers_json(h: &BTreeMap<String, HeaderValues>) -> Value {
-    Value::Object(
-        h.iter()
-            .map(|(k, v)| (k.clone(), json!(v.values)))
-            .collect(),
-    )
+// ---- acting ----
+
+/// What an action did to the entries it targeted.
+struct Acted {
+    runs: Vec<WorkflowRun>,
+    ok: Vec<String>,
+    /// Refused by the command consumer (e.g. no failed callback to re-run), with why.
+    refused: Vec<(String, String)>,
+    /// Gone by the time the command consumer got to them.
+    vanished: Vec<String>,
+    cursor: Option<String>,
 }
 
-/// Bytes as UTF-8 text when they are, otherwise base64 under the `…Base64` name.
-fn put_bytes(obj: &mut Map<String, Value>, name: &str, bytes: &[u8]) {
-    if bytes.is_empty() {
-        return;
+/// Resolves the target against the view, writes the command, waits for its result.
+async fn act(
+    s: &AppState,
+    action: Action,
+    target: Target,
+    overrides: Option<Overrides>,
+) -> Result<Acted, ApiError> {
+    view_ready(s)?;
+    if !s.ledger.is_caught_up() {
+        return Err(ApiError::Unavailable(
+            "the command ledger is still loading from Kafka; retry shortly".into(),
+        ));
     }
-    match std::str::from_utf8(bytes) {
-        Ok(text) => obj.insert(name.into(), Value::String(text.into())),
-        Err(_) => obj.insert(
-            format!("{name}Base64"),
-            Value::String(STANDARD.encode(bytes)),
-        ),
+    let (ids, cursor, reason) = match target {
+        Target::Ids(ids) => {
+            let missing: Vec<&str> = ids
+                .iter()
+                .filter(|id| s.view.get(id).is_none())
+                .map(String::as_str)
+                .collect();
+            if missing.len() == 1 && ids.len() == 1 {
+                return Err(not_found(missing[0]));
+            }
+            if !missing.is_empty() {
+                return Err(ApiError::NotFound(format!(
+                    "Some DLQ messages were not found: {}",
+                    missing.join(", ")
+                )));
+            }
+            (ids, None, "http: by id".to_string())
+        }
+        Target::Page {
+            filter,
+            cursor,
+            count,
+        } => {
+            let budget = (s.cfg.max_per_second * PAGE_BUDGET.as_secs_f64()).floor() as usize;
+            let count = count.min(budget.max(1)).min(MAX_IDS);
+            let page = s.view.list(&filter, cursor.as_ref(), count);
+            let ids = page.entries.into_iter().map(|e| e.dlq_id).collect();
+            let what = if filter.is_empty() { "all" } else { "filter" };
+            (
+                ids,
+                page.next.map(|c| c.encode()),
+                format!("http: one page of {what}"),
+            )
+        }
     };
+    if ids.is_empty() {
+        return Ok(Acted {
+            runs: Vec::new(),
+            ok: Vec::new(),
+            refused: Vec::new(),
+            vanished: Vec::new(),
+            cursor,
+        });
+    }
+    let starts_runs = action != Action::Delete;
+    let cmd = RecoveryCommand {
+        command_id: format!("http-{}", uuid::Uuid::now_v7()),
+        action: action as i32,
+        selector: Some(Selector::DlqIds(Ids { ids: ids.clone() })),
+        overrides,
+        requested_by: "http".into(),
+        reason,
+        requested_at: crate::now_ms(),
+        new_run_ids: if starts_runs {
+            ids.iter().map(|id| (id.clone(), new_run_id())).collect()
+        } else {
+            Default::default()
+        },
+        ..Default::default()
+    };
+    let result = s
+        .commands
+        .submit(&cmd, ACTION_WAIT)
+        .await
+        .map_err(|e| match e {
+            SubmitError::NoAnswer { .. } | SubmitError::Produce { .. } => {
+                ApiError::Unavailable(e.to_string())
+            }
+            SubmitError::Producer(_) => ApiError::Internal(e.to_string()),
+        })?;
+    let acted = sort_outcomes(&cmd, &result, cursor)?;
+    await_view(s, action, &acted.ok).await;
+    Ok(acted)
 }
 
-fn step_json(s: &Step) -> Value {
-    let mut o = Map::new();
-    o.insert("stepId".into(), json!(s.step_id));
-    o.insert("stepName".into(), json!(s.step_name));
-    o.insert("stepType".into(), json!(s.step_type));
-    put_bytes(&mut o, "out", &s.out);
-    o.insert("concurrent".into(), json!(s.concurrent));
-    o.insert("completedAt".into(), json!(s.completed_at));
-    Value::Object(o)
-}
-
-/// A listed message, with Upstash's field names plus ours.
-pub fn entry_json(e: &DlqEntry) -> Value {
-    let ev = e.event.clone().unwrap_or_default();
-    let mut o = Map::new();
-    o.insert("dlqId".into(), json!(e.dlq_id));
-    o.insert("messageId".into(), json!(ev.message_id));
-    o.insert("workflowRunId".into(), json!(ev.workflow_run_id));
-    o.insert("workflowUrl".into(), json!(ev.workflow_url));
-    o.insert("url".into(), json!(ev.workflow_url));
-    o.insert("workflowCreatedAt".into(), json!(ev.workflow_created_at));
-    o.insert("createdAt".into(), json!(e.created_at));
-    o.insert("method".into(), json!(ev.method));
-    o.insert("header".into(), headers_json(&ev.header));
-    put_bytes(&mut o, "body", &ev.body);
-    o.insert("maxRetries".into(), json!(ev.max_retries));
-    o.insert("notBefore".into(), json!(ev.not_before));
-    o.insert("callerIP".into(), json!(ev.caller_ip));
-    o.insert("responseStatus".into(), json!(ev.response_status));
-    o.insert("responseHeader".into(), headers_json(&ev.response_header));
-    put_bytes(&mut o, "responseBody", &ev.response_body);
-    if !ev.failure_callback.is_empty() {
-        o.insert("failureCallback".into(), json!(ev.failure_callback));
+fn sort_outcomes(
+    cmd: &RecoveryCommand,
+    result: &CommandResult,
+    cursor: Option<String>,
+) -> Result<Acted, ApiError> {
+    if result.items.is_empty() && result.matched > 0 {
+        return Err(ApiError::Internal(format!(
+            "command {} finished without per-entry outcomes",
+            cmd.command_id
+        )));
     }
-    if let Some(info) = &ev.failure_callback_info {
-        let mut i = Map::new();
-        let state = CbState::try_from(info.state).unwrap_or(CbState::Unspecified);
-        i.insert("state".into(), json!(state.as_str_name()));
-        i.insert("responseStatus".into(), json!(info.response_status));
-        put_bytes(&mut i, "responseBody", &info.response_body);
-        i.insert(
-            "responseHeaders".into(),
-            headers_json(&info.response_headers),
-        );
-        o.insert("failureCallbackInfo".into(), Value::Object(i));
-    }
-    if let Some(first) = ev.labels.first() {
-        o.insert("label".into(), json!(first));
-    }
-    o.insert("labels".into(), json!(ev.labels));
-    if let Some(fc) = &ev.flow_control {
-        o.insert("flowControlKey".into(), json!(fc.key));
-        o.insert(
-            "flowControl".into(),
-            json!({"key": fc.key, "rate": fc.rate, "parallelism": fc.parallelism, "period": fc.period_seconds}),
-        );
-    }
-    if let Some(s) = &ev.failed_step {
-        o.insert("failedStep".into(), step_json(s));
-    }
-    o.insert(
-        "completedSteps".into(),
-        Value::Array(ev.completed_steps.iter().map(step_json).collect()),
-    );
-    o.insert("errorMessage".into(), json!(ev.error_message));
-    o.insert("expiresAt".into(), json!(e.expires_at));
-    o.insert("redriveCount".into(), json!(ev.redrive_count));
-    Value::Object(o)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repeated_and_comma_separated_values_both_count() {
-        let q = parse_query(Some(
-            "label=a,b&label=c&source=workflow&count=5&callerIp=1.2.3.4",
-        ))
-        .unwrap();
-        assert_eq!(q.filter.label, ["a", "b", "c"]);
-        assert_eq!(q.filter.caller_ip, ["1.2.3.4"]);
-        assert_eq!(q.count, 5);
-    }
-
-    #[test]
-    fn malformed_parameters_are_400_with_a_message() {
-        for (query, needle) in [
-            ("count=abc", "`count` must be an integer"),
-            ("count=101", "between 1 and 100"),
-            ("fromDate=yesterday", "`fromDate`"),
-            ("cursor=%%%", "invalid cursor"),
-            ("dlqIds=", "`dlqIds` must not be empty"),
-        ] {
-            let err = parse_query(Some(query)).unwrap_err();
-            assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
-            assert!(err.to_string().contains(needle), "{query}: {err}");
+    let mut acted = Acted {
+        runs: Vec::new(),
+        ok: Vec::new(),
+        refused: Vec::new(),
+        vanished: Vec::new(),
+        cursor,
+    };
+    for item in &result.items {
+        match Status::try_from(item.status).unwrap_or(Status::Unspecified) {
+            Status::Ok => {
+                if !item.workflow_run_id.is_empty() {
+                    acted.runs.push(WorkflowRun {
+                        workflow_run_id: item.workflow_run_id.clone(),
+                        workflow_created_at: item.workflow_created_at,
+                        dlq_id: item.dlq_id.clone(),
+                    });
+                }
+                acted.ok.push(item.dlq_id.clone());
+            }
+            Status::NotFound => acted.vanished.push(item.dlq_id.clone()),
+            _ => acted
+                .refused
+                .push((item.dlq_id.clone(), item.detail.clone())),
         }
     }
+    Ok(acted)
+}
+
+/// Waits (bounded) until this instance's view shows what the command did, so the caller's
+/// next read sees it.
+async fn await_view(s: &AppState, action: Action, ok: &[String]) {
+    let shown = |id: &String| match s.view.get(id) {
+        None => action != Action::RetryFailureCallback,
+        Some(e) => {
+            action == Action::RetryFailureCallback
+                && e.event
+                    .and_then(|ev| ev.failure_callback_info)
+                    .is_some_and(|i| i.state != CbState::CallbackFail as i32)
+        }
+    };
+    let deadline = tokio::time::Instant::now() + VIEW_CATCH_UP;
+    while !ok.iter().all(shown) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One entry's action: the run it started, or why not.
+async fn act_on_one(
+    s: &AppState,
+    action: Action,
+    dlq_id: String,
+    overrides: Option<Overrides>,
+) -> Result<Acted, ApiError> {
+    let acted = act(s, action, Target::Ids(vec![dlq_id.clone()]), overrides).await?;
+    if let Some((_, why)) = acted.refused.first() {
+        return Err(ApiError::Conflict(format!(
+            "DLQ message `{dlq_id}` cannot be acted on: {why}"
+        )));
+    }
+    if !acted.vanished.is_empty() {
+        return Err(not_found(&dlq_id));
+    }
+    Ok(acted)
+}
+
+fn single_run(acted: Acted, dlq_id: &str) -> Result<Json<WorkflowRun>, ApiError> {
+    acted
+        .runs
+        .into_iter()
+        .next()
+        .map(Json)
+        .ok_or_else(|| ApiError::Internal(format!("no run was reported for `{dlq_id}`")))
+}
+
+async fn runs_bulk(
+    s: &AppState,
+    action: Action,
+    raw: Option<String>,
+    headers: &HeaderMap,
+) -> Result<Json<WorkflowRunsResponse>, ApiError> {
+    let q = parse_query(raw.as_deref(), QueryKind::Action)?;
+    let overrides = overrides::parse(headers)?;
+    let acted = act(s, action, q.into_target(), overrides).await?;
+    Ok(Json(WorkflowRunsResponse {
+        workflow_runs: acted.runs,
+        cursor: acted.cursor,
+    }))
+}
+
+/// Restart entries from the beginning: by `dlqIds`, by filter, or — with neither — all, one
+/// page of `count` per call (follow `cursor`).
+#[utoipa::path(post, path = "/v2/workflows/dlq/restart", tag = "dlq",
+    params(IdsParams, FilterParams, PageParams),
+    responses(
+        (status = 200, description = "The runs started; `cursor` names the next page", body = WorkflowRunsResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, description = "Some named entries do not exist", body = ErrorBody),
+        (status = 503, description = "Not ready, or the command consumer did not answer in time", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn restart_bulk(
+    State(s): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Json<WorkflowRunsResponse>, ApiError> {
+    runs_bulk(&s, Action::Restart, raw, &headers).await
+}
+
+/// Resume entries from the point of failure (completed steps are replayed), like restart.
+#[utoipa::path(post, path = "/v2/workflows/dlq/resume", tag = "dlq",
+    params(IdsParams, FilterParams, PageParams),
+    responses(
+        (status = 200, body = WorkflowRunsResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn resume_bulk(
+    State(s): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Json<WorkflowRunsResponse>, ApiError> {
+    runs_bulk(&s, Action::Resume, raw, &headers).await
+}
+
+/// Restart one entry.
+#[utoipa::path(post, path = "/v2/workflows/dlq/restart/{dlqId}", tag = "dlq",
+    params(("dlqId" = String, Path)),
+    responses(
+        (status = 200, body = WorkflowRun),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn restart_one(
+    State(s): State<Arc<AppState>>,
+    Path(dlq_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<WorkflowRun>, ApiError> {
+    let overrides = overrides::parse(&headers)?;
+    let acted = act_on_one(&s, Action::Restart, dlq_id.clone(), overrides).await?;
+    single_run(acted, &dlq_id)
+}
+
+/// Resume one entry.
+#[utoipa::path(post, path = "/v2/workflows/dlq/resume/{dlqId}", tag = "dlq",
+    params(("dlqId" = String, Path)),
+    responses(
+        (status = 200, body = WorkflowRun),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn resume_one(
+    State(s): State<Arc<AppState>>,
+    Path(dlq_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<WorkflowRun>, ApiError> {
+    let overrides = overrides::parse(&headers)?;
+    let acted = act_on_one(&s, Action::Resume, dlq_id.clone(), overrides).await?;
+    single_run(acted, &dlq_id)
+}
+
+/// Re-run the failure callback of an entry whose callback failed (`CALLBACK_FAIL`).
+#[utoipa::path(post, path = "/v2/workflows/dlq/callback/{dlqId}", tag = "dlq",
+    params(("dlqId" = String, Path)),
+    responses(
+        (status = 200, body = WorkflowRun),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The entry has no failed callback to re-run", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn callback_one(
+    State(s): State<Arc<AppState>>,
+    Path(dlq_id): Path<String>,
+) -> Result<Json<WorkflowRun>, ApiError> {
+    let acted = act_on_one(&s, Action::RetryFailureCallback, dlq_id.clone(), None).await?;
+    single_run(acted, &dlq_id)
+}
+
+/// Delete one entry.
+#[utoipa::path(delete, path = "/v2/workflows/dlq/{dlqId}", tag = "dlq",
+    params(("dlqId" = String, Path)),
+    responses(
+        (status = 200, body = DeleteResponse),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn delete_one(
+    State(s): State<Arc<AppState>>,
+    Path(dlq_id): Path<String>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    let acted = act_on_one(&s, Action::Delete, dlq_id, None).await?;
+    Ok(Json(DeleteResponse {
+        deleted: acted.ok.len() as u64,
+        cursor: None,
+    }))
+}
+
+/// Delete entries: by `dlqIds` (query or JSON body), by filter, or — with neither — all, one
+/// page of `count` per call (follow `cursor`).
+#[utoipa::path(delete, path = "/v2/workflows/dlq", tag = "dlq",
+    params(IdsParams, FilterParams, PageParams),
+    request_body(content = Option<DeleteIdsBody>, content_type = "application/json"),
+    responses(
+        (status = 200, body = DeleteResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, description = "Body too large"),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn delete_bulk(
+    State(s): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    let mut q = parse_query(raw.as_deref(), QueryKind::Action)?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let named: DeleteIdsBody = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the body must be JSON like {{\"dlqIds\": [\"…\"]}}: {e}"
+            ))
+        })?;
+        if named.dlq_ids.iter().any(|id| id.trim().is_empty()) || named.dlq_ids.is_empty() {
+            return Err(ApiError::BadRequest("`dlqIds` must not be empty".into()));
+        }
+        if !q.compiled.is_empty() || q.cursor.is_some() {
+            return Err(ApiError::BadRequest(
+                "give either `dlqIds` or filters, not both".into(),
+            ));
+        }
+        q.dlq_ids.extend(named.dlq_ids);
+        q.dlq_ids.sort();
+        q.dlq_ids.dedup();
+        if q.dlq_ids.len() > MAX_IDS {
+            return Err(ApiError::BadRequest(format!(
+                "at most {MAX_IDS} `dlqIds` per call, got {}",
+                q.dlq_ids.len()
+            )));
+        }
+    }
+    let acted = act(&s, Action::Delete, q.into_target(), None).await?;
+    Ok(Json(DeleteResponse {
+        deleted: acted.ok.len() as u64,
+        cursor: acted.cursor,
+    }))
 }

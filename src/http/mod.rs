@@ -4,6 +4,10 @@
 mod auth;
 pub mod dlq;
 pub mod error;
+pub mod messages;
+pub mod openapi;
+pub mod overrides;
+pub mod query;
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,7 +23,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 
-use crate::{config::Config, health::Health, metrics, store::StoreView};
+use crate::{
+    commands::{ledger::Ledger, submit::CommandSubmitter},
+    config::Config,
+    health::Health,
+    metrics,
+    store::StoreView,
+};
 
 pub use error::ApiError;
 
@@ -31,6 +41,9 @@ pub struct AppState {
     pub api_token: String,
     pub kafka_bootstrap: String,
     pub prometheus: PrometheusHandle,
+    /// Where actions go, and where their answers come back from.
+    pub commands: CommandSubmitter,
+    pub ledger: Arc<Ledger>,
 }
 
 /// Largest request body accepted (413 beyond).
@@ -41,6 +54,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn router(state: Arc<AppState>) -> Router {
     let authed = Router::new()
         .route("/v1/status", get(status))
+        .route("/openapi.json", get(openapi::openapi_json))
         .merge(dlq::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -58,14 +72,22 @@ pub fn router(state: Arc<AppState>) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
 }
 
-async fn healthz() -> impl IntoResponse {
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "service", security(()),
+    responses((status = 200, description = "Alive", content_type = "application/json")))]
+pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+/// Readiness: Kafka reachable and the store view caught up.
+#[utoipa::path(get, path = "/readyz", tag = "service", security(()),
+    responses((status = 200, description = "Ready", content_type = "application/json"),
+              (status = 503, description = "Not ready, with the reasons", content_type = "application/json")))]
+pub async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     match s.health.readiness() {
         Ok(()) => Json(json!({"ready": true})).into_response(),
         Err(reasons) => (
@@ -76,7 +98,10 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "service", security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
     crate::store::reader::publish_gauges(&s.view);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -85,7 +110,11 @@ async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-async fn status(State(s): State<Arc<AppState>>) -> Response {
+/// The service's status: version, Kafka, topics, entry count, readiness.
+#[utoipa::path(get, path = "/v1/status", tag = "service", security(("bearer" = [])),
+    responses((status = 200, description = "Status", content_type = "application/json"),
+              (status = 401, body = messages::ErrorBody)))]
+pub async fn status(State(s): State<Arc<AppState>>) -> Response {
     let ready = s.health.readiness();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -119,4 +148,40 @@ async fn count_requests(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     metrics::http_request(route, response.status().as_u16());
     response
+}
+
+/// Every error is `{"error": "<message>"}`: errors made outside our handlers (a body over the
+/// limit, a method not allowed, a malformed path, a timeout) are rewritten into that shape.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|t| !t.is_empty());
+    let message = match (status, text) {
+        (StatusCode::PAYLOAD_TOO_LARGE, _) => {
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes")
+        }
+        (StatusCode::METHOD_NOT_ALLOWED, _) => "method not allowed on this route".to_string(),
+        (_, Some(t)) => t,
+        (s, None) => s.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let mut out = (status, Json(json!({ "error": message }))).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }

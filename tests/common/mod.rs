@@ -125,6 +125,30 @@ impl TestApp {
             .expect("HTTP request")
     }
 
+    /// A request with the token.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+    }
+
+    /// Publishes `events` and waits until the view holds them all (plus `already` entries).
+    pub async fn ingest(&self, events: &[pb::FailureEvent], already: usize) {
+        let p = producer(&self.bootstrap());
+        let topic = self.topics().failures;
+        for chunk in events.chunks(200) {
+            let sends = chunk.iter().map(|ev| publish(&p, &topic, ev, false));
+            futures::future::join_all(sends).await;
+        }
+        self.wait_entries(already + events.len(), Duration::from_secs(60))
+            .await;
+    }
+
+    /// Every execution written so far (committed).
+    pub fn executions(&self) -> Vec<pb::WorkflowExecution> {
+        decode_all(&read_topic(&self.bootstrap(), &self.topics().executions))
+    }
+
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
         let r = self.get(path).await;
         assert!(r.status().is_success(), "GET {path}: {}", r.status());

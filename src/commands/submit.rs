@@ -1,0 +1,124 @@
+//! Submitting a command and waiting for its answer: what an HTTP action does. The command is
+//! written to the command topic (keyed like any producer of ours would key it) and its final
+//! `CommandResult` is read back from the results topic through the [`Ledger`].
+
+use std::{sync::Arc, time::Duration};
+
+use rdkafka::{
+    error::KafkaError,
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+};
+
+use super::ledger::Ledger;
+use crate::{
+    kafka::KafkaConn,
+    wire::{
+        codec::{self, Encoding},
+        pb::{
+            recovery_command::{Ids, Selector},
+            CommandResult, RecoveryCommand,
+        },
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("cannot create the command producer: {0}")]
+    Producer(#[source] KafkaError),
+    #[error("cannot write command {command_id} to the command topic: {source}")]
+    Produce {
+        command_id: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error(
+        "command {command_id} was written but the command consumer did not answer within \
+         {waited:?}; it will still be processed once (check /readyz and the results topic)"
+    )]
+    NoAnswer {
+        command_id: String,
+        waited: Duration,
+    },
+}
+
+/// Writes commands and waits for their final result.
+pub struct CommandSubmitter {
+    producer: FutureProducer,
+    topic: String,
+    ledger: Arc<Ledger>,
+    encoding: Encoding,
+}
+
+impl CommandSubmitter {
+    pub fn new(
+        conn: &KafkaConn,
+        topic: String,
+        ledger: Arc<Ledger>,
+        encoding: Encoding,
+    ) -> Result<CommandSubmitter, SubmitError> {
+        let mut c = conn.idempotent_producer_config();
+        c.set("linger.ms", "0");
+        let producer = c.create().map_err(SubmitError::Producer)?;
+        Ok(CommandSubmitter {
+            producer,
+            topic,
+            ledger,
+            encoding,
+        })
+    }
+
+    /// The key a command is written under: a one-id command goes to the partition that owns
+    /// the entry (acted on at once); anything else by its id (fanned out from there).
+    pub fn key_of(cmd: &RecoveryCommand) -> &str {
+        match &cmd.selector {
+            Some(Selector::DlqIds(Ids { ids })) if ids.len() == 1 => &ids[0],
+            _ => &cmd.command_id,
+        }
+    }
+
+    /// Writes `cmd` (acks=all, idempotent) and waits up to `wait` for its final result.
+    pub async fn submit(
+        &self,
+        cmd: &RecoveryCommand,
+        wait: Duration,
+    ) -> Result<CommandResult, SubmitError> {
+        let started = tokio::time::Instant::now();
+        let payload = codec::encode(cmd, self.encoding);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: codec::CONTENT_TYPE,
+            value: Some(self.encoding.content_type()),
+        });
+        let record = FutureRecord::to(&self.topic)
+            .key(Self::key_of(cmd))
+            .payload(&payload)
+            .headers(headers);
+        self.producer
+            .send(record, wait)
+            .await
+            .map_err(|(source, _)| SubmitError::Produce {
+                command_id: cmd.command_id.clone(),
+                source,
+            })?;
+        let deadline = started + wait;
+        loop {
+            // Subscribe before looking, so an answer applied in between is not missed.
+            let changed = self.ledger.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(result) = self.ledger.finished(&cmd.command_id) {
+                return Ok(result);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(SubmitError::NoAnswer {
+                    command_id: cmd.command_id.clone(),
+                    waited: now - started,
+                });
+            }
+            let _ =
+                tokio::time::timeout_at(deadline.min(now + Duration::from_millis(200)), changed)
+                    .await;
+        }
+    }
+}

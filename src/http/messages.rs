@@ -1,0 +1,236 @@
+//! What the HTTP API answers, as typed bodies: a listed message with Upstash's field names
+//! (plus ours), and the action responses. The OpenAPI document is generated from these types,
+//! so it describes exactly what is served.
+
+use std::collections::BTreeMap;
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::wire::pb::{failure_callback_info::State as CbState, DlqEntry, HeaderValues, Step};
+
+/// Header name → its values.
+pub type HeaderMap = BTreeMap<String, Vec<String>>;
+
+/// A DLQ entry as Upstash's SDKs read it. Bytes that are UTF-8 are given as text, otherwise
+/// base64 under the `…Base64` name.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DlqMessage {
+    pub dlq_id: String,
+    pub message_id: String,
+    pub workflow_run_id: String,
+    pub workflow_url: String,
+    /// Same as `workflowUrl` (QStash's name for it).
+    pub url: String,
+    /// Unix ms.
+    pub workflow_created_at: i64,
+    /// When the entry entered the DLQ, unix ms.
+    pub created_at: i64,
+    pub method: String,
+    pub header: HeaderMap,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_base64: Option<String>,
+    pub max_retries: i32,
+    pub not_before: i64,
+    #[serde(rename = "callerIP")]
+    pub caller_ip: String,
+    pub response_status: i32,
+    pub response_header: HeaderMap,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body_base64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_callback: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_callback_info: Option<FailureCallbackInfo>,
+    /// The first label, as older SDKs read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub labels: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_control_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_control: Option<FlowControl>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<StepInfo>,
+    pub completed_steps: Vec<StepInfo>,
+    pub error_message: String,
+    /// When the entry expires (unix ms); 0 if never.
+    pub expires_at: i64,
+    /// How many times this run was already recovered from the DLQ.
+    pub redrive_count: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureCallbackInfo {
+    /// `CALLBACK_INPROGRESS`, `CALLBACK_SUCCESS`, `CALLBACK_FAIL`, `CALLBACK_CANCELED` or
+    /// `STATE_UNSPECIFIED`.
+    pub state: String,
+    pub response_status: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body_base64: Option<String>,
+    pub response_headers: HeaderMap,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowControl {
+    pub key: String,
+    pub rate: i32,
+    pub parallelism: i32,
+    /// Seconds.
+    pub period: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepInfo {
+    pub step_id: i32,
+    pub step_name: String,
+    pub step_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_base64: Option<String>,
+    pub concurrent: i32,
+    pub completed_at: i64,
+}
+
+/// `GET /v2/dlq`: one page, and the cursor of the next when there is one.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ListResponse {
+    pub messages: Vec<DlqMessage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// A run started from a DLQ entry.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowRun {
+    pub workflow_run_id: String,
+    /// Unix ms.
+    pub workflow_created_at: i64,
+    /// The entry it was started from.
+    pub dlq_id: String,
+}
+
+/// Bulk restart/resume: the runs started by this page, and the cursor of the next page.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowRunsResponse {
+    pub workflow_runs: Vec<WorkflowRun>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Delete: how many entries this call deleted, and the cursor of the next page.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeleteResponse {
+    pub deleted: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Every error: a message a person can act on.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// UTF-8 bytes as text, anything else as base64; nothing for no bytes.
+fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    if bytes.is_empty() {
+        return (None, None);
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (Some(text.to_string()), None),
+        Err(_) => (None, Some(STANDARD.encode(bytes))),
+    }
+}
+
+fn header_map(h: &BTreeMap<String, HeaderValues>) -> HeaderMap {
+    h.iter()
+        .map(|(k, v)| (k.clone(), v.values.clone()))
+        .collect()
+}
+
+impl From<&Step> for StepInfo {
+    fn from(s: &Step) -> StepInfo {
+        let (out, out_base64) = text_or_base64(&s.out);
+        StepInfo {
+            step_id: s.step_id,
+            step_name: s.step_name.clone(),
+            step_type: s.step_type.clone(),
+            out,
+            out_base64,
+            concurrent: s.concurrent,
+            completed_at: s.completed_at,
+        }
+    }
+}
+
+impl From<&DlqEntry> for DlqMessage {
+    fn from(e: &DlqEntry) -> DlqMessage {
+        let ev = e.event.clone().unwrap_or_default();
+        let (body, body_base64) = text_or_base64(&ev.body);
+        let (response_body, response_body_base64) = text_or_base64(&ev.response_body);
+        let failure_callback_info = ev.failure_callback_info.as_ref().map(|info| {
+            let (response_body, response_body_base64) = text_or_base64(&info.response_body);
+            FailureCallbackInfo {
+                state: CbState::try_from(info.state)
+                    .unwrap_or(CbState::Unspecified)
+                    .as_str_name()
+                    .to_string(),
+                response_status: info.response_status,
+                response_body,
+                response_body_base64,
+                response_headers: header_map(&info.response_headers),
+            }
+        });
+        DlqMessage {
+            dlq_id: e.dlq_id.clone(),
+            message_id: ev.message_id.clone(),
+            workflow_run_id: ev.workflow_run_id.clone(),
+            workflow_url: ev.workflow_url.clone(),
+            url: ev.workflow_url.clone(),
+            workflow_created_at: ev.workflow_created_at,
+            created_at: e.created_at,
+            method: ev.method.clone(),
+            header: header_map(&ev.header),
+            body,
+            body_base64,
+            max_retries: ev.max_retries,
+            not_before: ev.not_before,
+            caller_ip: ev.caller_ip.clone(),
+            response_status: ev.response_status,
+            response_header: header_map(&ev.response_header),
+            response_body,
+            response_body_base64,
+            failure_callback: Some(ev.failure_callback.clone()).filter(|s| !s.is_empty()),
+            failure_callback_info,
+            label: ev.labels.first().cloned(),
+            labels: ev.labels.clone(),
+            flow_control_key: ev.flow_control.as_ref().map(|f| f.key.clone()),
+            flow_control: ev.flow_control.as_ref().map(|f| FlowControl {
+                key: f.key.clone(),
+                rate: f.rate,
+                parallelism: f.parallelism,
+                period: f.period_seconds,
+            }),
+            failed_step: ev.failed_step.as_ref().map(StepInfo::from),
+            completed_steps: ev.completed_steps.iter().map(StepInfo::from).collect(),
+            error_message: ev.error_message.clone(),
+            expires_at: e.expires_at,
+            redrive_count: ev.redrive_count,
+        }
+    }
+}

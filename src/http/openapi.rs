@@ -1,0 +1,93 @@
+//! `GET /openapi.json`: an OpenAPI 3 document generated from the handlers and the response
+//! types (utoipa), so it cannot drift from what the server accepts and answers.
+
+use axum::Json;
+use utoipa::{
+    openapi::{
+        security::{Http, HttpAuthScheme, SecurityScheme},
+        OpenApi as Document, PathItem,
+    },
+    Modify, OpenApi,
+};
+
+use super::{dlq, messages};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "workflow-dlq",
+        description = "A Kafka-native dead letter queue for durable workflow runs, in Upstash \
+                       Workflow's DLQ dialect. Every route but /healthz, /readyz and /metrics \
+                       needs `Authorization: Bearer <token>`."
+    ),
+    paths(
+        dlq::list, dlq::get_one, dlq::delete_one, dlq::delete_bulk,
+        dlq::restart_bulk, dlq::resume_bulk, dlq::restart_one, dlq::resume_one,
+        dlq::callback_one,
+        super::healthz, super::readyz, super::metrics_text, super::status, openapi_json,
+    ),
+    components(schemas(
+        messages::DlqMessage, messages::FailureCallbackInfo, messages::FlowControl,
+        messages::StepInfo, messages::ListResponse, messages::WorkflowRun,
+        messages::WorkflowRunsResponse, messages::DeleteResponse, messages::ErrorBody,
+        dlq::DeleteIdsBody,
+    )),
+    modifiers(&BearerAuth),
+    tags((name = "dlq", description = "Upstash Workflow's DLQ dialect"),
+         (name = "service", description = "Health, metrics and status")),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut Document) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// A copy of `item` served under another path, with its own operation ids.
+fn alias(item: &PathItem, suffix: &str) -> PathItem {
+    let mut copy = item.clone();
+    for op in [
+        &mut copy.get,
+        &mut copy.post,
+        &mut copy.delete,
+        &mut copy.put,
+        &mut copy.patch,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        op.operation_id = op.operation_id.as_ref().map(|id| format!("{id}{suffix}"));
+    }
+    copy
+}
+
+/// The document: `/v2/dlq…` routes are the same handlers as `/v2/workflows/dlq…`.
+pub fn document() -> Document {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    for (from, to) in [
+        ("/v2/workflows/dlq", "/v2/dlq"),
+        ("/v2/workflows/dlq/{dlqId}", "/v2/dlq/{dlqId}"),
+    ] {
+        if let Some(item) = doc.paths.paths.get(from) {
+            let copy = alias(item, "_v2_dlq");
+            doc.paths.paths.insert(to.to_string(), copy);
+        }
+    }
+    doc
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "service",
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")),
+    security(("bearer" = [])))]
+pub async fn openapi_json() -> Json<Document> {
+    Json(document())
+}

@@ -1,0 +1,455 @@
+//! The HTTP API in Upstash Workflow's DLQ dialect: every action is a command whose runs are the
+//! ones the answer names — exactly once on the executions topic — and every bad request gets
+//! its status and a message that says what is wrong.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use common::{failure_event, TestApp, TOKEN};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use workflow_dlq::wire::{
+    ids::dlq_id_for_event,
+    pb::{self, failure_callback_info::State, workflow_execution::Kind},
+};
+
+async fn call(app: &TestApp, method: Method, path: &str) -> (StatusCode, Value) {
+    let r = app
+        .request(method.clone(), path)
+        .send()
+        .await
+        .expect("HTTP");
+    let status = r.status();
+    let body = r.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+async fn ok(app: &TestApp, method: Method, path: &str) -> Value {
+    let (status, body) = call(app, method.clone(), path).await;
+    assert_eq!(status, StatusCode::OK, "{method} {path}: {body}");
+    body
+}
+
+/// Runs a bulk call to the end of its cursor; returns every answer.
+async fn follow(app: &TestApp, method: Method, path: &str) -> Vec<Value> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let p = match &cursor {
+            Some(c) => format!("{path}{sep}cursor={c}"),
+            None => path.to_string(),
+        };
+        let body = ok(app, method.clone(), &p).await;
+        cursor = body["cursor"].as_str().map(str::to_string);
+        pages.push(body);
+        if cursor.is_none() {
+            return pages;
+        }
+    }
+}
+
+fn run_ids(v: &Value) -> Vec<String> {
+    v["workflowRuns"]
+        .as_array()
+        .expect("workflowRuns")
+        .iter()
+        .map(|r| r["workflowRunId"].as_str().expect("run id").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn actions_answer_with_exactly_the_runs_they_republish() {
+    let app = TestApp::spawn(common::test_config()).await;
+    let events: Vec<pb::FailureEvent> = (0..24).map(failure_event).collect();
+    app.ingest(&events, 0).await;
+    let id = |i: usize| dlq_id_for_event(&events[i].event_id);
+    let mut answered: HashMap<String, (Kind, String)> = HashMap::new();
+
+    // One restart, with every override header.
+    let r = app
+        .request(
+            Method::POST,
+            &format!("/v2/workflows/dlq/restart/{}", id(0)),
+        )
+        .header("Upstash-Retries", "1")
+        .header("Upstash-Delay", "30s")
+        .header("Upstash-Retry-Delay", "1000")
+        .header("Upstash-Flow-Control-Key", "tenant-a")
+        .header(
+            "Upstash-Flow-Control-Value",
+            "parallelism=2, rate=5, period=10s",
+        )
+        .header("Upstash-Label", "redriven,http")
+        .header(
+            "Upstash-Failure-Callback",
+            "https://app.example.com/api/failed",
+        )
+        .send()
+        .await
+        .expect("restart");
+    assert_eq!(r.status(), StatusCode::OK);
+    let run: Value = r.json().await.expect("JSON");
+    assert!(run["workflowCreatedAt"].as_i64().unwrap_or(0) > 0, "{run}");
+    answered.insert(
+        run["workflowRunId"].as_str().expect("id").into(),
+        (Kind::Restart, id(0)),
+    );
+
+    // One resume; the failure callback of one; two resumed by id list.
+    let run = ok(
+        &app,
+        Method::POST,
+        &format!("/v2/workflows/dlq/resume/{}", id(1)),
+    )
+    .await;
+    answered.insert(
+        run["workflowRunId"].as_str().unwrap().into(),
+        (Kind::Resume, id(1)),
+    );
+    let run = ok(
+        &app,
+        Method::POST,
+        &format!("/v2/workflows/dlq/callback/{}", id(2)),
+    )
+    .await;
+    answered.insert(
+        run["workflowRunId"].as_str().unwrap().into(),
+        (Kind::FailureCallback, id(2)),
+    );
+    let both = ok(
+        &app,
+        Method::POST,
+        &format!("/v2/workflows/dlq/resume?dlqIds={}&dlqIds={}", id(3), id(4)),
+    )
+    .await;
+    let runs = both["workflowRuns"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "{both}");
+    for r in runs {
+        let dlq = r["dlqId"].as_str().unwrap().to_string();
+        answered.insert(
+            r["workflowRunId"].as_str().unwrap().into(),
+            (Kind::Resume, dlq),
+        );
+    }
+    assert!(both.get("cursor").is_none(), "an id list has no next page");
+
+    // One deleted by id.
+    let gone = ok(&app, Method::DELETE, &format!("/v2/dlq/{}", id(5))).await;
+    assert_eq!(gone, json!({"deleted": 1}));
+    let (status, _) = call(&app, Method::GET, &format!("/v2/dlq/{}", id(5))).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a deleted entry is gone at once"
+    );
+
+    // Restart by filter, 3 per page, following the cursor: label-0 holds the even events.
+    let pages = follow(
+        &app,
+        Method::POST,
+        "/v2/workflows/dlq/restart?label=label-0&count=3",
+    )
+    .await;
+    let mut by_filter = Vec::new();
+    for page in &pages {
+        assert!(run_ids(page).len() <= 3, "{page}");
+        for r in page["workflowRuns"].as_array().unwrap() {
+            let dlq = r["dlqId"].as_str().unwrap().to_string();
+            by_filter.push(dlq.clone());
+            answered.insert(
+                r["workflowRunId"].as_str().unwrap().into(),
+                (Kind::Restart, dlq),
+            );
+        }
+    }
+    // (The entry whose callback was re-run stays in the DLQ, so the filter finds it too.)
+    let expected: HashSet<String> = (6..24).chain([2]).filter(|i| i % 2 == 0).map(id).collect();
+    assert_eq!(by_filter.iter().cloned().collect::<HashSet<_>>(), expected);
+    assert_eq!(by_filter.len(), expected.len(), "each entry restarted once");
+
+    // Delete everything left, 4 per page.
+    let left = app.service.view.len();
+    let pages = follow(&app, Method::DELETE, "/v2/workflows/dlq?count=4").await;
+    let deleted: u64 = pages.iter().map(|p| p["deleted"].as_u64().unwrap()).sum();
+    assert_eq!(deleted as usize, left, "{pages:?}");
+    // The callback re-run kept its entry (marked in progress); deleting all removed it too.
+    assert_eq!(app.service.view.len(), 0);
+    assert_eq!(
+        ok(&app, Method::GET, "/v2/dlq").await,
+        json!({"messages": []})
+    );
+
+    // The executions topic holds exactly the runs the answers named, each once.
+    let execs = app.executions();
+    let seen: Vec<&str> = execs.iter().map(|e| e.workflow_run_id.as_str()).collect();
+    assert_eq!(seen.len(), answered.len(), "no extra executions: {seen:?}");
+    for e in &execs {
+        let (kind, dlq) = answered
+            .get(&e.workflow_run_id)
+            .unwrap_or_else(|| panic!("execution {} was never answered", e.workflow_run_id));
+        assert_eq!(e.kind, *kind as i32, "{}", e.workflow_run_id);
+        assert_eq!(&e.source_dlq_id, dlq);
+    }
+    let restarted = execs.iter().find(|e| e.source_dlq_id == id(0)).unwrap();
+    assert_eq!(restarted.retries, 1);
+    assert_eq!(restarted.delay, "30s");
+    assert_eq!(restarted.retry_delay, "1000");
+    assert_eq!(restarted.labels, ["redriven", "http"]);
+    assert_eq!(
+        restarted.failure_callback,
+        "https://app.example.com/api/failed"
+    );
+    let fc = restarted.flow_control.as_ref().expect("flow control");
+    assert_eq!(
+        (fc.key.as_str(), fc.parallelism, fc.rate, fc.period_seconds),
+        ("tenant-a", 2, 5, 10)
+    );
+    let resumed = execs.iter().find(|e| e.source_dlq_id == id(1)).unwrap();
+    assert_eq!(resumed.steps.len(), 3, "resume replays the completed steps");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn listing_filters_pages_and_reads_like_upstash() {
+    let app = TestApp::spawn(common::test_config()).await;
+    let events: Vec<pb::FailureEvent> = (0..10).map(failure_event).collect();
+    app.ingest(&events, 0).await;
+
+    let all = follow(
+        &app,
+        Method::GET,
+        "/v2/workflows/dlq?count=3&source=workflow",
+    )
+    .await;
+    assert_eq!(all.len(), 4, "10 entries in pages of 3");
+    let listed: Vec<Value> = all
+        .iter()
+        .flat_map(|p| p["messages"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(listed.len(), 10);
+    let m = &listed[0];
+    for field in [
+        "dlqId",
+        "workflowRunId",
+        "workflowUrl",
+        "workflowCreatedAt",
+        "createdAt",
+        "header",
+        "body",
+        "maxRetries",
+        "notBefore",
+        "callerIP",
+        "responseStatus",
+        "responseHeader",
+        "responseBody",
+        "failureCallback",
+        "failureCallbackInfo",
+        "label",
+        "labels",
+        "failedStep",
+        "completedSteps",
+        "errorMessage",
+        "expiresAt",
+        "redriveCount",
+    ] {
+        assert!(
+            m.get(field).is_some(),
+            "listed message lacks `{field}`: {m}"
+        );
+    }
+    assert_eq!(m["failureCallbackInfo"]["state"], "CALLBACK_FAIL");
+
+    // OR within a field (repeated or comma-separated), AND across fields.
+    let urls = |q: &str| {
+        let app = &app;
+        let q = q.to_string();
+        async move {
+            let v = ok(app, Method::GET, &format!("/v2/dlq?{q}")).await;
+            v["messages"].as_array().unwrap().len()
+        }
+    };
+    let u0 = "https://app.example.com/api/workflow/0";
+    let u1 = "https://app.example.com/api/workflow/1";
+    assert_eq!(urls(&format!("workflowUrl={u0}")).await, 3);
+    assert_eq!(urls(&format!("workflowUrl={u0}&workflowUrl={u1}")).await, 6);
+    assert_eq!(urls(&format!("workflowUrl={u0},{u1}")).await, 6);
+    assert_eq!(urls(&format!("workflowUrl={u1}&label=label-0")).await, 0);
+    assert_eq!(urls(&format!("workflowUrl={u0}&label=label-0")).await, 3);
+    assert_eq!(urls("callerIp=10.0.0.1&flowControlKey=fc-1").await, 1);
+    assert_eq!(
+        urls("callerIp=10.0.0.1,10.0.0.2&flowControlKey=fc-1").await,
+        2
+    );
+    assert_eq!(urls("workflowRunId=wfr-7").await, 1);
+    assert_eq!(urls("failureFunctionState=CALLBACK_SUCCESS").await, 0);
+
+    let one = &listed[4];
+    let got = ok(
+        &app,
+        Method::GET,
+        &format!("/v2/workflows/dlq/{}", one["dlqId"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(&got, one);
+    app.stop().await;
+}
+
+/// method, path, headers, body → status, message
+type BadRequest = (
+    Method,
+    String,
+    Vec<(&'static str, &'static str)>,
+    Option<Vec<u8>>,
+    StatusCode,
+    String,
+);
+
+#[tokio::test]
+async fn every_bad_request_gets_its_status_and_message() {
+    let app = TestApp::spawn(common::test_config()).await;
+    let mut done = failure_event(1);
+    done.failure_callback_info = Some(pb::FailureCallbackInfo {
+        state: State::CallbackSuccess as i32,
+        ..Default::default()
+    });
+    let known = dlq_id_for_event(&done.event_id);
+    app.ingest(&[done], 0).await;
+    let many_ids: String = (0..101).map(|i| format!("dlqIds=d{i}&")).collect();
+
+    let cases: Vec<BadRequest> = vec![
+        (Method::GET, "/v2/dlq?count=abc".into(), vec![], None, StatusCode::BAD_REQUEST,
+         "`count` must be an integer, got `abc`".into()),
+        (Method::GET, "/v2/dlq?count=101".into(), vec![], None, StatusCode::BAD_REQUEST,
+         "`count` must be between 1 and 100, got 101".into()),
+        (Method::GET, "/v2/workflows/dlq?fromDate=today".into(), vec![], None, StatusCode::BAD_REQUEST,
+         "`fromDate` must be an integer, got `today`".into()),
+        (Method::GET, "/v2/dlq?failureFunctionState=DONE".into(), vec![], None, StatusCode::BAD_REQUEST,
+         "unknown failureFunctionState `DONE` (expected one of CALLBACK_INPROGRESS, CALLBACK_SUCCESS, CALLBACK_FAIL, CALLBACK_CANCELED)".into()),
+        (Method::GET, "/v2/dlq?label=".into(), vec![], None, StatusCode::BAD_REQUEST,
+         "`label` must not be empty".into()),
+        (Method::GET, "/v2/dlq?cursor=%25%25".into(), vec![], None, StatusCode::BAD_REQUEST,
+         "invalid cursor `%%`".into()),
+        (Method::GET, "/v2/dlq?lable=x".into(), vec![], None, StatusCode::BAD_REQUEST,
+         "unknown query parameter `lable`".into()),
+        (Method::POST, "/v2/workflows/dlq/restart?dlqIds=".into(), vec![], None, StatusCode::BAD_REQUEST,
+         "`dlqIds` must not be empty".into()),
+        (Method::POST, format!("/v2/workflows/dlq/resume?dlqIds={known}&label=x"), vec![], None,
+         StatusCode::BAD_REQUEST, "give either `dlqIds` or filters, not both".into()),
+        (Method::DELETE, format!("/v2/dlq?{many_ids}"), vec![], None, StatusCode::BAD_REQUEST,
+         "at most 100 `dlqIds` per call, got 101".into()),
+        (Method::POST, format!("/v2/workflows/dlq/restart/{known}"), vec![("Upstash-Retries", "many")], None,
+         StatusCode::BAD_REQUEST, "`Upstash-Retries` must be an integer between 0 and 1000, got `many`".into()),
+        (Method::POST, "/v2/workflows/dlq/resume".into(), vec![("Upstash-Flow-Control-Value", "rate=1")], None,
+         StatusCode::BAD_REQUEST, "`Upstash-Flow-Control-Key` and `Upstash-Flow-Control-Value` go together".into()),
+        (Method::DELETE, "/v2/dlq".into(), vec![], Some(b"{not json".to_vec()), StatusCode::BAD_REQUEST,
+         "the body must be JSON like {\"dlqIds\": [\"…\"]}: key must be a string at line 1 column 2".into()),
+        (Method::DELETE, "/v2/dlq".into(), vec![], Some(b"{\"dlqIds\": []}".to_vec()), StatusCode::BAD_REQUEST,
+         "`dlqIds` must not be empty".into()),
+        (Method::DELETE, "/v2/dlq".into(), vec![], Some(vec![b' '; 70 * 1024]), StatusCode::PAYLOAD_TOO_LARGE,
+         "the request body is larger than 65536 bytes".into()),
+        (Method::GET, "/v2/dlq/dlq-nope".into(), vec![], None, StatusCode::NOT_FOUND,
+         "DLQ message `dlq-nope` was not found".into()),
+        (Method::DELETE, "/v2/workflows/dlq/dlq-nope".into(), vec![], None, StatusCode::NOT_FOUND,
+         "DLQ message `dlq-nope` was not found".into()),
+        (Method::POST, "/v2/workflows/dlq/restart/dlq-nope".into(), vec![], None, StatusCode::NOT_FOUND,
+         "DLQ message `dlq-nope` was not found".into()),
+        (Method::POST, "/v2/workflows/dlq/callback/dlq-nope".into(), vec![], None, StatusCode::NOT_FOUND,
+         "DLQ message `dlq-nope` was not found".into()),
+        (Method::POST, format!("/v2/workflows/dlq/restart?dlqIds={known},dlq-a,dlq-b"), vec![], None,
+         StatusCode::NOT_FOUND, "Some DLQ messages were not found: dlq-a, dlq-b".into()),
+        (Method::POST, format!("/v2/workflows/dlq/callback/{known}"), vec![], None, StatusCode::CONFLICT,
+         format!("DLQ message `{known}` cannot be acted on: the failure callback is in state CALLBACK_SUCCESS, not CALLBACK_FAIL")),
+        (Method::PUT, "/v2/dlq".into(), vec![], None, StatusCode::METHOD_NOT_ALLOWED,
+         "method not allowed on this route".into()),
+        (Method::GET, "/v3/nothing".into(), vec![], None, StatusCode::NOT_FOUND, "no such route".into()),
+    ];
+    for (method, path, headers, body, status, message) in cases {
+        let mut req = app.request(method.clone(), &path);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let r = req.send().await.expect("HTTP");
+        let got = r.status();
+        let text = r.text().await.unwrap_or_default();
+        assert_eq!(got, status, "{method} {path}: {text}");
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+        assert_eq!(v, json!({ "error": message }), "{method} {path}");
+    }
+    assert!(
+        app.executions().is_empty(),
+        "no bad request acted on anything"
+    );
+    assert_eq!(app.service.view.len(), 1);
+
+    // Without a token, or with a wrong one: 401, and no entry in the answer.
+    for auth in [None, Some("Bearer wrong"), Some("Basic abc")] {
+        let mut req = app
+            .http
+            .post(format!("{}/v2/workflows/dlq/restart", app.base));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.expect("HTTP");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        let v: Value = r.json().await.expect("JSON");
+        assert!(v["error"].as_str().unwrap().contains("bearer token"), "{v}");
+    }
+    assert!(app.executions().is_empty());
+    let _ = TOKEN;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_the_server_serves() {
+    let app = TestApp::spawn(common::test_config()).await;
+    let doc = app.get_json("/openapi.json").await;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, methods) in [
+        ("/v2/dlq", vec!["get", "delete"]),
+        ("/v2/workflows/dlq", vec!["get", "delete"]),
+        ("/v2/dlq/{dlqId}", vec!["get", "delete"]),
+        ("/v2/workflows/dlq/{dlqId}", vec!["get", "delete"]),
+        ("/v2/workflows/dlq/restart", vec!["post"]),
+        ("/v2/workflows/dlq/resume", vec!["post"]),
+        ("/v2/workflows/dlq/restart/{dlqId}", vec!["post"]),
+        ("/v2/workflows/dlq/resume/{dlqId}", vec!["post"]),
+        ("/v2/workflows/dlq/callback/{dlqId}", vec!["post"]),
+        ("/v1/status", vec!["get"]),
+        ("/openapi.json", vec!["get"]),
+        ("/healthz", vec!["get"]),
+        ("/readyz", vec!["get"]),
+        ("/metrics", vec!["get"]),
+    ] {
+        let item = paths
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} is not documented"));
+        for m in methods {
+            assert!(item.get(m).is_some(), "{m} {path} is not documented");
+        }
+    }
+    assert_eq!(
+        paths.len(),
+        14,
+        "documented routes: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    let r = app
+        .http
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
