@@ -56,6 +56,13 @@ pub struct DlqMessage {
     pub flow_control_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow_control: Option<FlowControl>,
+    /// Flow control, flattened as QStash lists it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_step: Option<StepInfo>,
     pub completed_steps: Vec<StepInfo>,
@@ -226,6 +233,9 @@ impl From<&DlqEntry> for DlqMessage {
                 parallelism: f.parallelism,
                 period: f.period_seconds,
             }),
+            parallelism: ev.flow_control.as_ref().map(|f| f.parallelism),
+            rate: ev.flow_control.as_ref().map(|f| f.rate),
+            period: ev.flow_control.as_ref().map(|f| f.period_seconds),
             failed_step: ev.failed_step.as_ref().map(StepInfo::from),
             completed_steps: ev.completed_steps.iter().map(StepInfo::from).collect(),
             error_message: ev.error_message.clone(),
