@@ -116,6 +116,7 @@ pub struct IdsParams {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeleteIdsBody {
+    #[schema(min_items = 1, max_items = 100)]
     pub dlq_ids: Vec<String>,
 }
 

@@ -86,7 +86,8 @@ pub fn document() -> Document {
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "service",
-    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")),
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json"),
+              (status = 401, body = messages::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn openapi_json() -> Json<Document> {
     Json(document())
