@@ -2,9 +2,10 @@
 //!
 //! One module per concern: [`config`], wire contracts ([`wire`]), Kafka plumbing ([`kafka`]),
 //! [`ingest`], the store view ([`store`]), [`http`], [`metrics`], [`health`], and the wiring
-//! that starts and stops them all ([`app`]).
+//! that starts and stops them all ([`app`]); [`cli`] is the `dlq` command line over the HTTP API.
 
 pub mod app;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod health;

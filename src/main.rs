@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use workflow_dlq::{config::ServeArgs, telemetry, Config, Service};
+use workflow_dlq::{cli, config::ServeArgs, telemetry, Config, Service};
 
 #[derive(Parser)]
 #[command(
@@ -20,11 +20,37 @@ struct Cli {
 enum Command {
     /// Run the service (embedded in-memory broker when no bootstrap is configured).
     Serve(ServeArgs),
+    /// List, inspect, restart, resume, re-run callbacks of, or delete DLQ entries over the
+    /// HTTP API (`--url`, `--token`).
+    Dlq(cli::DlqArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Dlq(args) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("workflow-dlq: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(cli::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ cli::CliError::Usage(_)) => {
+                    eprintln!("workflow-dlq dlq: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("workflow-dlq dlq: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve(args) => {
             let cfg = match Config::load(&args) {
                 Ok(c) => c,
