@@ -453,3 +453,47 @@ async fn the_openapi_document_lists_every_route_the_server_serves() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_command_nobody_answers_is_a_clear_error_naming_it() {
+    use std::{sync::Arc, time::Duration};
+    use workflow_dlq::{
+        commands::{ledger::Ledger, submit::CommandSubmitter},
+        kafka::KafkaConn,
+        wire::codec::Encoding,
+    };
+    let app = TestApp::spawn(common::test_config()).await;
+    // A ledger nobody feeds: the answer never arrives.
+    let conn = KafkaConn {
+        bootstrap: app.bootstrap(),
+        properties: Default::default(),
+        embedded: app.service.is_embedded(),
+        client_id: "test-submitter".into(),
+        max_record_bytes: 1 << 20,
+    };
+    let submitter = CommandSubmitter::new(
+        &conn,
+        app.topics().commands,
+        Arc::new(Ledger::new()),
+        Encoding::Protobuf,
+    )
+    .expect("producer");
+    let cmd = common::command(
+        "c-unanswered",
+        pb::recovery_command::Action::Delete,
+        common::ids(&["dlq-none"]),
+    );
+    let started = std::time::Instant::now();
+    let err = submitter
+        .submit(&cmd, Duration::from_secs(1))
+        .await
+        .expect_err("no answer");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(
+        err.to_string().starts_with(
+            "command c-unanswered was written but the command consumer did not answer within"
+        ),
+        "{err}"
+    );
+    app.stop().await;
+}
