@@ -1,0 +1,649 @@
+//! `dlq-bench`: the service measured against the limit the broker itself sets, on the same
+//! broker and data, in the same run. See BENCHMARKS.md for the results and what bounds them.
+//!
+//! ```sh
+//! deploy/dev/kafka.sh start
+//! cargo run --release --bin dlq-bench -- all          # or: ingest | redrive | cold-start | queries | latency
+//! ```
+
+mod data;
+mod measure;
+mod passthrough;
+
+use std::{
+    collections::HashMap,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use clap::{Parser, ValueEnum};
+use measure::{percentile, reset_peak, rss_kb, table, Row};
+use passthrough::{bare_read, Passthrough};
+use prost::Message as _;
+use rdkafka::{
+    config::ClientConfig,
+    consumer::{BaseConsumer, Consumer},
+    message::{Header, Headers, OwnedHeaders},
+    producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
+    Message, Offset, TopicPartitionList,
+};
+use workflow_dlq::{
+    config::Topics,
+    kafka::{
+        topics::{ensure_topics, topic_specs, TopicCreator, TopicSpec},
+        KafkaConn,
+    },
+    wire::{ids::dlq_id_for_event, pb},
+    Config, Service,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Ingest,
+    Redrive,
+    ColdStart,
+    Queries,
+    Latency,
+    All,
+}
+
+#[derive(Parser)]
+#[command(about = "workflow-dlq benchmarks, each beside its raw-Kafka baseline")]
+struct Args {
+    scenario: Scenario,
+    #[arg(long, env = "KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Failures in the ingest backlog (sized so ingest runs ≥ 30 s).
+    #[arg(long, default_value_t = 600_000)]
+    ingest_records: u64,
+    #[arg(long, default_value_t = 100_000)]
+    redrive_entries: u64,
+    #[arg(long, default_value_t = 1_000_000)]
+    cold_entries: u64,
+    #[arg(long, default_value_t = 10)]
+    query_seconds: u64,
+    #[arg(long, default_value_t = 20)]
+    latency_seconds: u64,
+    /// Failures per second for the latency run (default: half the measured ingest rate, or
+    /// 2,000 when ingest was not run).
+    #[arg(long)]
+    latency_rate: Option<f64>,
+}
+
+const TOKEN: &str = "bench-token";
+const PARTITIONS: i32 = 12;
+
+fn bench_config(bootstrap: &str, tag: &str) -> Config {
+    Config {
+        kafka_bootstrap: Some(bootstrap.to_string()),
+        http_addr: "127.0.0.1:0".parse().expect("literal"),
+        api_token: Some(TOKEN.into()),
+        topics: Topics::with_suffix(&format!("bench-{tag}")),
+        group_id: format!("bench-{tag}"),
+        instance_id: format!("bench-{tag}"),
+        partitions: PARTITIONS,
+        ..Config::default()
+    }
+}
+
+fn conn(cfg: &Config) -> KafkaConn {
+    KafkaConn {
+        bootstrap: cfg.kafka_bootstrap.clone().unwrap_or_default(),
+        properties: Default::default(),
+        embedded: false,
+        client_id: "dlq-bench".into(),
+        max_record_bytes: workflow_dlq::kafka::topics::max_message_bytes(cfg),
+    }
+}
+
+async fn create_topics(cfg: &Config, extra: &[&str]) {
+    let mut specs = topic_specs(cfg);
+    for name in extra {
+        specs.push(TopicSpec {
+            name: name.to_string(),
+            ..specs[0].clone()
+        });
+    }
+    let c = conn(cfg);
+    ensure_topics(TopicCreator::Admin(&c), &specs, -1)
+        .await
+        .expect("topics");
+}
+
+fn tag() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+async fn start(cfg: Config) -> Service {
+    let svc = Service::start(cfg).await.expect("service starts");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while svc.health.readiness().is_err() {
+        assert!(Instant::now() < deadline, "service not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    svc
+}
+
+/// Waits until the view holds `n` entries; the rate between the first and the last arrival.
+async fn wait_view(svc: &Service, n: usize) -> Duration {
+    let mut first: Option<Instant> = None;
+    loop {
+        let len = svc.view.len();
+        if len > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
+        if len >= n {
+            return first.map(|f| f.elapsed()).unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn envelope(n: u64, t: &str) -> (String, Vec<u8>) {
+    let ev = data::failure(n, t);
+    (ev.workflow_run_id.clone(), data::envelope_bytes(ev))
+}
+
+// ---- 1. ingest ----
+
+async fn ingest(a: &Args) -> f64 {
+    let t = tag();
+    let cfg = bench_config(&a.bootstrap, &t);
+    let scratch = format!("bench.scratch.{t}");
+    create_topics(&cfg, &[&scratch]).await;
+    let n = a.ingest_records;
+    let bytes = data::load(&a.bootstrap, &cfg.topics.failures, n, |i| envelope(i, &t));
+    let mut rows = Vec::new();
+    for (name, transactional) in [
+        ("passthrough, transactional", true),
+        ("passthrough, no transactions", false),
+    ] {
+        reset_peak();
+        let took = Passthrough {
+            bootstrap: &a.bootstrap,
+            input: &cfg.topics.failures,
+            output: &scratch,
+            records: n,
+            transactional,
+            max_records: cfg.txn_max_records,
+            max_interval: cfg.txn_max_interval,
+        }
+        .run();
+        let mut r = Row::timed(name, n, took);
+        r.peak_rss_mb = mb(rss_kb().1);
+        rows.push(r);
+    }
+    reset_peak();
+    let svc = start(cfg).await;
+    let took = wait_view(&svc, n as usize).await;
+    let mut r = Row::timed(
+        "workflow-dlq ingest (decode, validate, dedup, store, exactly once)",
+        n,
+        took,
+    );
+    r.peak_rss_mb = mb(rss_kb().1);
+    r.note = format!("{:.0} B/record", bytes as f64 / n as f64);
+    let rate = r.rate;
+    rows.insert(1, r);
+    svc.stop().await.expect("stop");
+    table(
+        &format!("1. ingest: {n} failures → store (RSS is the whole bench process)"),
+        &rows,
+        0,
+    );
+    if took < Duration::from_secs(30) {
+        println!(
+            "\n(ingest ran {:.1}s, under 30 s: raise --ingest-records)",
+            took.as_secs_f64()
+        );
+    }
+    rate
+}
+
+// ---- 2. bulk redrive ----
+
+async fn redrive(a: &Args) {
+    let t = tag();
+    let mut cfg = bench_config(&a.bootstrap, &t);
+    cfg.max_per_second = 1e9;
+    let scratch = format!("bench.scratch.{t}");
+    create_topics(&cfg, &[&scratch]).await;
+    let n = a.redrive_entries;
+    data::load(&a.bootstrap, &cfg.topics.failures, n, |i| envelope(i, &t));
+    let svc = start(cfg.clone()).await;
+    wait_view(&svc, n as usize).await;
+    eprintln!("  {n} entries stored");
+
+    reset_peak();
+    let took = Passthrough {
+        bootstrap: &a.bootstrap,
+        input: &cfg.topics.store,
+        output: &scratch,
+        records: n,
+        transactional: true,
+        max_records: cfg.txn_max_records,
+        max_interval: cfg.txn_max_interval,
+    }
+    .run();
+    let mut base = Row::timed("passthrough, transactional (store → scratch)", n, took);
+    base.peak_rss_mb = mb(rss_kb().1);
+
+    reset_peak();
+    let execs = count_from_end(&a.bootstrap, &cfg.topics.executions);
+    let cmd = pb::RecoveryCommand {
+        command_id: format!("bench-redrive-{t}"),
+        action: pb::recovery_command::Action::Restart as i32,
+        selector: Some(pb::recovery_command::Selector::All(true)),
+        max_per_second: 1e9,
+        requested_by: "dlq-bench".into(),
+        requested_at: workflow_dlq::now_ms(),
+        ..Default::default()
+    };
+    let p = data::loader(&a.bootstrap);
+    let started = Instant::now();
+    let payload = cmd.encode_to_vec();
+    p.send(
+        BaseRecord::to(&cfg.topics.commands)
+            .key(&cmd.command_id)
+            .payload(&payload),
+    )
+    .map_err(|(e, _)| e)
+    .expect("command");
+    p.flush(Duration::from_secs(10)).expect("flush");
+    let seen = tokio::task::spawn_blocking(move || execs.wait_for(n, Duration::from_secs(900)))
+        .await
+        .expect("join");
+    let took = started.elapsed();
+    let mut ours = Row::timed(
+        "workflow-dlq RESTART all (command → last execution committed)",
+        seen,
+        took,
+    );
+    ours.peak_rss_mb = mb(rss_kb().1);
+    ours.note = format!("view left: {}", svc.view.len());
+    svc.stop().await.expect("stop");
+    table(&format!("2. bulk redrive: {n} entries"), &[base, ours], 0);
+}
+
+/// Counts committed records on a topic from its current end.
+struct Counter {
+    c: BaseConsumer,
+}
+
+fn count_from_end(bootstrap: &str, topic: &str) -> Counter {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("bench-count-{}", tag()))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("md");
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        let (_, high) = c
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .expect("wm");
+        tpl.add_partition_offset(topic, p.id(), Offset::Offset(high))
+            .expect("tpl");
+    }
+    c.assign(&tpl).expect("assign");
+    Counter { c }
+}
+
+impl Counter {
+    fn wait_for(&self, n: u64, limit: Duration) -> u64 {
+        let started = Instant::now();
+        let mut seen = 0;
+        while seen < n && started.elapsed() < limit {
+            if let Some(Ok(_)) = self.c.poll(Duration::from_millis(50)) {
+                seen += 1;
+            }
+        }
+        seen
+    }
+}
+
+// ---- 3. cold start, 4. queries ----
+
+async fn cold_start(a: &Args, then_queries: bool) {
+    let t = tag();
+    let cfg = bench_config(&a.bootstrap, &t);
+    create_topics(&cfg, &[]).await;
+    let n = a.cold_entries;
+    let retention = cfg.retention.as_millis() as i64;
+    let bytes = data::load(&a.bootstrap, &cfg.topics.store, n, |i| {
+        let ev = data::failure(i, &t);
+        let id = dlq_id_for_event(&ev.event_id);
+        let created = ev.failed_at + i as i64;
+        let entry = pb::DlqEntry {
+            dlq_id: id.clone(),
+            event: Some(ev),
+            created_at: created,
+            expires_at: created + retention,
+            source_topic: "workflow.failures".into(),
+            source_partition: (i % 12) as i32,
+            source_offset: i as i64,
+        };
+        (id, entry.encode_to_vec())
+    });
+    reset_peak();
+    let (records, read_bytes, took) = bare_read(&a.bootstrap, &cfg.topics.store);
+    let mut base = Row::timed(
+        "bare consumer: read the store topic end to end",
+        records,
+        took,
+    );
+    base.peak_rss_mb = mb(rss_kb().1);
+    base.note = format!("{:.0} MB payload", read_bytes as f64 / 1e6);
+
+    let (rss_before, _) = rss_kb();
+    reset_peak();
+    let started = Instant::now();
+    let svc = start(cfg).await;
+    let took = started.elapsed();
+    let (rss_after, peak) = rss_kb();
+    let mut ours = Row::timed(
+        "workflow-dlq: start → ready (view rebuilt)",
+        svc.view.len() as u64,
+        took,
+    );
+    ours.peak_rss_mb = mb(peak);
+    let payload = svc.view.payload_bytes() as f64;
+    let grown = (rss_after.saturating_sub(rss_before) * 1024) as f64;
+    ours.note = format!(
+        "RSS grew {:.0} MB for {:.0} MB payload: {:.0} B/entry over payload",
+        grown / 1e6,
+        payload / 1e6,
+        (grown - payload) / n as f64
+    );
+    table(
+        &format!(
+            "3. cold start: {n} entries ({:.0} MB loaded)",
+            bytes as f64 / 1e6
+        ),
+        &[base, ours],
+        0,
+    );
+    if then_queries {
+        queries(a, &svc).await;
+    }
+    svc.stop().await.expect("stop");
+}
+
+/// One wrk run: (requests/s, p50 ms, p99 ms).
+fn wrk(url: &str, seconds: u64) -> (f64, f64, f64) {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c4", &format!("-d{seconds}s"), "--latency"])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .arg(url)
+        .output()
+        .expect("wrk runs (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ms = |v: &str| {
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
+        let x: f64 = num.parse().unwrap_or(f64::NAN);
+        match unit {
+            "us" => x / 1000.0,
+            "ms" => x,
+            "s" => x * 1000.0,
+            _ => f64::NAN,
+        }
+    };
+    let mut p: HashMap<&str, f64> = HashMap::new();
+    let mut rps = f64::NAN;
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["50%", v] => {
+                p.insert("50", ms(v));
+            }
+            ["99%", v] => {
+                p.insert("99", ms(v));
+            }
+            ["Requests/sec:", v] => rps = v.parse().unwrap_or(f64::NAN),
+            _ => {}
+        }
+        if line.contains("Non-2xx") {
+            eprintln!("  wrk: {line}");
+        }
+    }
+    (
+        rps,
+        p.get("50").copied().unwrap_or(f64::NAN),
+        p.get("99").copied().unwrap_or(f64::NAN),
+    )
+}
+
+async fn queries(a: &Args, svc: &Service) {
+    let base = format!("http://{}", svc.http_addr);
+    let n = svc.view.len();
+    let mid = {
+        let page = svc.view.list(&Default::default(), None, 1);
+        let _ = page;
+        // A cursor half way through: the page after the (n/2)-th entry.
+        let mut cursor = None;
+        let f = workflow_dlq::store::EntryFilter::all();
+        let half = svc.view.list(&f, None, 100);
+        if let Some(c) = half.next {
+            cursor = Some(c.encode());
+        }
+        cursor.unwrap_or_default()
+    };
+    let cases = [
+        ("baseline: GET /healthz (same server, no work)", "/healthz".to_string()),
+        ("page of 100, no filter", "/v2/workflows/dlq?count=100".to_string()),
+        ("page of 100 after a cursor", format!("/v2/workflows/dlq?count=100&cursor={mid}")),
+        ("page of 100, label (1 in 10 match)", "/v2/workflows/dlq?count=100&label=label-3".to_string()),
+        ("page of 100, 2 fields AND (1 in 80)", "/v2/workflows/dlq?count=100&label=label-3&workflowUrl=https://shop.example.com/api/workflows/checkout-3".to_string()),
+        ("page of 100, flowControlKey (1 in 1000)", "/v2/workflows/dlq?count=100&flowControlKey=fc-7".to_string()),
+        ("one entry by id", format!("/v2/workflows/dlq/{}", svc.view.list(&workflow_dlq::store::EntryFilter::all(), None, 1).entries.first().map(|e| e.dlq_id.clone()).unwrap_or_default())),
+    ];
+    let mut rows = Vec::new();
+    for (name, path) in cases {
+        let url = format!("{base}{path}");
+        let secs = a.query_seconds;
+        let (rps, p50, p99) = tokio::task::spawn_blocking(move || wrk(&url, secs))
+            .await
+            .expect("wrk");
+        rows.push(Row {
+            name: name.into(),
+            records: (rps * secs as f64) as u64,
+            seconds: secs as f64,
+            rate: rps,
+            p50_ms: Some(p50),
+            p99_ms: Some(p99),
+            peak_rss_mb: mb(rss_kb().1),
+            note: String::new(),
+        });
+    }
+    table(
+        &format!(
+            "4. queries over {n} entries (wrk -t1 -c4, {}s each)",
+            a.query_seconds
+        ),
+        &rows,
+        0,
+    );
+}
+
+// ---- 5. end-to-end latency ----
+
+async fn latency(a: &Args, rate: f64) {
+    let t = tag();
+    let cfg = bench_config(&a.bootstrap, &t);
+    create_topics(&cfg, &[]).await;
+    let svc = start(cfg.clone()).await;
+    let (failures, store) = (cfg.topics.failures.clone(), cfg.topics.store.clone());
+    let reader_cfg = (a.bootstrap.clone(), failures.clone(), store.clone());
+    let total = (rate * a.latency_seconds as f64) as u64;
+    let reader = std::thread::spawn(move || {
+        let (bootstrap, failures, store) = reader_cfg;
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", format!("bench-lat-{}", tag()))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "5")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for topic in [&failures, &store] {
+            for p in 0..PARTITIONS {
+                tpl.add_partition_offset(topic, p, Offset::End)
+                    .expect("tpl");
+            }
+        }
+        c.assign(&tpl).expect("assign");
+        let (mut raw, mut stored) = (Vec::new(), Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while (stored.len() as u64) < total && Instant::now() < deadline {
+            let Some(Ok(m)) = c.poll(Duration::from_millis(50)) else {
+                continue;
+            };
+            let now = now_us();
+            if m.topic() == failures {
+                let sent = m
+                    .headers()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == "bench-sent-us")
+                            .and_then(|h| h.value)
+                    })
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
+                if let Some(s) = sent {
+                    raw.push((now - s) as f64 / 1000.0);
+                }
+            } else if let Some(entry) = m.payload().and_then(|p| pb::DlqEntry::decode(p).ok()) {
+                let sent = entry.event.and_then(|e| {
+                    e.message_id
+                        .strip_prefix("sent-")
+                        .and_then(|s| s.parse::<i64>().ok())
+                });
+                if let Some(s) = sent {
+                    stored.push((now - s) as f64 / 1000.0);
+                }
+            }
+        }
+        (raw, stored)
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bootstrap = a.bootstrap.clone();
+    let producer = std::thread::spawn(move || {
+        let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("partitioner", workflow_dlq::kafka::PARTITIONER)
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let started = Instant::now();
+        for i in 0..total {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let sent = now_us();
+            let mut ev = data::failure(i, &format!("lat-{sent}"));
+            ev.message_id = format!("sent-{sent}");
+            let key = ev.workflow_run_id.clone();
+            let value = data::envelope_bytes(ev);
+            let s = sent.to_string();
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "bench-sent-us",
+                value: Some(s.as_str()),
+            });
+            let mut rec = BaseRecord::to(&failures)
+                .key(&key)
+                .payload(&value)
+                .headers(headers);
+            loop {
+                match p.send(rec) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        rec = r;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+        p.flush(Duration::from_secs(30)).expect("flush");
+    });
+    let _ = tokio::task::spawn_blocking(move || producer.join()).await;
+    let (mut raw, mut stored) = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+        .await
+        .expect("join");
+    svc.stop().await.expect("stop");
+    raw.sort_by(f64::total_cmp);
+    stored.sort_by(f64::total_cmp);
+    let row = |name: &str, v: &[f64]| Row {
+        name: name.into(),
+        records: v.len() as u64,
+        seconds: a.latency_seconds as f64,
+        rate: v.len() as f64 / a.latency_seconds as f64,
+        p50_ms: Some(percentile(v, 50.0)),
+        p99_ms: Some(percentile(v, 99.0)),
+        peak_rss_mb: mb(rss_kb().1),
+        note: format!("max {:.1} ms", v.last().copied().unwrap_or(f64::NAN)),
+    };
+    table(
+        &format!(
+            "5. end-to-end latency at {rate:.0} failures/s for {}s",
+            a.latency_seconds
+        ),
+        &[
+            row("baseline: produced → readable on the failures topic", &raw),
+            row(
+                "workflow-dlq: produced → committed in the store (what the view applies)",
+                &stored,
+            ),
+        ],
+        0,
+    );
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let a = Args::parse();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!(
+        "# dlq-bench {:?} on {cpus} CPUs, broker {} — {}",
+        a.scenario,
+        a.bootstrap,
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+    );
+    let mut ingest_rate = None;
+    if matches!(a.scenario, Scenario::Ingest | Scenario::All) {
+        ingest_rate = Some(ingest(&a).await);
+    }
+    if matches!(a.scenario, Scenario::Latency | Scenario::All) {
+        let rate = a
+            .latency_rate
+            .or(ingest_rate.map(|r| r / 2.0))
+            .unwrap_or(2000.0);
+        latency(&a, rate).await;
+    }
+    if matches!(a.scenario, Scenario::Redrive | Scenario::All) {
+        redrive(&a).await;
+    }
+    if matches!(
+        a.scenario,
+        Scenario::ColdStart | Scenario::Queries | Scenario::All
+    ) {
+        cold_start(&a, a.scenario != Scenario::ColdStart).await;
+    }
+}

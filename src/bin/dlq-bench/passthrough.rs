@@ -1,0 +1,169 @@
+//! The baselines: a bare rdkafka consume → produce passthrough with the service's batching
+//! (500 records or 100 ms per transaction) and no decoding — the limit the broker and client
+//! set — with and without transactions; and a bare read of a topic.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    config::ClientConfig,
+    consumer::{BaseConsumer, CommitMode, Consumer},
+    producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
+    Message, Offset, TopicPartitionList,
+};
+
+pub struct Passthrough<'a> {
+    pub bootstrap: &'a str,
+    pub input: &'a str,
+    pub output: &'a str,
+    /// Stop after this many records.
+    pub records: u64,
+    pub transactional: bool,
+    pub max_records: usize,
+    pub max_interval: Duration,
+}
+
+fn consumer(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .create()
+        .expect("consumer")
+}
+
+impl Passthrough<'_> {
+    /// Moves `records` records; the time from the first record read to the last committed.
+    pub fn run(&self) -> Duration {
+        let group = format!("bench-pass-{}", uuid::Uuid::new_v4().simple());
+        let c = consumer(self.bootstrap, &group);
+        c.subscribe(&[self.input]).expect("subscribe");
+        let mut pc = ClientConfig::new();
+        pc.set("bootstrap.servers", self.bootstrap)
+            .set("partitioner", workflow_dlq::kafka::PARTITIONER)
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            .set("message.max.bytes", "2000000");
+        if self.transactional {
+            pc.set("transactional.id", &group);
+        }
+        let p: ThreadedProducer<DefaultProducerContext> = pc.create().expect("producer");
+        if self.transactional {
+            p.init_transactions(Duration::from_secs(30)).expect("init");
+            p.begin_transaction().expect("begin");
+        }
+        let mut first: Option<Instant> = None;
+        let mut moved = 0u64;
+        let mut in_batch = 0usize;
+        let mut batch_started = Instant::now();
+        let mut next: HashMap<i32, i64> = HashMap::new();
+        let commit = |next: &HashMap<i32, i64>, p: &ThreadedProducer<_>| {
+            let mut tpl = TopicPartitionList::new();
+            for (part, off) in next {
+                tpl.add_partition_offset(self.input, *part, Offset::Offset(*off))
+                    .expect("offset");
+            }
+            if self.transactional {
+                let meta = c.group_metadata().expect("group metadata");
+                p.send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))
+                    .expect("offsets");
+                p.commit_transaction(Duration::from_secs(30))
+                    .expect("commit");
+                p.begin_transaction().expect("begin");
+            } else {
+                c.commit(&tpl, CommitMode::Async).expect("commit");
+            }
+        };
+        while moved < self.records {
+            if let Some(m) = c.poll(Duration::from_millis(20)) {
+                let m = m.expect("consume");
+                first.get_or_insert_with(Instant::now);
+                let mut rec = BaseRecord::to(self.output).payload(m.payload().unwrap_or_default());
+                if let Some(k) = m.key() {
+                    rec = rec.key(k);
+                }
+                loop {
+                    match p.send(rec) {
+                        Ok(()) => break,
+                        Err((_, r)) => {
+                            rec = r;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                }
+                next.insert(m.partition(), m.offset() + 1);
+                moved += 1;
+                if in_batch == 0 {
+                    batch_started = Instant::now();
+                }
+                in_batch += 1;
+            }
+            if in_batch > 0
+                && (in_batch >= self.max_records || batch_started.elapsed() >= self.max_interval)
+            {
+                commit(&next, &p);
+                in_batch = 0;
+            }
+        }
+        if in_batch > 0 {
+            commit(&next, &p);
+        }
+        p.flush(Duration::from_secs(60)).expect("flush");
+        first.map(|f| f.elapsed()).unwrap_or_default()
+    }
+}
+
+/// Reads `topic` from the beginning to its end offsets (read_committed), as fast as a bare
+/// consumer can; (records, payload bytes, time).
+pub fn bare_read(bootstrap: &str, topic: &str) -> (u64, u64, Duration) {
+    let c = consumer(
+        bootstrap,
+        &format!("bench-read-{}", uuid::Uuid::new_v4().simple()),
+    );
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        let (_, high) = c
+            .fetch_watermarks(topic, *p, Duration::from_secs(10))
+            .expect("watermarks");
+        ends.insert(*p, high);
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("assign");
+    }
+    c.assign(&tpl).expect("assign");
+    let started = Instant::now();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut done: HashMap<i32, bool> = ends.iter().map(|(p, e)| (*p, *e == 0)).collect();
+    while !done.values().all(|d| *d) {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.expect("consume");
+            records += 1;
+            bytes += m.payload_len() as u64;
+            if m.offset() + 1 >= ends[&m.partition()] {
+                done.insert(m.partition(), true);
+            }
+        } else {
+            // Positions move past transaction markers without a record.
+            if let Ok(pos) = c.position() {
+                for e in pos.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        if o >= ends[&e.partition()] {
+                            done.insert(e.partition(), true);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (records, bytes, started.elapsed())
+}
