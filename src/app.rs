@@ -83,6 +83,7 @@ pub fn generate_token() -> String {
 impl Service {
     pub async fn start(cfg: Config) -> Result<Service, ServiceError> {
         let prometheus = metrics::install();
+        metrics::init_series(&cfg.topics);
         let cfg = Arc::new(cfg);
         let (embedded, bootstrap) = match &cfg.kafka_bootstrap {
             Some(b) => (None, b.clone()),
