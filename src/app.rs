@@ -217,7 +217,9 @@ impl Service {
     }
 }
 
-/// Connect, create topics, start the workers, and wait for shutdown.
+/// Connect, create topics, start the workers, and wait for shutdown. Every log line of the
+/// workers carries the instance (JSON logs: `spans`).
+#[tracing::instrument(name = "service", skip_all, fields(instance = %cfg.instance_id))]
 async fn run(
     cfg: Arc<Config>,
     conn: KafkaConn,

@@ -18,6 +18,7 @@ use axum::{
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+use tracing::Instrument;
 
 use crate::{config::Config, health::Health, metrics, store::StoreView};
 
@@ -116,7 +117,14 @@ async fn count_requests(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let response = next.run(req).await;
+    let span = tracing::info_span!(
+        "http",
+        method = %req.method(),
+        route = %route,
+        status = tracing::field::Empty
+    );
+    let response = next.run(req).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
     metrics::http_request(route, response.status().as_u16());
     response
 }
