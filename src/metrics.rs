@@ -351,6 +351,113 @@ pub fn init_series(topics: &Topics) {
     }
 }
 
+/// The `/metrics` body: the recorder's metrics, then the standard `process_*` metrics.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut out = handle.render();
+    process::render(&mut out);
+    out
+}
+
+/// The process metrics every Prometheus client library exports (CPU, memory, file descriptors,
+/// threads, start time), read from `/proc/self` at scrape time. Elsewhere than Linux: none.
+mod process {
+    use std::fmt::Write;
+
+    /// Clock ticks per second of `/proc/<pid>/stat` times: USER_HZ, 100 on Linux.
+    const TICKS: f64 = 100.0;
+
+    pub fn render(out: &mut String) {
+        let mut emit = |name: &str, kind: &str, help: &str, value: f64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n\n"
+            );
+        };
+        if let Some(stat) = read("/proc/self/stat") {
+            // Fields after the parenthesised command name, which may contain spaces.
+            let f: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            // man proc: utime 14, stime 15, num_threads 20, starttime 22, vsize 23 (1-based,
+            // counting pid and comm); `f[0]` is field 3.
+            let num = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+            if let (Some(u), Some(s)) = (num(14), num(15)) {
+                emit(
+                    "process_cpu_seconds_total",
+                    "counter",
+                    "Total user and system CPU time spent in seconds.",
+                    (u + s) / TICKS,
+                );
+            }
+            if let Some(v) = num(23) {
+                emit(
+                    "process_virtual_memory_bytes",
+                    "gauge",
+                    "Virtual memory size in bytes.",
+                    v,
+                );
+            }
+            if let Some(t) = num(20) {
+                emit("process_threads", "gauge", "Number of OS threads.", t);
+            }
+            let boot = read("/proc/stat").and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            });
+            if let (Some(boot), Some(start)) = (boot, num(22)) {
+                emit(
+                    "process_start_time_seconds",
+                    "gauge",
+                    "Start time of the process since unix epoch in seconds.",
+                    boot + start / TICKS,
+                );
+            }
+        }
+        let rss_kib = read("/proc/self/status").and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+        });
+        if let Some(kib) = rss_kib {
+            emit(
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                kib * 1024.0,
+            );
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            emit(
+                "process_open_fds",
+                "gauge",
+                "Number of open file descriptors.",
+                dir.count() as f64,
+            );
+        }
+        let max_fds = read("/proc/self/limits").and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Max open files"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+        });
+        if let Some(m) = max_fds {
+            emit(
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                m,
+            );
+        }
+    }
+
+    fn read(path: &str) -> Option<String> {
+        std::fs::read_to_string(path).ok()
+    }
+}
+
 /// The metrics catalogue as Markdown: what `docs/metrics.md` must contain.
 pub fn catalogue_markdown() -> String {
     let mut out = String::from(
@@ -381,6 +488,12 @@ pub fn catalogue_markdown() -> String {
             d.help
         ));
     }
+    out.push_str(
+        "\nAlso the standard process metrics, read from `/proc/self` at scrape time (Linux): \
+         `process_cpu_seconds_total`, `process_resident_memory_bytes`, \
+         `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, \
+         `process_threads`, `process_start_time_seconds`.\n",
+    );
     out.push_str("\n## Label values\n\n");
     for d in CATALOGUE.iter().filter(|d| !d.labels.is_empty()) {
         out.push_str(&format!("- `{}`\n", d.name));
@@ -481,6 +594,33 @@ mod tests {
             have == want,
             "docs/metrics.md differs from src/metrics.rs; run `UPDATE_DOCS=1 cargo test --lib metrics`"
         );
+    }
+
+    #[test]
+    fn process_metrics_render_on_linux() {
+        let mut out = String::new();
+        process::render(&mut out);
+        if cfg!(target_os = "linux") {
+            for name in [
+                "process_cpu_seconds_total",
+                "process_resident_memory_bytes",
+                "process_open_fds",
+                "process_start_time_seconds",
+            ] {
+                let value: f64 = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("{name} missing in {out}"));
+                // A short test may not have used a whole clock tick of CPU yet.
+                let least = if name == "process_cpu_seconds_total" {
+                    0.0
+                } else {
+                    1.0
+                };
+                assert!(value >= least, "{name} = {value}");
+            }
+        }
     }
 
     #[test]

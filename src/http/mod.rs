@@ -81,7 +81,7 @@ async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
     crate::store::reader::publish_gauges(&s.view);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.prometheus.render(),
+        metrics::render(&s.prometheus),
     )
         .into_response()
 }
