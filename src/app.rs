@@ -86,6 +86,7 @@ pub fn generate_token() -> String {
 impl Service {
     pub async fn start(cfg: Config) -> Result<Service, ServiceError> {
         let prometheus = metrics::install();
+        metrics::init_series(&cfg.topics);
         let cfg = Arc::new(cfg);
         let (embedded, bootstrap) = match &cfg.kafka_bootstrap {
             Some(b) => (None, b.clone()),
@@ -229,7 +230,9 @@ impl Service {
     }
 }
 
-/// Connect, create topics, start the workers, and wait for shutdown.
+/// Connect, create topics, start the workers, and wait for shutdown. Every log line of the
+/// workers carries the instance (JSON logs: `spans`).
+#[tracing::instrument(name = "service", skip_all, fields(instance = %cfg.instance_id))]
 async fn run(
     cfg: Arc<Config>,
     conn: KafkaConn,

@@ -441,6 +441,14 @@ impl Pipeline<'_> {
         t: &mut TxnBatch,
     ) -> Result<(), CommandError> {
         let action_raw = Action::try_from(cmd.action).unwrap_or(Action::Unspecified);
+        let _span = tracing::info_span!(
+            "command",
+            command_id = %cmd.command_id,
+            action = action_label(action_raw),
+            partition = m.partition(),
+            offset = m.offset()
+        )
+        .entered();
         let valid = match validate(&cmd) {
             Ok(v) => v,
             Err(invalid) => {
@@ -610,6 +618,8 @@ impl Pipeline<'_> {
         cmd: &RecoveryCommand,
         t: &mut TxnBatch,
     ) -> Result<(), CommandError> {
+        let _span =
+            tracing::info_span!("sub_command", parent, command_id = %cmd.command_id).entered();
         let (action, ids) = match validate(cmd) {
             Ok(v) => match v.selection {
                 Selection::Ids(ids) => (v.action, ids),

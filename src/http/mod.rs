@@ -22,6 +22,7 @@ use axum::{
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+use tracing::Instrument;
 
 use crate::{
     commands::{ledger::Ledger, submit::CommandSubmitter},
@@ -105,7 +106,7 @@ pub async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
     crate::store::reader::publish_gauges(&s.view);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.prometheus.render(),
+        metrics::render(&s.prometheus),
     )
         .into_response()
 }
@@ -145,7 +146,14 @@ async fn count_requests(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let response = next.run(req).await;
+    let span = tracing::info_span!(
+        "http",
+        method = %req.method(),
+        route = %route,
+        status = tracing::field::Empty
+    );
+    let response = next.run(req).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
     metrics::http_request(route, response.status().as_u16());
     response
 }

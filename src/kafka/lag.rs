@@ -40,6 +40,7 @@ pub fn group_lag(conn: &KafkaConn, group: &str, topic: &str) -> Result<i64, Kafk
 }
 
 /// Publishes `dlq_consumer_lag{topic}` for each (group, input topic) every `interval`.
+#[tracing::instrument(name = "lag_monitor", skip_all)]
 pub async fn monitor(
     conn: KafkaConn,
     inputs: Vec<(String, String)>,

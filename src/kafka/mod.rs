@@ -133,7 +133,10 @@ pub fn supervise<E: std::fmt::Display>(
     mut run: impl FnMut(&tokio_util::sync::CancellationToken) -> Result<(), E> + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let label = name.to_string();
+    // Threads don't inherit the current span: the pipeline's span names it as its parent.
+    let parent = tracing::Span::current();
     std::thread::Builder::new().name(label.clone()).spawn(move || {
+        let _span = tracing::info_span!(parent: &parent, "pipeline", pipeline = %label).entered();
         let mut backoff = Duration::from_millis(500);
         while !shutdown.is_cancelled() {
             match run(&shutdown) {

@@ -35,7 +35,11 @@ pub fn spawn<S: TailSink>(
     mut sink: S,
     shutdown: CancellationToken,
 ) -> std::io::Result<thread::JoinHandle<()>> {
+    let parent = tracing::Span::current();
+    let label = name.to_string();
     thread::Builder::new().name(name.into()).spawn(move || {
+        let _span =
+            tracing::info_span!(parent: &parent, "tail", tail = %label, topic = %topic).entered();
         let mut caught_up = false;
         while !shutdown.is_cancelled() {
             match tail(&conn, &topic, &mut sink, &mut caught_up, &shutdown) {

@@ -62,6 +62,7 @@ pub struct StoreGuard {
 }
 
 impl StoreGuard {
+    #[tracing::instrument(name = "store_guard", skip_all, fields(topic = %self.topic))]
     pub async fn run(self, shutdown: CancellationToken) {
         let admin: Option<AdminClient<DefaultClientContext>> =
             match self.conn.client_config().create() {

@@ -18,6 +18,7 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
+    #[tracing::instrument(name = "sweeper", skip_all, fields(topic = %self.topic))]
     pub async fn run(self, shutdown: CancellationToken) {
         let producer: FutureProducer = match self.conn.idempotent_producer_config().create() {
             Ok(p) => p,
