@@ -64,6 +64,9 @@ struct Args {
     query_seconds: u64,
     #[arg(long, default_value_t = 20)]
     latency_seconds: u64,
+    /// The service's transaction batching interval (`--txn-max-interval`), for every run.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
+    txn_max_interval: Duration,
     /// Failures per second for the latency run (default: half the measured ingest rate, or
     /// 2,000 when ingest was not run).
     #[arg(long)]
@@ -73,8 +76,10 @@ struct Args {
 const TOKEN: &str = "bench-token";
 const PARTITIONS: i32 = 12;
 
-fn bench_config(bootstrap: &str, tag: &str) -> Config {
+fn bench_config(a: &Args, tag: &str) -> Config {
+    let bootstrap = &a.bootstrap;
     Config {
+        txn_max_interval: a.txn_max_interval,
         kafka_bootstrap: Some(bootstrap.to_string()),
         http_addr: "127.0.0.1:0".parse().expect("literal"),
         api_token: Some(TOKEN.into()),
@@ -152,7 +157,7 @@ fn envelope(n: u64, t: &str) -> (String, Vec<u8>) {
 
 async fn ingest(a: &Args) -> f64 {
     let t = tag();
-    let cfg = bench_config(&a.bootstrap, &t);
+    let cfg = bench_config(a, &t);
     let scratch = format!("bench.scratch.{t}");
     create_topics(&cfg, &[&scratch]).await;
     let n = a.ingest_records;
@@ -208,7 +213,7 @@ async fn ingest(a: &Args) -> f64 {
 
 async fn redrive(a: &Args) {
     let t = tag();
-    let mut cfg = bench_config(&a.bootstrap, &t);
+    let mut cfg = bench_config(a, &t);
     cfg.max_per_second = 1e9;
     let scratch = format!("bench.scratch.{t}");
     create_topics(&cfg, &[&scratch]).await;
@@ -314,7 +319,7 @@ impl Counter {
 
 async fn cold_start(a: &Args, then_queries: bool) {
     let t = tag();
-    let cfg = bench_config(&a.bootstrap, &t);
+    let cfg = bench_config(a, &t);
     create_topics(&cfg, &[]).await;
     let n = a.cold_entries;
     let retention = cfg.retention.as_millis() as i64;
@@ -477,7 +482,7 @@ async fn queries(a: &Args, svc: &Service) {
 
 async fn latency(a: &Args, rate: f64) {
     let t = tag();
-    let cfg = bench_config(&a.bootstrap, &t);
+    let cfg = bench_config(a, &t);
     create_topics(&cfg, &[]).await;
     let svc = start(cfg.clone()).await;
     let (failures, store) = (cfg.topics.failures.clone(), cfg.topics.store.clone());

@@ -1,6 +1,11 @@
 //! The baselines: a bare rdkafka consume → produce passthrough with the service's batching
 //! (500 records or 100 ms per transaction) and no decoding — the limit the broker and client
 //! set — with and without transactions; and a bare read of a topic.
+//!
+//! Diagnostics (environment): `BENCH_TRACE=1` prints each transaction's flush / offsets /
+//! commit time, `BENCH_FLUSH_FIRST=1` flushes before committing (to see where the time goes),
+//! `BENCH_NO_OFFSETS=1` commits without consumer offsets, `BENCH_PROPS=k=v,k=v` adds librdkafka
+//! properties to the passthrough's producer.
 
 use std::{
     collections::HashMap,
@@ -52,6 +57,16 @@ impl Passthrough<'_> {
             .set("message.max.bytes", "2000000");
         if self.transactional {
             pc.set("transactional.id", &group);
+            if let Ok(v) = std::env::var("BENCH_PROPS") {
+                for kv in v.split(',') {
+                    if let Some((k, v)) = kv.split_once('=') {
+                        pc.set(k, v);
+                    }
+                }
+            }
+            if let Ok(v) = std::env::var("BENCH_RETRY_BACKOFF_MS") {
+                pc.set("retry.backoff.ms", v);
+            }
         }
         let p: ThreadedProducer<DefaultProducerContext> = pc.create().expect("producer");
         if self.transactional {
@@ -71,10 +86,26 @@ impl Passthrough<'_> {
             }
             if self.transactional {
                 let meta = c.group_metadata().expect("group metadata");
-                p.send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))
-                    .expect("offsets");
+                let tf = Instant::now();
+                if std::env::var_os("BENCH_FLUSH_FIRST").is_some() {
+                    p.flush(Duration::from_secs(30)).expect("flush");
+                }
+                let t0 = Instant::now();
+                if std::env::var_os("BENCH_NO_OFFSETS").is_none() {
+                    p.send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))
+                        .expect("offsets");
+                }
+                let t1 = Instant::now();
                 p.commit_transaction(Duration::from_secs(30))
                     .expect("commit");
+                if std::env::var_os("BENCH_TRACE").is_some() {
+                    eprintln!(
+                        "flush {:?} offsets {:?} commit {:?}",
+                        t0 - tf,
+                        t1 - t0,
+                        t1.elapsed()
+                    );
+                }
                 p.begin_transaction().expect("begin");
             } else {
                 c.commit(&tpl, CommitMode::Async).expect("commit");
