@@ -76,6 +76,8 @@ impl KafkaConn {
             .set("isolation.level", "read_committed")
             // Incremental rebalances: a joining instance doesn't stop everyone's work.
             .set("partition.assignment.strategy", "cooperative-sticky")
+            // librdkafka's 1 s pause after a full prefetch queue stalls a backlog for nothing.
+            .set("fetch.queue.backoff.ms", "10")
             .set("auto.offset.reset", "earliest");
         c
     }
@@ -86,7 +88,14 @@ impl KafkaConn {
         c.set("group.id", format!("{}-reader", self.client_id))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // A reader replays whole topics: larger fetches per partition than the 1 MiB default
+            // (a cold start of 1M entries took several times longer with it).
+            .set("max.partition.fetch.bytes", "8388608")
+            // When the prefetch queue is full librdkafka waits this long before fetching again
+            // (default 1 s): a replay that applies slower than the broker serves stalled for
+            // whole seconds at a time.
+            .set("fetch.queue.backoff.ms", "10");
         c
     }
 

@@ -6,7 +6,9 @@ use std::{sync::Arc, time::Instant};
 use rdkafka::message::{BorrowedMessage, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::StoreView;
+use prost::Message as _;
+
+use super::{view::EntryKeys, StoreView};
 use crate::{
     kafka::{tail, KafkaConn},
     metrics,
@@ -78,12 +80,30 @@ fn apply(view: &StoreView, m: &BorrowedMessage<'_>) {
         return;
     };
     let ct = codec::content_type_of(m.headers());
-    match codec::decode::<DlqEntry>(ct, Some(payload)) {
-        Ok(entry) if entry.dlq_id == key => view.upsert(m.partition(), m.offset(), &entry),
-        Ok(entry) => {
+    let decoded = match codec::detect(ct, payload) {
+        // Protobuf is kept as read, and only the index's fields are decoded.
+        Ok(codec::Encoding::Protobuf) => EntryKeys::decode(payload)
+            .map(|keys| (keys, None))
+            .map_err(codec::DecodeError::from),
+        // JSON is decoded whole and kept as protobuf.
+        Ok(codec::Encoding::Json) => codec::decode::<DlqEntry>(ct, Some(payload)).map(|entry| {
+            let keys = EntryKeys {
+                dlq_id: entry.dlq_id.clone(),
+                ..Default::default()
+            };
+            (keys, Some(entry))
+        }),
+        Err(e) => Err(e),
+    };
+    match decoded {
+        Ok((keys, whole)) if keys.dlq_id == key => match whole {
+            Some(entry) => view.upsert(m.partition(), m.offset(), &entry),
+            None => view.upsert_keys(m.partition(), m.offset(), &keys, payload.into()),
+        },
+        Ok((keys, _)) => {
             tracing::error!(
                 key,
-                dlq_id = entry.dlq_id,
+                dlq_id = keys.dlq_id,
                 offset = m.offset(),
                 "store record key and dlqId differ; skipped"
             );

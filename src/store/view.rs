@@ -48,6 +48,51 @@ impl Slot {
     }
 }
 
+/// Just the fields of a `DlqEntry` the index needs (same tags as `dlq.proto`): decoding these
+/// skips the headers, bodies and steps, which is most of the bytes — the view's rebuild on a
+/// cold start decodes every entry once.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EntryKeys {
+    #[prost(string, tag = "1")]
+    pub dlq_id: String,
+    #[prost(message, optional, tag = "2")]
+    pub event: Option<EventKeys>,
+    #[prost(int64, tag = "3")]
+    pub created_at: i64,
+    #[prost(int64, tag = "4")]
+    pub expires_at: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EventKeys {
+    #[prost(string, tag = "2")]
+    pub workflow_run_id: String,
+    #[prost(string, tag = "3")]
+    pub workflow_url: String,
+    #[prost(int64, tag = "4")]
+    pub workflow_created_at: i64,
+    #[prost(string, tag = "11")]
+    pub caller_ip: String,
+    #[prost(string, repeated, tag = "12")]
+    pub labels: Vec<String>,
+    #[prost(message, optional, tag = "13")]
+    pub flow_control: Option<FlowControlKey>,
+    #[prost(message, optional, tag = "20")]
+    pub failure_callback_info: Option<CallbackState>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FlowControlKey {
+    #[prost(string, tag = "1")]
+    pub key: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CallbackState {
+    #[prost(int32, tag = "1")]
+    pub state: i32,
+}
+
 #[derive(Default)]
 struct Index {
     entries: HashMap<Arc<str>, Slot>,
@@ -123,13 +168,22 @@ impl StoreView {
     /// Applies an entry read from the store topic at `partition`/`offset`.
     pub fn upsert(&self, partition: i32, offset: i64, entry: &DlqEntry) {
         let raw = entry.encode_to_vec().into_boxed_slice();
+        // Our own encoding of a decoded entry: its keys decode.
+        if let Ok(keys) = EntryKeys::decode(&raw[..]) {
+            self.upsert_keys(partition, offset, &keys, raw);
+        }
+    }
+
+    /// Applies a protobuf-encoded entry as read from the store topic, given its index fields
+    /// ([`EntryKeys`], decoded by the caller from the same bytes): the bytes are kept as read.
+    pub fn upsert_keys(&self, partition: i32, offset: i64, entry: &EntryKeys, raw: Box<[u8]>) {
         let mut ix = self.write();
         let id = entry.dlq_id.as_str();
         ix.remove(id);
         ix.deleted.remove(id);
         let key: Arc<str> = Arc::from(id);
         let event = entry.event.as_ref();
-        let ev = |f: fn(&crate::wire::pb::FailureEvent) -> &str| event.map(f).unwrap_or("");
+        let ev = |f: fn(&EventKeys) -> &str| event.map(f).unwrap_or("");
         let slot = Slot {
             created_at: entry.created_at,
             expires_at: entry.expires_at,
