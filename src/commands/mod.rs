@@ -877,16 +877,39 @@ impl Pipeline<'_> {
     /// Fans out the due part of each bulk command, paced by its rate; a fully dispatched
     /// command records how many entries it matched and releases its partition.
     fn advance_jobs(&mut self, t: &mut TxnBatch) -> Result<(), CommandError> {
+        if self.jobs.is_empty() {
+            return Ok(());
+        }
+        // Entries on partitions this instance owns are acted on here, in this transaction —
+        // what the sub-command would do on arrival, one hop sooner. Ownership is read on this
+        // thread, the one that handles rebalances, so it cannot change under the action.
+        let owned: HashSet<i32> = self
+            .consumer
+            .assignment()
+            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        let budget = self.w.cfg.txn_max_records;
         let mut i = 0;
         while i < self.jobs.len() {
             let due = {
                 let j = &self.jobs[i];
                 ((j.started.elapsed().as_secs_f64() * j.rate).floor() as usize + 1).min(j.total)
             };
-            while self.jobs[i].sent < due {
+            // A full transaction is committed first (by the caller), then dispatch goes on.
+            let (cmd, action) = (self.jobs[i].cmd.clone(), self.jobs[i].action);
+            let mut acted = Vec::new();
+            while self.jobs[i].sent < due && t.records() < budget {
                 let Some(id) = self.jobs[i].ids.pop_front() else {
                     break;
                 };
+                let partition = partition_for(id.as_bytes(), self.partitions);
+                if owned.contains(&partition) {
+                    self.ensure_fresh(partition)?;
+                    acted.push(self.act(&cmd, action, &id, t)?);
+                    t.add_work(1);
+                    self.jobs[i].sent += 1;
+                    continue;
+                }
                 let j = &self.jobs[i];
                 let mut sub = j.cmd.clone();
                 sub.selector = Some(Selector::DlqIds(Ids {
@@ -909,6 +932,11 @@ impl Pipeline<'_> {
                     }),
                 })?;
                 self.jobs[i].sent += 1;
+            }
+            if !acted.is_empty() {
+                // One progress result for the entries acted on here, in this transaction.
+                let progress = self.result(&cmd, acted, 0, false);
+                self.send_result_record(progress, t)?;
             }
             if self.jobs[i].ids.is_empty() {
                 let j = self.jobs.remove(i);

@@ -136,6 +136,12 @@ impl TxnBatch {
         Ok(())
     }
 
+    /// Counts work done in this transaction that consumed no record (e.g. a bulk command's
+    /// entries acted on directly), so [`TxnBatch::due`] bounds the transaction's size.
+    pub fn add_work(&mut self, n: usize) {
+        self.records += n;
+    }
+
     /// Produces a record inside the open transaction.
     pub fn send(&mut self, rec: &OutRecord) -> Result<(), TxnError> {
         self.ensure_open()?;
@@ -199,6 +205,7 @@ impl TxnBatch {
         self.open = false;
         self.next_offsets.clear();
         self.after_commit.clear();
+        self.records = 0;
         result
     }
 
