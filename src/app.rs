@@ -289,6 +289,12 @@ async fn run(
         .run(shutdown.clone()),
     );
 
+    let reachability = tokio::spawn(kafka::reachability::watch(
+        conn.clone(),
+        cfg.topics.store.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
     let lag = tokio::spawn(kafka::lag::monitor(
         conn.clone(),
         vec![
@@ -303,7 +309,7 @@ async fn run(
     ));
 
     shutdown.cancelled().await;
-    let _ = tokio::join!(guard, sweeper, lag);
+    let _ = tokio::join!(guard, sweeper, lag, reachability);
     // Worker threads notice the token within one poll interval, then commit and close.
     let _ = tokio::task::spawn_blocking(move || {
         for t in threads {

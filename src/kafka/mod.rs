@@ -4,6 +4,7 @@
 pub mod embedded;
 pub mod lag;
 pub mod partitioner;
+pub mod reachability;
 pub mod rejected;
 pub mod tail;
 pub mod topics;
