@@ -485,3 +485,167 @@ async fn crash_loop_kill9_during_ingest_and_bulk_commands_nothing_lost_nothing_r
         started.elapsed()
     );
 }
+
+/// Every id a live instance lists (paging through `GET /v2/workflows/dlq`).
+async fn listed(http: &reqwest::Client, base: &str) -> Option<HashSet<String>> {
+    let mut ids = HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/v2/workflows/dlq?count=100&source=workflow");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let r = http.get(&url).bearer_auth(TOKEN).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        let page: serde_json::Value = r.json().await.ok()?;
+        for m in page["messages"].as_array()? {
+            ids.insert(m["dlqId"].as_str()?.to_string());
+        }
+        match page["cursor"].as_str() {
+            Some(c) if !c.is_empty() => cursor = Some(c.to_string()),
+            _ => return Some(ids),
+        }
+    }
+}
+
+struct Instance {
+    name: String,
+    child: Child,
+    base: String,
+}
+
+fn start_instance(cfg: &workflow_dlq::Config, name: &str) -> Instance {
+    let cfg = workflow_dlq::Config {
+        instance_id: format!("{}-{name}", cfg.instance_id),
+        ..cfg.clone()
+    };
+    let (child, base) = spawn_binary(&cfg);
+    Instance {
+        name: name.to_string(),
+        child,
+        base,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_then_three_instances_one_killed_one_added_during_bulk_commands_exactly_once() {
+    real_broker_only!();
+    let _serial = SERIAL.lock().await;
+    let per_round: usize = env_num("DLQ_SOAK_INSTANCE_FAILURES", 6_000);
+    let started = Instant::now();
+    let cfg = test_config();
+    let bootstrap = cfg.kafka_bootstrap.clone().expect("real broker");
+    let topics = cfg.topics.clone();
+    let http = reqwest::Client::new();
+    let p = idempotent_producer(&bootstrap);
+
+    let mut live = vec![start_instance(&cfg, "a"), start_instance(&cfg, "b")];
+    for i in &live {
+        wait_ready(&http, &i.base, Duration::from_secs(60)).await;
+    }
+    let mut published = Vec::new();
+    let mut commands = Vec::new();
+    let rounds: [(&str, Action, Selector, &str); 2] = [
+        (
+            "two instances",
+            Action::Restart,
+            Selector::Filter(pb::Filter {
+                workflow_url: (0..2)
+                    .map(|n| format!("https://app.example.com/api/workflow/{n}"))
+                    .collect(),
+                ..Default::default()
+            }),
+            "c",
+        ),
+        (
+            "three instances",
+            Action::Resume,
+            Selector::Filter(pb::Filter {
+                caller_ip: vec!["10.0.0.0".into(), "10.0.0.1".into()],
+                ..Default::default()
+            }),
+            "e",
+        ),
+    ];
+    for (round, (label, action, selector, newcomer)) in rounds.into_iter().enumerate() {
+        if round == 1 {
+            // A third instance joins before the round.
+            let d = start_instance(&cfg, "d");
+            wait_ready(&http, &d.base, Duration::from_secs(60)).await;
+            live.push(d);
+        }
+        let evs = events(round * 1_000_000, per_round);
+        published.extend(evs.iter().map(|e| dlq_id_for_event(&e.event_id)));
+        spawn_publisher(
+            p.clone(),
+            topics.failures.clone(),
+            evs,
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("published");
+        let stored = wait_stored(&bootstrap, &topics, &published, Duration::from_secs(180)).await;
+        for i in &live {
+            eventually(Duration::from_secs(120), "every view caught up", || {
+                let (http, base) = (http.clone(), i.base.clone());
+                async move { entries_of(&http, &base).await == Some(stored as u64) }
+            })
+            .await;
+        }
+        let id = format!("instances-{round}");
+        send_command(&p, &topics.commands, &bulk(&id, action, selector, 600.0)).await;
+        commands.push(id.clone());
+        // Mid fan-out: kill the last instance, add a new one.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut victim = live.pop().expect("an instance");
+        kill(&mut victim.child);
+        let added = start_instance(&cfg, newcomer);
+        eprintln!(
+            "{label}: 2 s into the bulk command, killed {} and added {} (t={:?})",
+            victim.name,
+            added.name,
+            started.elapsed()
+        );
+        live.push(added);
+        let (done, _) =
+            final_result(&bootstrap, &topics.results, &id, Duration::from_secs(300)).await;
+        let v = verify(
+            &bootstrap,
+            &topics,
+            &published,
+            &commands,
+            Duration::from_secs(300),
+        )
+        .await;
+        assert_eq!(done.matched, done.succeeded, "{done:?}");
+        // Every instance lists the same entries: the replay's.
+        for i in &live {
+            let want = v.present.clone();
+            eventually(
+                Duration::from_secs(120),
+                &format!("instance {} lists the stored entries", i.name),
+                || {
+                    let (http, base, want) = (http.clone(), i.base.clone(), want.clone());
+                    async move { listed(&http, &base).await == Some(want) }
+                },
+            )
+            .await;
+        }
+        eprintln!(
+            "{label}: held at {:?} — matched {} = succeeded {}; {} executed once each, {} \
+             deleted, {} still stored and listed identically by {} instances",
+            started.elapsed(),
+            done.matched,
+            done.succeeded,
+            v.executed,
+            v.deleted,
+            v.present.len(),
+            live.len()
+        );
+    }
+    for mut i in live {
+        kill(&mut i.child);
+    }
+}
