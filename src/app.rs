@@ -45,6 +45,8 @@ pub enum ServiceError {
         waited: Duration,
         detail: String,
     },
+    #[error("invalid Kafka client setting (DLQ_KAFKA_* / [kafka]): {0}")]
+    KafkaConfig(String),
     #[error("cannot create the topics on {bootstrap}: {source}")]
     Topics {
         bootstrap: String,
@@ -336,8 +338,16 @@ async fn wait_for_kafka(
                 return Ok(());
             }
             Ok(Err(e)) => {
-                last = e.to_string();
-                tracing::warn!(bootstrap = conn.bootstrap, error = %e, "Kafka not reachable yet");
+                last = kafka::redact(&e.to_string());
+                if let rdkafka::error::KafkaError::ClientConfig(..) = e {
+                    // A bad property does not fix itself: say so now, not after the timeout.
+                    return Err(ServiceError::KafkaConfig(last));
+                }
+                tracing::warn!(
+                    bootstrap = conn.bootstrap,
+                    error = last,
+                    "Kafka not reachable yet"
+                );
             }
             Err(e) => last = e.to_string(),
         }

@@ -43,9 +43,36 @@ pub fn is_secret_property(name: &str) -> bool {
         && !n.ends_with(".location")
 }
 
+/// Values of secret properties seen by [`KafkaConn::client_config`]: [`redact`] masks them in
+/// any text about to be logged or shown. librdkafka's configuration errors quote the value of
+/// the property at fault (`Client config error: … sasl.password <value>`).
+static SECRET_VALUES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn remember_secrets(properties: &BTreeMap<String, String>) {
+    let mut known = SECRET_VALUES.lock().unwrap_or_else(|p| p.into_inner());
+    for (k, v) in properties {
+        if is_secret_property(k) && !v.is_empty() && !known.contains(v) {
+            known.push(v.clone());
+        }
+    }
+}
+
+/// `text` with every secret property value replaced by `<redacted>`.
+pub fn redact(text: &str) -> String {
+    let known = SECRET_VALUES.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = text.to_string();
+    for v in known.iter() {
+        if out.contains(v.as_str()) {
+            out = out.replace(v.as_str(), "<redacted>");
+        }
+    }
+    out
+}
+
 impl KafkaConn {
     /// Base settings for any client: the user's properties first, then ours.
     pub fn client_config(&self) -> ClientConfig {
+        remember_secrets(&self.properties);
         let mut c = ClientConfig::new();
         for (k, v) in &self.properties {
             c.set(k, v);
@@ -134,22 +161,29 @@ pub fn supervise<E: std::fmt::Display>(
     mut run: impl FnMut(&tokio_util::sync::CancellationToken) -> Result<(), E> + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let label = name.to_string();
-    std::thread::Builder::new().name(label.clone()).spawn(move || {
-        let mut backoff = Duration::from_millis(500);
-        while !shutdown.is_cancelled() {
-            match run(&shutdown) {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::error!(pipeline = label, error = %e, "pipeline failed; restarting from committed offsets");
-                    let until = std::time::Instant::now() + backoff;
-                    while std::time::Instant::now() < until && !shutdown.is_cancelled() {
-                        std::thread::sleep(Duration::from_millis(50));
+    std::thread::Builder::new()
+        .name(label.clone())
+        .spawn(move || {
+            let mut backoff = Duration::from_millis(500);
+            while !shutdown.is_cancelled() {
+                match run(&shutdown) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        let error = redact(&e.to_string());
+                        tracing::error!(
+                            pipeline = label,
+                            error,
+                            "pipeline failed; restarting from committed offsets"
+                        );
+                        let until = std::time::Instant::now() + backoff;
+                        while std::time::Instant::now() < until && !shutdown.is_cancelled() {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
-        }
-    })
+        })
 }
 
 /// Asks the cluster for its metadata: the cheapest proof that it is reachable.
@@ -189,5 +223,11 @@ mod tests {
         assert_eq!(shown["sasl.oauthbearer.client.secret"], "<redacted>");
         assert_eq!(shown["sasl.username"], "me");
         assert_eq!(shown["ssl.key.location"], "/etc/key.pem");
+        let _ = conn.client_config();
+        assert_eq!(
+            redact("Client config error: bad sasl.password hunter2"),
+            "Client config error: bad sasl.password <redacted>"
+        );
+        assert_eq!(redact("sasl.username me"), "sasl.username me");
     }
 }

@@ -28,7 +28,8 @@ pub async fn watch(
     let client: Arc<BaseConsumer> = match c.create() {
         Ok(c) => Arc::new(c),
         Err(e) => {
-            tracing::error!(error = %e, "cannot create the Kafka reachability probe");
+            let error = super::redact(&e.to_string());
+            tracing::error!(error, "cannot create the Kafka reachability probe");
             return;
         }
     };
@@ -49,7 +50,7 @@ pub async fn watch(
                 tracing::info!(bootstrap = conn.bootstrap, "Kafka reachable again");
             } else {
                 let error = match answer {
-                    Ok(Err(e)) => e.to_string(),
+                    Ok(Err(e)) => super::redact(&e.to_string()),
                     Ok(Ok(_)) => "no brokers in the metadata".to_string(),
                     Err(e) => e.to_string(),
                 };
