@@ -51,7 +51,8 @@ static SECRET_VALUES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec:
 fn remember_secrets(properties: &BTreeMap<String, String>) {
     let mut known = SECRET_VALUES.lock().unwrap_or_else(|p| p.into_inner());
     for (k, v) in properties {
-        if is_secret_property(k) && !v.is_empty() && !known.contains(v) {
+        // Shorter values would mask unrelated text (and are no secret worth the name).
+        if is_secret_property(k) && v.len() >= 4 && !known.contains(v) {
             known.push(v.clone());
         }
     }
@@ -228,6 +229,8 @@ mod tests {
             redact("Client config error: bad sasl.password hunter2"),
             "Client config error: bad sasl.password <redacted>"
         );
+        // One-letter values (`x`, `s` above) are not masked: they would mangle every message.
+        assert_eq!(redact("sasl.password"), "sasl.password");
         assert_eq!(redact("sasl.username me"), "sasl.username me");
     }
 }
