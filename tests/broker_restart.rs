@@ -35,6 +35,18 @@ fn kafka_script(args: &[&str]) {
     eprintln!("kafka.sh {args:?} took {:?}", started.elapsed());
 }
 
+/// Starts the broker again if the test ends (or panics) while it is stopped: the test
+/// binaries that run after this one need it.
+struct StartAgainOnDrop(bool);
+
+impl Drop for StartAgainOnDrop {
+    fn drop(&mut self) {
+        if self.0 {
+            kafka_script(&["start"]);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_stopped_mid_ingest_for_15s_not_ready_then_recovers_nothing_lost_or_duplicated() {
     real_broker_only!();
@@ -55,7 +67,13 @@ async fn broker_stopped_mid_ingest_for_15s_not_ready_then_recovers_nothing_lost_
             .and_then(|v| v.parse().ok())
             .unwrap_or(18),
     );
-    let app = TestApp::spawn(test_config()).await;
+    // The production guard interval: the store guard also notices an unreachable broker, but
+    // only every `guard_interval` (30 s by default); readiness must not depend on it.
+    let app = TestApp::spawn(workflow_dlq::Config {
+        guard_interval: workflow_dlq::Config::default().guard_interval,
+        ..test_config()
+    })
+    .await;
     let bootstrap = app.bootstrap();
     let topics = app.topics();
 
@@ -111,6 +129,7 @@ async fn broker_stopped_mid_ingest_for_15s_not_ready_then_recovers_nothing_lost_
     .await;
     let at_stop = app.service.view.len();
     kafka_script(&["stop"]);
+    let mut restart_guard = StartAgainOnDrop(true);
     let stopped = Instant::now();
     assert!(
         at_stop < total,
@@ -121,16 +140,22 @@ async fn broker_stopped_mid_ingest_for_15s_not_ready_then_recovers_nothing_lost_
     let mut first_not_ready = None;
     let mut ready_after_detection = 0;
     let mut polls = 0;
+    let mut reasons = String::new();
     while stopped.elapsed() < outage {
-        let ok = app
+        let r = app
             .http
             .get(format!("{}/readyz", app.base))
             .send()
             .await
-            .is_ok_and(|r| r.status().is_success());
+            .expect("/readyz answers while Kafka is down");
+        let ok = r.status().is_success();
+        let body = r.text().await.unwrap_or_default();
         polls += 1;
         match (ok, first_not_ready) {
-            (false, None) => first_not_ready = Some(stopped.elapsed()),
+            (false, None) => {
+                first_not_ready = Some(stopped.elapsed());
+                reasons = body;
+            }
             (true, Some(_)) => ready_after_detection += 1,
             _ => {}
         }
@@ -139,7 +164,7 @@ async fn broker_stopped_mid_ingest_for_15s_not_ready_then_recovers_nothing_lost_
     let detected = first_not_ready.expect("/readyz never turned 503 while the broker was down");
     eprintln!(
         "broker down {:?}: /readyz 503 after {detected:?}; {polls} polls, {ready_after_detection} \
-         answered ready after that; {} entries at the stop, {} when restarting",
+         answered ready after that ({reasons}); {} entries at the stop, {} when restarting",
         stopped.elapsed(),
         at_stop,
         app.service.view.len()
@@ -154,6 +179,7 @@ async fn broker_stopped_mid_ingest_for_15s_not_ready_then_recovers_nothing_lost_
     );
 
     kafka_script(&["start"]);
+    restart_guard.0 = false;
     let restarted = Instant::now();
     app.wait_ready(Duration::from_secs(120)).await;
     let ready_again = restarted.elapsed();
