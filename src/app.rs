@@ -46,14 +46,14 @@ pub enum ServiceError {
         waited: Duration,
         detail: String,
     },
+    #[error("invalid Kafka client setting (DLQ_KAFKA_* / [kafka]): {0}")]
+    KafkaConfig(String),
     #[error("cannot create the topics on {bootstrap}: {source}")]
     Topics {
         bootstrap: String,
         #[source]
         source: kafka::topics::TopicError,
     },
-    #[error(transparent)]
-    Commands(#[from] crate::commands::submit::SubmitError),
     #[error("cannot start a worker thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("the service task failed: {0}")]
@@ -125,7 +125,9 @@ impl Service {
             cfg.topics.commands.clone(),
             ledger.clone(),
             cfg.output_encoding.into(),
-        )?;
+        )
+        // librdkafka's config errors quote the value: never let a secret through.
+        .map_err(|e| ServiceError::KafkaConfig(kafka::redact(&e.to_string())))?;
         let state = Arc::new(AppState {
             cfg: cfg.clone(),
             view: view.clone(),
@@ -305,6 +307,12 @@ async fn run(
         .run(shutdown.clone()),
     );
 
+    let reachability = tokio::spawn(kafka::reachability::watch(
+        conn.clone(),
+        cfg.topics.store.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
     let lag = tokio::spawn(kafka::lag::monitor(
         conn.clone(),
         vec![
@@ -319,7 +327,7 @@ async fn run(
     ));
 
     shutdown.cancelled().await;
-    let _ = tokio::join!(guard, sweeper, lag);
+    let _ = tokio::join!(guard, sweeper, lag, reachability);
     // Worker threads notice the token within one poll interval, then commit and close.
     let _ = tokio::task::spawn_blocking(move || {
         for t in threads {
@@ -346,8 +354,16 @@ async fn wait_for_kafka(
                 return Ok(());
             }
             Ok(Err(e)) => {
-                last = e.to_string();
-                tracing::warn!(bootstrap = conn.bootstrap, error = %e, "Kafka not reachable yet");
+                last = kafka::redact(&e.to_string());
+                if let rdkafka::error::KafkaError::ClientConfig(..) = e {
+                    // A bad property does not fix itself: say so now, not after the timeout.
+                    return Err(ServiceError::KafkaConfig(last));
+                }
+                tracing::warn!(
+                    bootstrap = conn.bootstrap,
+                    error = last,
+                    "Kafka not reachable yet"
+                );
             }
             Err(e) => last = e.to_string(),
         }

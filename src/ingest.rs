@@ -34,7 +34,8 @@ use crate::{
         codec::{self, Encoding},
         ids::dlq_id_for_event,
         pb::{
-            failure_envelope::Kind, DlqEntry, FailureCallbackReport, FailureEnvelope, FailureEvent,
+            failure_callback_info, failure_envelope::Kind, DlqEntry, FailureCallbackInfo,
+            FailureCallbackReport, FailureEnvelope, FailureEvent,
         },
         DecodeError,
     },
@@ -112,6 +113,9 @@ pub fn validate_failure(mut ev: FailureEvent) -> Result<FailureEvent, Rejection>
             "at most 64 labels of at most 256 bytes each".into(),
         ));
     }
+    if let Some(info) = &ev.failure_callback_info {
+        known_callback_state(info)?;
+    }
     if ev.error_message.len() > MAX_ERROR_MESSAGE {
         let mut cut = MAX_ERROR_MESSAGE;
         while !ev.error_message.is_char_boundary(cut) {
@@ -120,6 +124,18 @@ pub fn validate_failure(mut ev: FailureEvent) -> Result<FailureEvent, Rejection>
         ev.error_message.truncate(cut);
     }
     Ok(ev)
+}
+
+/// An enum value this version does not know is refused, not stored as a number no filter or
+/// command can name.
+fn known_callback_state(info: &FailureCallbackInfo) -> Result<(), Rejection> {
+    match failure_callback_info::State::try_from(info.state) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Rejection::Invalid(format!(
+            "unknown failureCallbackInfo.state {}",
+            info.state
+        ))),
+    }
 }
 
 /// What one input record turns into.
@@ -192,8 +208,11 @@ impl Decider<'_> {
     }
 
     fn callback_report(&self, report: FailureCallbackReport) -> Outcome {
-        if report.info.is_none() {
+        let Some(info) = report.info.as_ref() else {
             return Outcome::Reject(Rejection::Invalid("callback report without `info`".into()));
+        };
+        if let Err(r) = known_callback_state(info) {
+            return Outcome::Reject(r);
         }
         if self.view.state(&report.dlq_id) == EntryState::Present
             || self.recent.contains_key(&report.dlq_id)
@@ -372,7 +391,6 @@ impl Ingest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::pb::FailureCallbackInfo;
     use prost::Message;
 
     fn report_record(dlq_id: &str) -> Vec<u8> {

@@ -360,36 +360,70 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    fn handle(&mut self, m: &BorrowedMessage<'_>, t: &mut TxnBatch) -> Result<(), CommandError> {
+    /// Copies a record that can't be acted on to the rejected topic, with the reason.
+    fn reject(
+        &self,
+        m: &BorrowedMessage<'_>,
+        reason: &'static str,
+        detail: &str,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
         let cfg = &self.w.cfg;
+        tracing::warn!(
+            partition = m.partition(),
+            offset = m.offset(),
+            reason,
+            detail,
+            "command record rejected"
+        );
+        let rec = rejected::record(
+            m,
+            reason,
+            detail,
+            &cfg.topics.rejected,
+            cfg.max_record_bytes,
+        );
+        t.send(&rec)?;
+        let topic = m.topic().to_string();
+        t.on_commit(move || {
+            metrics::rejected(&topic, reason);
+            metrics::command("unknown", "unknown", "undecodable");
+        });
+        t.consumed(m.topic(), m.partition(), m.offset())?;
+        Ok(())
+    }
+
+    fn handle(&mut self, m: &BorrowedMessage<'_>, t: &mut TxnBatch) -> Result<(), CommandError> {
+        let max = self.w.cfg.max_record_bytes;
+        let size = m.payload().map_or(0, <[u8]>::len);
+        if size > max {
+            let detail = format!("record of {size} bytes exceeds the maximum of {max}");
+            return self.reject(m, "too_large", &detail, t);
+        }
         let ct = codec::content_type_of(m.headers());
         if header(m, headers::CALLBACK_REPORT).is_some() {
-            self.callback_report(m, ct, t)?;
-            t.consumed(m.topic(), m.partition(), m.offset())?;
-            return Ok(());
+            return match codec::decode::<FailureCallbackReport>(ct, m.payload()) {
+                Ok(report) => {
+                    self.callback_report(report, m.partition(), t)?;
+                    t.consumed(m.topic(), m.partition(), m.offset())?;
+                    Ok(())
+                }
+                Err(e) => self.reject(m, e.reason(), &e.to_string(), t),
+            };
         }
         let cmd: RecoveryCommand = match codec::decode(ct, m.payload()) {
             Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(partition = m.partition(), offset = m.offset(), error = %e, "undecodable command rejected");
-                let rec = rejected::record(
-                    m,
-                    e.reason(),
-                    &e.to_string(),
-                    &cfg.topics.rejected,
-                    cfg.max_record_bytes,
-                );
-                t.send(&rec)?;
-                let topic = m.topic().to_string();
-                let reason = e.reason();
-                t.on_commit(move || {
-                    metrics::rejected(&topic, reason);
-                    metrics::command("unknown", "unknown", "undecodable");
-                });
-                t.consumed(m.topic(), m.partition(), m.offset())?;
-                return Ok(());
-            }
+            Err(e) => return self.reject(m, e.reason(), &e.to_string(), t),
         };
+        if cmd.command_id.len() > validate::MAX_ID_LEN {
+            // No result can be keyed by it (and a cut id could name another command).
+            let detail = format!(
+                "command_id is {} bytes, at most {} allowed",
+                cmd.command_id.len(),
+                validate::MAX_ID_LEN
+            );
+            return self.reject(m, "too_long", &detail, t);
+        }
         let parent = header(m, headers::PARENT);
         match parent {
             Some(parent) => self.sub_command(&parent, &cmd, t)?,
@@ -409,18 +443,11 @@ impl Pipeline<'_> {
     /// Applies a callback report forwarded by ingest, in order with the commands on the entry.
     fn callback_report(
         &mut self,
-        m: &BorrowedMessage<'_>,
-        ct: Option<&[u8]>,
+        report: FailureCallbackReport,
+        partition: i32,
         t: &mut TxnBatch,
     ) -> Result<(), CommandError> {
-        let report: FailureCallbackReport = match codec::decode(ct, m.payload()) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(offset = m.offset(), error = %e, "undecodable forwarded callback report skipped");
-                return Ok(());
-            }
-        };
-        self.ensure_fresh(m.partition())?;
+        self.ensure_fresh(partition)?;
         let Some(mut entry) = self.current(&report.dlq_id) else {
             tracing::info!(
                 dlq_id = report.dlq_id,

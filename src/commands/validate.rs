@@ -45,6 +45,12 @@ pub enum Invalid {
     Filter(String),
     #[error("max_per_second must be zero (service default) or a positive number")]
     Rate,
+    #[error("`{field}` is {len} bytes, at most {max} allowed")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
 }
 
 impl Invalid {
@@ -58,6 +64,7 @@ impl Invalid {
             Invalid::AllFalse => "all_false",
             Invalid::Filter(_) => "invalid_filter",
             Invalid::Rate => "invalid_rate",
+            Invalid::TooLong { .. } => "too_long",
         }
     }
 }
@@ -69,10 +76,68 @@ pub struct ValidCommand {
     pub selection: Selection,
 }
 
+/// Longest id (command id, dlqId, run id) accepted: ids are keys and are copied into results.
+pub const MAX_ID_LEN: usize = 512;
+/// Longest free text (reason, URLs, delays) accepted.
+pub const MAX_TEXT_LEN: usize = 4096;
+
+fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), Invalid> {
+    if value.len() > max {
+        return Err(Invalid::TooLong {
+            field,
+            len: value.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Every field that is copied into what the service writes (results, executions, sub-commands)
+/// is bounded, so no command can make the service write a record the topics refuse — a write
+/// that fails on every retry would stall the command consumer.
+fn check_sizes(cmd: &RecoveryCommand) -> Result<(), Invalid> {
+    bounded("command_id", &cmd.command_id, MAX_ID_LEN)?;
+    bounded("requested_by", &cmd.requested_by, MAX_ID_LEN)?;
+    bounded("reason", &cmd.reason, MAX_TEXT_LEN)?;
+    if let Some(Selector::DlqIds(ids)) = &cmd.selector {
+        for id in &ids.ids {
+            bounded("dlq_ids[]", id, MAX_ID_LEN)?;
+        }
+    }
+    for (id, run) in &cmd.new_run_ids {
+        bounded("new_run_ids key", id, MAX_ID_LEN)?;
+        bounded("new_run_ids value", run, MAX_ID_LEN)?;
+    }
+    if let Some(o) = &cmd.overrides {
+        bounded("overrides.delay", &o.delay, 64)?;
+        bounded("overrides.retry_delay", &o.retry_delay, 64)?;
+        bounded(
+            "overrides.failure_callback",
+            &o.failure_callback,
+            MAX_TEXT_LEN,
+        )?;
+        if let Some(fc) = &o.flow_control {
+            bounded("overrides.flow_control.key", &fc.key, MAX_ID_LEN)?;
+        }
+        if o.labels.len() > 64 {
+            return Err(Invalid::TooLong {
+                field: "overrides.labels (count)",
+                len: o.labels.len(),
+                max: 64,
+            });
+        }
+        for l in &o.labels {
+            bounded("overrides.labels[]", l, 256)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn validate(cmd: &RecoveryCommand) -> Result<ValidCommand, Invalid> {
     if cmd.command_id.trim().is_empty() {
         return Err(Invalid::MissingCommandId);
     }
+    check_sizes(cmd)?;
     let action = match Action::try_from(cmd.action) {
         Ok(Action::Unspecified) | Err(_) => return Err(Invalid::UnknownAction(cmd.action)),
         Ok(a) => a,
@@ -151,6 +216,27 @@ mod tests {
         let mut bad_rate = cmd(Some(Selector::All(true)));
         bad_rate.max_per_second = -1.0;
         assert_eq!(validate(&bad_rate).unwrap_err(), Invalid::Rate);
+    }
+
+    #[test]
+    fn fields_copied_into_outputs_are_bounded() {
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        let mut c = cmd(Some(Selector::All(true)));
+        c.command_id = long.clone();
+        assert_eq!(validate(&c).unwrap_err().code(), "too_long");
+        let c = cmd(Some(Selector::DlqIds(Ids {
+            ids: vec!["a".into(), long.clone()],
+        })));
+        assert_eq!(validate(&c).unwrap_err().code(), "too_long");
+        let mut c = cmd(Some(Selector::All(true)));
+        c.overrides = Some(crate::wire::pb::Overrides {
+            labels: vec!["l".into(); 65],
+            ..Default::default()
+        });
+        assert_eq!(validate(&c).unwrap_err().code(), "too_long");
+        let mut c = cmd(Some(Selector::All(true)));
+        c.requested_by = long;
+        assert_eq!(validate(&c).unwrap_err().code(), "too_long");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod embedded;
 pub mod lag;
 pub mod partitioner;
+pub mod reachability;
 pub mod rejected;
 pub mod tail;
 pub mod topics;
@@ -42,9 +43,37 @@ pub fn is_secret_property(name: &str) -> bool {
         && !n.ends_with(".location")
 }
 
+/// Values of secret properties seen by [`KafkaConn::client_config`]: [`redact`] masks them in
+/// any text about to be logged or shown. librdkafka's configuration errors quote the value of
+/// the property at fault (`Client config error: … sasl.password <value>`).
+static SECRET_VALUES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn remember_secrets(properties: &BTreeMap<String, String>) {
+    let mut known = SECRET_VALUES.lock().unwrap_or_else(|p| p.into_inner());
+    for (k, v) in properties {
+        // Shorter values would mask unrelated text (and are no secret worth the name).
+        if is_secret_property(k) && v.len() >= 4 && !known.contains(v) {
+            known.push(v.clone());
+        }
+    }
+}
+
+/// `text` with every secret property value replaced by `<redacted>`.
+pub fn redact(text: &str) -> String {
+    let known = SECRET_VALUES.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = text.to_string();
+    for v in known.iter() {
+        if out.contains(v.as_str()) {
+            out = out.replace(v.as_str(), "<redacted>");
+        }
+    }
+    out
+}
+
 impl KafkaConn {
     /// Base settings for any client: the user's properties first, then ours.
     pub fn client_config(&self) -> ClientConfig {
+        remember_secrets(&self.properties);
         let mut c = ClientConfig::new();
         for (k, v) in &self.properties {
             c.set(k, v);
@@ -144,23 +173,31 @@ pub fn supervise<E: std::fmt::Display>(
     let label = name.to_string();
     // Threads don't inherit the current span: the pipeline's span names it as its parent.
     let parent = tracing::Span::current();
-    std::thread::Builder::new().name(label.clone()).spawn(move || {
-        let _span = tracing::info_span!(parent: &parent, "pipeline", pipeline = %label).entered();
-        let mut backoff = Duration::from_millis(500);
-        while !shutdown.is_cancelled() {
-            match run(&shutdown) {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::error!(pipeline = label, error = %e, "pipeline failed; restarting from committed offsets");
-                    let until = std::time::Instant::now() + backoff;
-                    while std::time::Instant::now() < until && !shutdown.is_cancelled() {
-                        std::thread::sleep(Duration::from_millis(50));
+    std::thread::Builder::new()
+        .name(label.clone())
+        .spawn(move || {
+            let _span =
+                tracing::info_span!(parent: &parent, "pipeline", pipeline = %label).entered();
+            let mut backoff = Duration::from_millis(500);
+            while !shutdown.is_cancelled() {
+                match run(&shutdown) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        let error = redact(&e.to_string());
+                        tracing::error!(
+                            pipeline = label,
+                            error,
+                            "pipeline failed; restarting from committed offsets"
+                        );
+                        let until = std::time::Instant::now() + backoff;
+                        while std::time::Instant::now() < until && !shutdown.is_cancelled() {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
-        }
-    })
+        })
 }
 
 /// Asks the cluster for its metadata: the cheapest proof that it is reachable.
@@ -200,5 +237,13 @@ mod tests {
         assert_eq!(shown["sasl.oauthbearer.client.secret"], "<redacted>");
         assert_eq!(shown["sasl.username"], "me");
         assert_eq!(shown["ssl.key.location"], "/etc/key.pem");
+        let _ = conn.client_config();
+        assert_eq!(
+            redact("Client config error: bad sasl.password hunter2"),
+            "Client config error: bad sasl.password <redacted>"
+        );
+        // One-letter values (`x`, `s` above) are not masked: they would mangle every message.
+        assert_eq!(redact("sasl.password"), "sasl.password");
+        assert_eq!(redact("sasl.username me"), "sasl.username me");
     }
 }

@@ -52,7 +52,11 @@ pub fn spawn<S: TailSink>(
             match tail(&conn, &topic, &mut sink, &mut caught_up, &shutdown) {
                 Ok(()) => break,
                 Err(e) => {
-                    tracing::warn!(topic, error = %e, "tailing failed; retrying");
+                    tracing::warn!(
+                        topic,
+                        error = super::redact(&e.to_string()),
+                        "tailing failed; retrying"
+                    );
                     thread::sleep(Duration::from_secs(1));
                 }
             }

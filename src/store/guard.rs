@@ -68,7 +68,10 @@ impl StoreGuard {
             match self.conn.client_config().create() {
                 Ok(a) => Some(a),
                 Err(e) => {
-                    tracing::error!(error = %e, "store guard: cannot create an admin client");
+                    tracing::error!(
+                        error = crate::kafka::redact(&e.to_string()),
+                        "store guard: cannot create an admin client"
+                    );
                     None
                 }
             };

@@ -23,7 +23,10 @@ impl Sweeper {
         let producer: FutureProducer = match self.conn.idempotent_producer_config().create() {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!(error = %e, "retention sweeper: cannot create a producer; entries will not expire");
+                tracing::error!(
+                    error = crate::kafka::redact(&e.to_string()),
+                    "retention sweeper: cannot create a producer; entries will not expire"
+                );
                 return;
             }
         };

@@ -1,0 +1,66 @@
+//! Keeps `/readyz` honest after start: Kafka is asked for the store topic's metadata every few
+//! seconds, and an unanswered request marks it unreachable (503) until an answer comes again.
+//! Without this, a broker that goes away after start-up left the service reporting ready while
+//! every pipeline was failing.
+
+use std::{sync::Arc, time::Duration};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tokio_util::sync::CancellationToken;
+
+use super::KafkaConn;
+use crate::health::Health;
+
+/// How often the cluster is asked.
+pub const INTERVAL: Duration = Duration::from_secs(2);
+/// How long an answer may take before Kafka counts as unreachable.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs until `shutdown`, updating `health`'s Kafka reachability.
+pub async fn watch(
+    conn: KafkaConn,
+    topic: String,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) {
+    let mut c = conn.client_config();
+    c.set("group.id", "workflow-dlq-probe");
+    let client: Arc<BaseConsumer> = match c.create() {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            let error = super::redact(&e.to_string());
+            tracing::error!(error, "cannot create the Kafka reachability probe");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(INTERVAL) => {}
+        }
+        let (c, t) = (client.clone(), topic.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            c.fetch_metadata(Some(&t), TIMEOUT)
+                .map(|md| md.brokers().len())
+        })
+        .await;
+        let reachable = matches!(answer, Ok(Ok(brokers)) if brokers > 0);
+        if reachable != health.kafka_reachable() {
+            if reachable {
+                tracing::info!(bootstrap = conn.bootstrap, "Kafka reachable again");
+            } else {
+                let error = match answer {
+                    Ok(Err(e)) => super::redact(&e.to_string()),
+                    Ok(Ok(_)) => "no brokers in the metadata".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::error!(
+                    bootstrap = conn.bootstrap,
+                    error,
+                    "Kafka unreachable; not ready until it answers again"
+                );
+            }
+        }
+        health.set_kafka_reachable(reachable);
+    }
+}
