@@ -19,33 +19,7 @@ fn root() -> &'static Path {
 
 /// A virtualenv under target/ with the pinned tools, once.
 fn tools() -> PathBuf {
-    let venv = root().join("target/api-fuzz-venv");
-    let requirements = root().join("tests/api-fuzz/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).expect("requirements");
-    let marker = venv.join("installed-requirements.txt");
-    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "python3 -m venv failed");
-        let ok = Command::new(venv.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&requirements)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "pip install -r tests/api-fuzz/requirements.txt failed");
-        std::fs::write(&marker, wanted).expect("marker");
-    }
-    venv.join("bin")
+    common::python_venv("api-fuzz-venv", "tests/api-fuzz/requirements.txt")
 }
 
 #[tokio::test]

@@ -46,31 +46,7 @@ fn node_sdk() {
 
 /// A virtualenv under target/ with the pinned `qstash`, once.
 fn python_sdk() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sdk-venv");
-    let python = venv.join("bin/python");
-    let wanted = std::fs::read_to_string(sdk_dir().join("requirements.txt")).expect("requirements");
-    let marker = venv.join("installed-requirements.txt");
-    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
-        run(
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
-            "python3 -m venv",
-        );
-        run(
-            Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "-r",
-                ])
-                .arg(sdk_dir().join("requirements.txt")),
-            "pip install -r tests/sdk/requirements.txt",
-        );
-        std::fs::write(&marker, wanted).expect("marker");
-    }
-    python
+    common::python_venv("sdk-venv", "tests/sdk/requirements.txt").join("python")
 }
 
 #[tokio::test]

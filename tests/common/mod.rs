@@ -544,3 +544,36 @@ pub async fn status_entries(http: &reqwest::Client, base: &str) -> Option<u64> {
     let v: serde_json::Value = r.json().await.ok()?;
     v["entries"].as_u64()
 }
+
+/// A Python virtualenv at `target/<name>` with `requirements` (a file under the repository)
+/// installed — once, and again when the file changes. Returns the venv's `bin/` folder.
+pub fn python_venv(name: &str, requirements: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target").join(name);
+    let requirements = root.join(requirements);
+    let wanted = std::fs::read_to_string(&requirements).expect("requirements file");
+    let marker = venv.join("installed-requirements.txt");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "python3 -m venv {} failed", venv.display());
+        let ok = Command::new(venv.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "pip install -r {} failed", requirements.display());
+        std::fs::write(&marker, wanted).expect("marker");
+    }
+    venv.join("bin")
+}

@@ -115,6 +115,25 @@ pub fn loader(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
         .expect("bulk producer")
 }
 
+/// Sends `record`, waiting while the producer's queue is full.
+pub fn send_blocking<K, P>(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, K, P>,
+) where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match p.send(record) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
 /// Writes `n` records made by `make(i) -> (key, value)`; returns payload bytes.
 pub fn load(bootstrap: &str, topic: &str, n: u64, make: impl Fn(u64) -> (String, Vec<u8>)) -> u64 {
     let p = loader(bootstrap);
@@ -123,16 +142,7 @@ pub fn load(bootstrap: &str, topic: &str, n: u64, make: impl Fn(u64) -> (String,
     for i in 0..n {
         let (key, value) = make(i);
         bytes += value.len() as u64;
-        let mut record = BaseRecord::to(topic).key(&key).payload(&value);
-        loop {
-            match p.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        }
+        send_blocking(&p, BaseRecord::to(topic).key(&key).payload(&value));
     }
     p.flush(Duration::from_secs(120)).expect("flush");
     eprintln!(

@@ -572,19 +572,13 @@ async fn latency(a: &Args, rate: f64) {
                 key: "bench-sent-us",
                 value: Some(s.as_str()),
             });
-            let mut rec = BaseRecord::to(&failures)
-                .key(&key)
-                .payload(&value)
-                .headers(headers);
-            loop {
-                match p.send(rec) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        rec = r;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
-            }
+            data::send_blocking(
+                &p,
+                BaseRecord::to(&failures)
+                    .key(&key)
+                    .payload(&value)
+                    .headers(headers),
+            );
         }
         p.flush(Duration::from_secs(30)).expect("flush");
     });

@@ -119,15 +119,7 @@ impl Passthrough<'_> {
                 if let Some(k) = m.key() {
                     rec = rec.key(k);
                 }
-                loop {
-                    match p.send(rec) {
-                        Ok(()) => break,
-                        Err((_, r)) => {
-                            rec = r;
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                    }
-                }
+                crate::data::send_blocking(&p, rec);
                 next.insert(m.partition(), m.offset() + 1);
                 moved += 1;
                 if in_batch == 0 {
