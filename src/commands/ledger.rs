@@ -39,6 +39,8 @@ pub struct Ledger {
     caught_up: AtomicBool,
     /// Woken on every applied result: whoever waits for a command's answer.
     changed: tokio::sync::Notify,
+    /// Next results-topic offset to read, per partition: how far the ledger has read.
+    positions: std::sync::Mutex<HashMap<i32, i64>>,
 }
 
 /// A bulk command whose every entry has an outcome: ready for its final result.
@@ -135,6 +137,18 @@ impl Ledger {
             .collect()
     }
 
+    /// How far the ledger has read `partition` of the results topic (next offset).
+    pub fn position(&self, partition: i32) -> i64 {
+        let p = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        p.get(&partition).copied().unwrap_or(0)
+    }
+
+    fn set_position(&self, partition: i32, next_offset: i64) {
+        let mut p = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        let at = p.entry(partition).or_insert(0);
+        *at = (*at).max(next_offset);
+    }
+
     pub fn set_caught_up(&self) {
         self.caught_up.store(true, Ordering::SeqCst);
     }
@@ -156,6 +170,10 @@ impl TailSink for LedgerSink {
                 tracing::warn!(partition = m.partition(), offset = m.offset(), error = %e, "undecodable command result; skipped")
             }
         }
+    }
+
+    fn position(&mut self, partition: i32, next_offset: i64) {
+        self.0.set_position(partition, next_offset);
     }
 
     fn caught_up(&mut self) {

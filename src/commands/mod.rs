@@ -84,6 +84,10 @@ pub enum CommandError {
     NotCoPartitioned { store: i32, commands: i32 },
     #[error("the store view did not reach offset {want} of partition {partition} in time")]
     ViewBehind { partition: i32, want: i64 },
+    #[error(
+        "the command ledger did not reach offset {want} of results partition {partition} in time"
+    )]
+    LedgerBehind { partition: i32, want: i64 },
 }
 
 /// What this instance wrote to the store and the view may not show yet.
@@ -393,6 +397,38 @@ impl Pipeline<'_> {
         Ok(())
     }
 
+    /// Waits until the ledger has read the results partition of `command_id` up to its end
+    /// now, so the outcomes a previous owner committed for the command are known.
+    fn ensure_ledger_fresh(&mut self, command_id: &str) -> Result<(), CommandError> {
+        let results = self.w.cfg.topics.results.clone();
+        let md = self
+            .consumer
+            .fetch_metadata(Some(&results), Duration::from_secs(10))?;
+        let count = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == results)
+            .map_or(0, |t| t.partitions().len() as i32);
+        if count == 0 {
+            return Ok(());
+        }
+        let partition = partition_for(command_id.as_bytes(), count);
+        let (_, high) =
+            self.consumer
+                .fetch_watermarks(&results, partition, Duration::from_secs(10))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.w.ledger.position(partition) < high {
+            if Instant::now() > deadline {
+                return Err(CommandError::LedgerBehind {
+                    partition,
+                    want: high,
+                });
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
     fn handle(&mut self, m: &BorrowedMessage<'_>, t: &mut TxnBatch) -> Result<(), CommandError> {
         let max = self.w.cfg.max_record_bytes;
         let size = m.payload().map_or(0, <[u8]>::len);
@@ -551,10 +587,13 @@ impl Pipeline<'_> {
             }
         }
         // A bulk command re-read after a crash: entries it already acted on are gone from the
-        // view, but their outcomes are in the ledger and still count as matched.
+        // view, but their outcomes are in the ledger and still count as matched. The snapshot
+        // comes first and the ledger is read up to the end after it: an entry acted on in
+        // between is then in the snapshot or in the ledger, never in neither.
+        let snapshot = self.resolve(&valid.selection);
+        self.ensure_ledger_fresh(&cmd.command_id)?;
         let done_before = self.w.ledger.item_ids(&cmd.command_id);
-        let ids: Vec<String> = self
-            .resolve(&valid.selection)
+        let ids: Vec<String> = snapshot
             .into_iter()
             .filter(|id| !done_before.contains(id))
             .collect();
