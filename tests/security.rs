@@ -268,25 +268,10 @@ struct Run {
 }
 
 fn run_binary(cfg: &workflow_dlq::Config, env: &[(&str, &str)]) -> Run {
-    let t = &cfg.topics;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_workflow-dlq"));
-    cmd.arg("serve")
-        .env("DLQ_HTTP_ADDR", "127.0.0.1:0")
-        .env("DLQ_TOPIC_FAILURES", &t.failures)
-        .env("DLQ_TOPIC_STORE", &t.store)
-        .env("DLQ_TOPIC_COMMANDS", &t.commands)
-        .env("DLQ_TOPIC_EXECUTIONS", &t.executions)
-        .env("DLQ_TOPIC_RESULTS", &t.results)
-        .env("DLQ_TOPIC_REJECTED", &t.rejected)
-        .env("DLQ_GROUP_ID", &cfg.group_id)
-        .env("DLQ_INSTANCE_ID", &cfg.instance_id)
-        .env("DLQ_PARTITIONS", cfg.partitions.to_string())
-        .env_remove("DLQ_API_TOKEN")
+    let mut cmd = common::serve_command(cfg);
+    cmd.env_remove("DLQ_API_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(b) = &cfg.kafka_bootstrap {
-        cmd.env("DLQ_KAFKA_BOOTSTRAP", b);
-    }
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -121,20 +121,6 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-async fn wait_ready(http: &reqwest::Client, base: &str, timeout: Duration) {
-    let url = format!("{base}/readyz");
-    eventually(timeout, &format!("{base} ready"), || {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            http.get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
-}
-
 /// What the topics say after the run.
 struct Verdict {
     /// Entries still stored (the replay's live keys).
@@ -349,7 +335,7 @@ async fn crash_loop_kill9_during_ingest_and_bulk_commands_nothing_lost_nothing_r
     let p = idempotent_producer(&bootstrap);
     // Topics exist once the first instance is up: start it before publishing.
     let (mut child, mut base) = spawn_binary(&cfg);
-    wait_ready(&http, &base, Duration::from_secs(60)).await;
+    common::wait_ready_at(&http, &base, Duration::from_secs(60)).await;
     let publisher = spawn_publisher(
         p.clone(),
         topics.failures.clone(),
@@ -385,7 +371,7 @@ async fn crash_loop_kill9_during_ingest_and_bulk_commands_nothing_lost_nothing_r
         if early {
             tokio::time::sleep(Duration::from_millis(rng.random_range(500..5_000))).await;
         } else {
-            wait_ready(&http, &base, Duration::from_secs(120)).await;
+            common::wait_ready_at(&http, &base, Duration::from_secs(120)).await;
             let at_ready = entries_of(&http, &base).await;
             let working = Instant::now();
             while entries_of(&http, &base).await == at_ready
@@ -421,7 +407,7 @@ async fn crash_loop_kill9_during_ingest_and_bulk_commands_nothing_lost_nothing_r
         .await
         .expect("publisher done")
         .expect("publisher");
-    wait_ready(&http, &base, Duration::from_secs(120)).await;
+    common::wait_ready_at(&http, &base, Duration::from_secs(120)).await;
     // Once the commands so far are done, everything is ingested and in the view, a last
     // RESTART of all must leave nothing.
     for id in &commands {
@@ -543,7 +529,7 @@ async fn two_then_three_instances_one_killed_one_added_during_bulk_commands_exac
 
     let mut live = vec![start_instance(&cfg, "a"), start_instance(&cfg, "b")];
     for i in &live {
-        wait_ready(&http, &i.base, Duration::from_secs(60)).await;
+        common::wait_ready_at(&http, &i.base, Duration::from_secs(60)).await;
     }
     let mut published = Vec::new();
     let mut commands = Vec::new();
@@ -573,7 +559,7 @@ async fn two_then_three_instances_one_killed_one_added_during_bulk_commands_exac
         if round == 1 {
             // A third instance joins before the round.
             let d = start_instance(&cfg, "d");
-            wait_ready(&http, &d.base, Duration::from_secs(60)).await;
+            common::wait_ready_at(&http, &d.base, Duration::from_secs(60)).await;
             live.push(d);
         }
         let evs = events(round * 1_000_000, per_round);

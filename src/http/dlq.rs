@@ -24,6 +24,7 @@ use super::{
 };
 use crate::{
     commands::submit::SubmitError,
+    store::EntryState,
     wire::{
         ids::new_run_id,
         pb::{
@@ -210,7 +211,7 @@ async fn act(
         Target::Ids(ids) => {
             let missing: Vec<&str> = ids
                 .iter()
-                .filter(|id| s.view.get(id).is_none())
+                .filter(|id| s.view.state(id) != EntryState::Present)
                 .map(String::as_str)
                 .collect();
             if missing.len() == 1 && ids.len() == 1 {

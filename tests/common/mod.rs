@@ -102,18 +102,7 @@ impl TestApp {
     }
 
     pub async fn wait_ready(&self, timeout: Duration) {
-        let url = format!("{}/readyz", self.base);
-        let http = self.http.clone();
-        eventually(timeout, "service ready", || {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                http.get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await;
+        wait_ready_at(&self.http, &self.base, timeout).await;
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -178,6 +167,21 @@ impl TestApp {
     pub async fn stop(self) {
         self.service.stop().await.expect("clean stop");
     }
+}
+
+/// Polls `{base}/readyz` until it answers 2xx, or fails the test.
+pub async fn wait_ready_at(http: &reqwest::Client, base: &str, timeout: Duration) {
+    let url = format!("{base}/readyz");
+    eventually(timeout, &format!("{base} ready"), || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
 }
 
 /// Polls `check` until it holds, or fails the test naming `what`.
@@ -496,16 +500,17 @@ pub fn ids(ids: &[&str]) -> pb::recovery_command::Selector {
 }
 
 /// Runs the real binary against the test's topics (for crash tests: it can be killed).
-pub fn spawn_binary(cfg: &Config) -> (Child, String) {
+/// `workflow-dlq serve` on the test's broker (embedded when none), topics, group, instance and
+/// partitions, on a free HTTP port; no token set.
+pub fn serve_command(cfg: &Config) -> Command {
     let t = &cfg.topics;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_workflow-dlq"))
-        .arg("serve")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_workflow-dlq"));
+    cmd.arg("serve")
         .env(
             "DLQ_KAFKA_BOOTSTRAP",
             cfg.kafka_bootstrap.as_deref().unwrap_or_default(),
         )
         .env("DLQ_HTTP_ADDR", "127.0.0.1:0")
-        .env("DLQ_API_TOKEN", TOKEN)
         .env("DLQ_TOPIC_FAILURES", &t.failures)
         .env("DLQ_TOPIC_STORE", &t.store)
         .env("DLQ_TOPIC_COMMANDS", &t.commands)
@@ -514,7 +519,13 @@ pub fn spawn_binary(cfg: &Config) -> (Child, String) {
         .env("DLQ_TOPIC_REJECTED", &t.rejected)
         .env("DLQ_GROUP_ID", &cfg.group_id)
         .env("DLQ_INSTANCE_ID", &cfg.instance_id)
-        .env("DLQ_PARTITIONS", cfg.partitions.to_string())
+        .env("DLQ_PARTITIONS", cfg.partitions.to_string());
+    cmd
+}
+
+pub fn spawn_binary(cfg: &Config) -> (Child, String) {
+    let mut child = serve_command(cfg)
+        .env("DLQ_API_TOKEN", TOKEN)
         // Small transactions: a kill lands between and inside many of them.
         .env("DLQ_TXN_MAX_RECORDS", "50")
         .env("DLQ_TXN_MAX_INTERVAL", "20ms")
