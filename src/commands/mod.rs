@@ -39,7 +39,7 @@ use crate::{
     kafka::{
         partitioner::partition_for,
         rejected,
-        txn::{lock, OutRecord, TxnBatch, TxnConsumerContext, TxnError},
+        txn::{lock, OutRecord, TxnBatch, TxnConsumerContext, TxnError, TXN_TIMEOUT},
         KafkaConn,
     },
     metrics,
@@ -209,6 +209,7 @@ impl Commands {
             .group_consumer_config(&format!("{}.commands", cfg.group_id))
             .create_with_context(TxnConsumerContext::new(txn.clone()))?;
         let partitions = self.co_partitioned(&consumer)?;
+        let ends: BaseConsumer = self.conn.end_offsets_config().create()?;
         consumer.subscribe(&[&cfg.topics.commands])?;
         tracing::info!(
             topic = cfg.topics.commands,
@@ -218,6 +219,7 @@ impl Commands {
         let mut p = Pipeline {
             w: self,
             consumer: &consumer,
+            ends: &ends,
             encoding: Encoding::from(cfg.output_encoding),
             partitions,
             staged: HashMap::new(),
@@ -294,9 +296,16 @@ impl Commands {
     }
 }
 
+/// How long a decision waits for the view or the ledger to pass a partition's end. A killed
+/// instance's open transaction holds readers back until the broker aborts it: the transaction
+/// timeout plus the broker's abort check (every 10 s by default).
+const CATCH_UP_BOUND: Duration = Duration::from_secs(TXN_TIMEOUT.as_secs() + 30);
+
 struct Pipeline<'a> {
     w: &'a Commands,
     consumer: &'a BaseConsumer<TxnConsumerContext>,
+    /// Asks where partitions end, open transactions included ([`KafkaConn::end_offsets_config`]).
+    ends: &'a BaseConsumer,
     encoding: Encoding,
     partitions: i32,
     /// Writes of the open transaction (dropped with it).
@@ -341,21 +350,22 @@ impl Pipeline<'_> {
     }
 
     /// Before deciding on entries of `partition` for the first time since we own it, wait
-    /// until the view holds everything written there before (e.g. by the previous owner).
+    /// until the view holds everything written there before (e.g. by the previous owner),
+    /// including what a transaction still open then turned out to be.
     fn ensure_fresh(&mut self, partition: i32) -> Result<(), CommandError> {
         if self.fresh.contains(&partition) {
             return Ok(());
         }
         let store = &self.w.cfg.topics.store;
-        let (_, high) =
-            self.consumer
-                .fetch_watermarks(store, partition, Duration::from_secs(10))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.w.view.position(partition) < high {
+        let (_, end) = self
+            .ends
+            .fetch_watermarks(store, partition, Duration::from_secs(10))?;
+        let deadline = Instant::now() + CATCH_UP_BOUND;
+        while self.w.view.position(partition) < end {
             if Instant::now() > deadline {
                 return Err(CommandError::ViewBehind {
                     partition,
-                    want: high,
+                    want: end,
                 });
             }
             thread::sleep(Duration::from_millis(5));
@@ -398,7 +408,10 @@ impl Pipeline<'_> {
     }
 
     /// Waits until the ledger has read the results partition of `command_id` up to its end
-    /// now, so the outcomes a previous owner committed for the command are known.
+    /// now, open transactions included, so every outcome committed for the command is known.
+    /// (Up to the stable end only was not enough: behind a killed instance's open transaction
+    /// the ledger missed outcomes whose tombstones the view already showed, and a re-read bulk
+    /// command under-counted what it matched.)
     fn ensure_ledger_fresh(&mut self, command_id: &str) -> Result<(), CommandError> {
         let results = self.w.cfg.topics.results.clone();
         let md = self
@@ -413,10 +426,10 @@ impl Pipeline<'_> {
             return Ok(());
         }
         let partition = partition_for(command_id.as_bytes(), count);
-        let (_, high) =
-            self.consumer
-                .fetch_watermarks(&results, partition, Duration::from_secs(10))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let (_, high) = self
+            .ends
+            .fetch_watermarks(&results, partition, Duration::from_secs(10))?;
+        let deadline = Instant::now() + CATCH_UP_BOUND;
         while self.w.ledger.position(partition) < high {
             if Instant::now() > deadline {
                 return Err(CommandError::LedgerBehind {

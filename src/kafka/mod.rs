@@ -111,6 +111,18 @@ impl KafkaConn {
         c
     }
 
+    /// A client that only asks where partitions end, counting the records of transactions
+    /// still open. A read_committed client is answered the last stable offset instead, which
+    /// stops before the first open transaction: a killed instance's can hold it there for the
+    /// transaction timeout while later commits on the same partition are already visible on
+    /// other partitions. Waiting for a reader to pass *this* end means every write made so far
+    /// is resolved and seen, whichever way its transaction ended.
+    pub fn end_offsets_config(&self) -> ClientConfig {
+        let mut c = self.reader_config();
+        c.set("isolation.level", "read_uncommitted");
+        c
+    }
+
     /// A consumer that reads whole topics by assignment (no group), committed data only.
     pub fn reader_config(&self) -> ClientConfig {
         let mut c = self.client_config();

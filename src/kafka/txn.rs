@@ -25,7 +25,7 @@ use rdkafka::{
 use super::KafkaConn;
 use crate::metrics;
 
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One record to write inside the transaction.
 #[derive(Debug)]

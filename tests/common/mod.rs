@@ -524,13 +524,27 @@ pub fn serve_command(cfg: &Config) -> Command {
 }
 
 pub fn spawn_binary(cfg: &Config) -> (Child, String) {
+    // DLQ_TEST_LOG_DIR=<dir> keeps each instance's logs (appended, one file per instance id)
+    // for a failure to be read afterwards; they are dropped otherwise.
+    let logs = match std::env::var_os("DLQ_TEST_LOG_DIR") {
+        Some(dir) => {
+            let path = std::path::Path::new(&dir).join(format!("{}.log", cfg.instance_id));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .expect("instance log file");
+            Stdio::from(file)
+        }
+        None => Stdio::null(),
+    };
     let mut child = serve_command(cfg)
         .env("DLQ_API_TOKEN", TOKEN)
         // Small transactions: a kill lands between and inside many of them.
         .env("DLQ_TXN_MAX_RECORDS", "50")
         .env("DLQ_TXN_MAX_INTERVAL", "20ms")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(logs)
         .spawn()
         .expect("binary starts");
     let stdout = child.stdout.take().expect("stdout");
