@@ -88,6 +88,8 @@ async fn the_openapi_document_validates_and_schemathesis_finds_no_error() {
         );
         let out = tokio::task::spawn_blocking(move || {
             Command::new(bin.join("schemathesis"))
+                // Its cache (`.schemathesis/`) goes beside the config, under target/.
+                .current_dir(config.parent().expect("config folder"))
                 .arg("--config-file")
                 .arg(&config)
                 .arg("run")
