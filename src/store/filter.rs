@@ -15,16 +15,29 @@ pub enum FilterError {
     Cursor,
 }
 
-/// The fields of an entry a filter looks at.
+/// A string as the view keeps it: a number standing for it (see [`crate::store::view`]).
+pub type Sym = u32;
+
+/// The fields of an entry a filter looks at, as the view keeps them: strings as symbols, the
+/// run id as a hash (unique per entry, so not worth a symbol).
 pub struct FilterKeys<'a> {
     pub created_at: i64,
-    pub workflow_url: &'a str,
-    pub workflow_run_id: &'a str,
+    pub workflow_url: Sym,
+    pub workflow_run_id_hash: u64,
     pub workflow_created_at: i64,
-    pub labels: &'a [std::sync::Arc<str>],
+    pub labels: &'a [Sym],
     pub callback_state: i32,
-    pub caller_ip: &'a str,
-    pub flow_control_key: &'a str,
+    pub caller_ip: Sym,
+    pub flow_control_key: Sym,
+}
+
+/// The hash a run id is kept as: one seed per process, which is all the view needs (it
+/// compares hashes it made itself).
+pub fn run_id_hash(run_id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::LazyLock<hashbrown::DefaultHashBuilder> =
+        std::sync::LazyLock::new(Default::default);
+    SEED.hash_one(run_id)
 }
 
 /// A validated filter, ready to match.
@@ -90,28 +103,64 @@ impl EntryFilter {
         *self == EntryFilter::default()
     }
 
-    pub fn matches(&self, k: &FilterKeys<'_>) -> bool {
-        fn any_of(wanted: &[String], have: &str) -> bool {
-            wanted.is_empty() || wanted.iter().any(|w| w == have)
+    /// The filter in the view's terms: each wanted string as its symbol. `None` when a field
+    /// wants only strings no entry has: nothing can match, and nothing needs to be scanned.
+    pub fn resolve(&self, symbol: impl Fn(&str) -> Option<Sym>) -> Option<Matcher> {
+        let resolve = |wanted: &[String]| -> Option<Vec<Sym>> {
+            let syms: Vec<Sym> = wanted.iter().filter_map(|w| symbol(w)).collect();
+            (wanted.is_empty() || !syms.is_empty()).then_some(syms)
+        };
+        Some(Matcher {
+            from_date: self.from_date,
+            to_date: self.to_date,
+            workflow_url: resolve(&self.workflow_url)?,
+            workflow_run_id: self
+                .workflow_run_id
+                .as_ref()
+                .map(|r| (run_id_hash(r), r.clone())),
+            workflow_created_at: self.workflow_created_at,
+            label: resolve(&self.label)?,
+            callback_state: self.callback_state.clone(),
+            caller_ip: resolve(&self.caller_ip)?,
+            flow_control_key: resolve(&self.flow_control_key)?,
+        })
+    }
+}
+
+/// An [`EntryFilter`] resolved against the view's symbols: matching compares numbers.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    from_date: Option<i64>,
+    to_date: Option<i64>,
+    workflow_url: Vec<Sym>,
+    workflow_run_id: Option<(u64, String)>,
+    workflow_created_at: Option<i64>,
+    label: Vec<Sym>,
+    callback_state: Vec<i32>,
+    caller_ip: Vec<Sym>,
+    flow_control_key: Vec<Sym>,
+}
+
+impl Matcher {
+    /// True when the entry matches. `run_id` gives the entry's run id; it is asked for only
+    /// when a run id is wanted and the hashes agree.
+    pub fn matches(&self, k: &FilterKeys<'_>, run_id: impl FnOnce() -> Option<String>) -> bool {
+        fn any_of(wanted: &[Sym], have: Sym) -> bool {
+            wanted.is_empty() || wanted.contains(&have)
         }
         self.from_date.is_none_or(|d| k.created_at >= d)
             && self.to_date.is_none_or(|d| k.created_at <= d)
             && any_of(&self.workflow_url, k.workflow_url)
             && self
-                .workflow_run_id
-                .as_deref()
-                .is_none_or(|r| r == k.workflow_run_id)
-            && self
                 .workflow_created_at
                 .is_none_or(|t| t == k.workflow_created_at)
-            && (self.label.is_empty()
-                || self
-                    .label
-                    .iter()
-                    .any(|l| k.labels.iter().any(|have| **have == **l)))
+            && (self.label.is_empty() || self.label.iter().any(|l| k.labels.contains(l)))
             && (self.callback_state.is_empty() || self.callback_state.contains(&k.callback_state))
             && any_of(&self.caller_ip, k.caller_ip)
             && any_of(&self.flow_control_key, k.flow_control_key)
+            && self.workflow_run_id.as_ref().is_none_or(|(hash, wanted)| {
+                *hash == k.workflow_run_id_hash && run_id().as_deref() == Some(wanted.as_str())
+            })
     }
 }
 

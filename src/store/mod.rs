@@ -4,6 +4,7 @@
 
 pub mod filter;
 pub mod guard;
+pub mod keys;
 pub mod reader;
 pub mod sweeper;
 pub mod view;

@@ -6,9 +6,7 @@ use std::{sync::Arc, time::Instant};
 use rdkafka::message::{BorrowedMessage, Message};
 use tokio_util::sync::CancellationToken;
 
-use prost::Message as _;
-
-use super::{view::EntryKeys, StoreView};
+use super::{keys::IndexKeys, StoreView};
 use crate::{
     kafka::{tail, KafkaConn},
     metrics,
@@ -80,37 +78,42 @@ fn apply(view: &StoreView, m: &BorrowedMessage<'_>) {
         return;
     };
     let ct = codec::content_type_of(m.headers());
-    let decoded = match codec::detect(ct, payload) {
-        // Protobuf is kept as read, and only the index's fields are decoded.
-        Ok(codec::Encoding::Protobuf) => EntryKeys::decode(payload)
-            .map(|keys| (keys, None))
-            .map_err(codec::DecodeError::from),
-        // JSON is decoded whole and kept as protobuf.
-        Ok(codec::Encoding::Json) => codec::decode::<DlqEntry>(ct, Some(payload)).map(|entry| {
-            let keys = EntryKeys {
-                dlq_id: entry.dlq_id.clone(),
-                ..Default::default()
-            };
-            (keys, Some(entry))
-        }),
-        Err(e) => Err(e),
-    };
-    match decoded {
-        Ok((keys, whole)) if keys.dlq_id == key => match whole {
-            Some(entry) => view.upsert(m.partition(), m.offset(), &entry),
-            None => view.upsert_keys(m.partition(), m.offset(), &keys, payload.into()),
+    let (partition, offset) = (m.partition(), m.offset());
+    // Applied, or the other id the record holds, or the reason it can't be read.
+    let applied: Result<Option<String>, String> = match codec::detect(ct, payload) {
+        // Protobuf is kept as read, and only the index's fields are read, in place.
+        Ok(codec::Encoding::Protobuf) => match IndexKeys::read(payload) {
+            Ok(keys) if keys.dlq_id == key => {
+                view.upsert_keys(partition, offset, &keys, payload);
+                Ok(None)
+            }
+            Ok(keys) => Ok(Some(keys.dlq_id.to_string())),
+            Err(e) => Err(e.to_string()),
         },
-        Ok((keys, _)) => {
+        // JSON is decoded whole and kept as protobuf.
+        Ok(codec::Encoding::Json) => match codec::decode::<DlqEntry>(ct, Some(payload)) {
+            Ok(entry) if entry.dlq_id == key => {
+                view.upsert(partition, offset, &entry);
+                Ok(None)
+            }
+            Ok(entry) => Ok(Some(entry.dlq_id)),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    match applied {
+        Ok(None) => {}
+        Ok(Some(id)) => {
             tracing::error!(
                 key,
-                dlq_id = keys.dlq_id,
-                offset = m.offset(),
+                dlq_id = id,
+                offset,
                 "store record key and dlqId differ; skipped"
             );
             metrics::store_integrity_error();
         }
         Err(e) => {
-            tracing::error!(key, partition = m.partition(), offset = m.offset(), error = %e, "undecodable store record; skipped");
+            tracing::error!(key, partition, offset, error = %e, "undecodable store record; skipped");
             metrics::store_integrity_error();
         }
     }

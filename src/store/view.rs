@@ -1,11 +1,16 @@
 //! The in-memory view of the store topic: last write wins per `dlqId`, a tombstone removes.
 //!
-//! Each entry is kept as its protobuf bytes (decoded only when read) plus the few fields filters
-//! and ordering need, with repeated strings (URLs, IPs, labels) interned. Tombstoned ids are
+//! Each entry is one compact slot: its protobuf bytes as read (decoded only when an entry is
+//! returned; the id is read from them too) plus the fields filters and ordering need. Strings
+//! many entries share (URLs, IPs, flow-control keys, label sets) are kept once and counted, so
+//! a filter compares numbers and a value no entry holds any more is dropped. The id index and
+//! the listing order hold slot numbers only: a scan never hashes an id. Tombstoned ids are
 //! remembered so a replayed failure of an entry already recovered is not stored again.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    borrow::Borrow,
+    collections::{BTreeSet, HashMap},
+    hash::{BuildHasher, Hash},
     ops::Bound,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -13,114 +18,343 @@ use std::{
     },
 };
 
+// foldhash (hashbrown's default) rather than SipHash: the view hashes several strings per entry
+// on a cold start, and its seeds are still random per process.
+use hashbrown::{DefaultHashBuilder, HashMap as FastMap, HashSet as FastSet, HashTable};
 use prost::Message;
 
-use super::filter::{Cursor, EntryFilter, FilterKeys};
+use super::{
+    filter::{run_id_hash, Cursor, EntryFilter, FilterKeys, Matcher, Sym},
+    keys::IndexKeys,
+};
 use crate::wire::pb::DlqEntry;
 
+/// The partition of a free slot (one whose entry was removed; reused by the next insert).
+const FREE: i32 = -1;
+
+/// One entry: 88 bytes plus its payload. The id is not stored apart: it is read from the
+/// payload, where the entry's protobuf bytes already hold it.
 struct Slot {
+    raw: Box<[u8]>,
+    /// Where the `dlqId` sits in `raw`.
+    id_at: u32,
+    id_len: u32,
     created_at: i64,
     expires_at: i64,
-    partition: i32,
-    offset: i64,
-    raw: Box<[u8]>,
-    workflow_url: Arc<str>,
-    workflow_run_id: Box<str>,
     workflow_created_at: i64,
-    labels: Box<[Arc<str>]>,
+    offset: i64,
+    workflow_run_id_hash: u64,
+    partition: i32,
     callback_state: i32,
-    caller_ip: Arc<str>,
-    flow_control_key: Arc<str>,
+    workflow_url: Sym,
+    caller_ip: Sym,
+    flow_control_key: Sym,
+    labels: Sym,
 }
 
 impl Slot {
-    fn keys(&self) -> FilterKeys<'_> {
-        FilterKeys {
-            created_at: self.created_at,
-            workflow_url: &self.workflow_url,
-            workflow_run_id: &self.workflow_run_id,
-            workflow_created_at: self.workflow_created_at,
-            labels: &self.labels,
-            callback_state: self.callback_state,
-            caller_ip: &self.caller_ip,
-            flow_control_key: &self.flow_control_key,
+    fn free() -> Slot {
+        Slot {
+            raw: Box::default(),
+            id_at: 0,
+            id_len: 0,
+            created_at: 0,
+            expires_at: 0,
+            workflow_created_at: 0,
+            offset: 0,
+            workflow_run_id_hash: 0,
+            partition: FREE,
+            callback_state: 0,
+            workflow_url: 0,
+            caller_ip: 0,
+            flow_control_key: 0,
+            labels: 0,
+        }
+    }
+
+    fn id_bytes(&self) -> &[u8] {
+        let at = self.id_at as usize;
+        self.raw
+            .get(at..at + self.id_len as usize)
+            .unwrap_or_default()
+    }
+
+    /// The entry's `dlqId` (checked UTF-8 when the entry was read).
+    fn id(&self) -> &str {
+        std::str::from_utf8(self.id_bytes()).unwrap_or_default()
+    }
+}
+
+/// Values many entries share, each kept once and named by a number, with how many entries
+/// hold it: the last holder's release drops it.
+struct Symbols<K> {
+    ids: FastMap<K, Sym>,
+    values: Vec<Option<(K, u32)>>,
+    free: Vec<Sym>,
+}
+
+impl<K> Default for Symbols<K> {
+    fn default() -> Self {
+        Symbols {
+            ids: FastMap::default(),
+            values: Vec::new(),
+            free: Vec::new(),
         }
     }
 }
 
-/// Just the fields of a `DlqEntry` the index needs (same tags as `dlq.proto`): decoding these
-/// skips the headers, bodies and steps, which is most of the bytes — the view's rebuild on a
-/// cold start decodes every entry once.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct EntryKeys {
-    #[prost(string, tag = "1")]
-    pub dlq_id: String,
-    #[prost(message, optional, tag = "2")]
-    pub event: Option<EventKeys>,
-    #[prost(int64, tag = "3")]
-    pub created_at: i64,
-    #[prost(int64, tag = "4")]
-    pub expires_at: i64,
-}
+impl<K: Hash + Eq + Clone> Symbols<K> {
+    fn lookup<Q: ?Sized + Hash + Eq>(&self, value: &Q) -> Option<Sym>
+    where
+        K: Borrow<Q>,
+    {
+        self.ids.get(value).copied()
+    }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct EventKeys {
-    #[prost(string, tag = "2")]
-    pub workflow_run_id: String,
-    #[prost(string, tag = "3")]
-    pub workflow_url: String,
-    #[prost(int64, tag = "4")]
-    pub workflow_created_at: i64,
-    #[prost(string, tag = "11")]
-    pub caller_ip: String,
-    #[prost(string, repeated, tag = "12")]
-    pub labels: Vec<String>,
-    #[prost(message, optional, tag = "13")]
-    pub flow_control: Option<FlowControlKey>,
-    #[prost(message, optional, tag = "20")]
-    pub failure_callback_info: Option<CallbackState>,
-}
+    /// The symbol of `value`, held once more; `true` when it was not held before.
+    fn acquire<Q: ?Sized + Hash + Eq>(&mut self, value: &Q) -> (Sym, bool)
+    where
+        K: Borrow<Q> + for<'a> From<&'a Q>,
+    {
+        if let Some(sym) = self.lookup(value) {
+            self.hold(sym);
+            return (sym, false);
+        }
+        let key = K::from(value);
+        let sym = match self.free.pop() {
+            Some(sym) => {
+                self.values[sym as usize] = Some((key.clone(), 1));
+                sym
+            }
+            None => {
+                self.values.push(Some((key.clone(), 1)));
+                (self.values.len() - 1) as Sym
+            }
+        };
+        self.ids.insert(key, sym);
+        (sym, true)
+    }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct FlowControlKey {
-    #[prost(string, tag = "1")]
-    pub key: String,
-}
+    fn hold(&mut self, sym: Sym) {
+        if let Some(Some((_, holders))) = self.values.get_mut(sym as usize) {
+            *holders += 1;
+        }
+    }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct CallbackState {
-    #[prost(int32, tag = "1")]
-    pub state: i32,
+    /// Lets go of `sym` once; returns its value when nobody holds it any more.
+    fn release(&mut self, sym: Sym) -> Option<K> {
+        let slot = self.values.get_mut(sym as usize)?;
+        let (_, holders) = slot.as_mut()?;
+        *holders -= 1;
+        if *holders > 0 {
+            return None;
+        }
+        let (value, _) = slot.take()?;
+        self.ids.remove(&value);
+        self.free.push(sym);
+        Some(value)
+    }
+
+    fn get(&self, sym: Sym) -> Option<&K> {
+        self.values
+            .get(sym as usize)
+            .and_then(|v| v.as_ref())
+            .map(|(k, _)| k)
+    }
 }
 
 #[derive(Default)]
 struct Index {
-    entries: HashMap<Arc<str>, Slot>,
-    order: BTreeSet<(i64, Arc<str>)>,
-    deleted: HashSet<Arc<str>>,
-    interned: HashSet<Arc<str>>,
+    hasher: DefaultHashBuilder,
+    /// Slot numbers, found by the hash of the slot's id.
+    by_id: HashTable<u32>,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    /// Listing order by `created_at` (ties are put in `dlqId` order when walked: [`Index::walk`]).
+    order: BTreeSet<(i64, u32)>,
+    deleted: FastSet<Box<str>>,
+    strings: Symbols<Arc<str>>,
+    label_sets: Symbols<Box<[Sym]>>,
     payload_bytes: usize,
 }
 
 impl Index {
-    fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.interned.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        self.interned.insert(a.clone());
-        a
+    fn find(&self, id: &str) -> Option<&Slot> {
+        let slots = &self.slots;
+        self.by_id
+            .find(self.hasher.hash_one(id), |&i| {
+                slots[i as usize].id_bytes() == id.as_bytes()
+            })
+            .map(|&i| &slots[i as usize])
     }
 
-    fn remove(&mut self, id: &str) -> bool {
-        match self.entries.remove_entry(id) {
-            Some((key, slot)) => {
-                self.order.remove(&(slot.created_at, key));
-                self.payload_bytes -= slot.raw.len();
-                true
+    /// The sorted, de-duplicated label set of an entry, held once more.
+    fn acquire_labels(&mut self, labels: &[&str]) -> Sym {
+        let mut names: Vec<&str> = labels.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        let mut syms: Vec<Sym> = names.iter().map(|n| self.strings.acquire(*n).0).collect();
+        syms.sort_unstable();
+        let (set, new) = self.label_sets.acquire(&syms[..]);
+        if !new {
+            // The set already holds its strings.
+            for s in syms {
+                self.strings.release(s);
             }
-            None => false,
         }
+        set
+    }
+
+    /// Inserts (or replaces) the entry whose protobuf bytes are `raw`, its index fields
+    /// `entry` read from those same bytes.
+    fn insert(&mut self, partition: i32, offset: i64, entry: &IndexKeys<'_>, raw: &[u8]) {
+        let id = entry.dlq_id;
+        let hash = self.hasher.hash_one(id);
+        self.remove_hashed(hash, id);
+        self.deleted.remove(id);
+        // The id inside `raw`: `entry.dlq_id` borrows from it.
+        let id_at = (id.as_ptr() as usize)
+            .checked_sub(raw.as_ptr() as usize)
+            .filter(|at| raw.get(*at..*at + id.len()) == Some(id.as_bytes()));
+        let Some(id_at) = id_at else {
+            tracing::error!(
+                dlq_id = id,
+                "index fields not read from the entry's bytes; skipped"
+            );
+            return;
+        };
+        let slot = Slot {
+            raw: raw.into(),
+            id_at: id_at as u32,
+            id_len: id.len() as u32,
+            created_at: entry.created_at,
+            expires_at: entry.expires_at,
+            partition,
+            offset,
+            workflow_url: self.strings.acquire(entry.workflow_url).0,
+            workflow_run_id_hash: run_id_hash(entry.workflow_run_id),
+            workflow_created_at: entry.workflow_created_at,
+            labels: self.acquire_labels(&entry.labels),
+            callback_state: entry.callback_state,
+            caller_ip: self.strings.acquire(entry.caller_ip).0,
+            flow_control_key: self.strings.acquire(entry.flow_control_key).0,
+        };
+        self.payload_bytes += slot.raw.len();
+        let created_at = slot.created_at;
+        let i = match self.free_slots.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_id
+            .insert_unique(hash, i, |&j| hasher.hash_one(slots[j as usize].id()));
+        self.order.insert((created_at, i));
+    }
+
+    /// Removes the entry `id`; true when it was there.
+    fn remove(&mut self, id: &str) -> bool {
+        self.remove_hashed(self.hasher.hash_one(id), id)
+    }
+
+    fn remove_hashed(&mut self, hash: u64, id: &str) -> bool {
+        let slots = &self.slots;
+        let Ok(found) = self
+            .by_id
+            .find_entry(hash, |&i| slots[i as usize].id_bytes() == id.as_bytes())
+        else {
+            return false;
+        };
+        let (i, _) = found.remove();
+        let slot = std::mem::replace(&mut self.slots[i as usize], Slot::free());
+        self.free_slots.push(i);
+        self.order.remove(&(slot.created_at, i));
+        self.payload_bytes -= slot.raw.len();
+        for sym in [slot.workflow_url, slot.caller_ip, slot.flow_control_key] {
+            self.strings.release(sym);
+        }
+        if let Some(set) = self.label_sets.release(slot.labels) {
+            for sym in set.iter() {
+                self.strings.release(*sym);
+            }
+        }
+        true
+    }
+
+    /// Visits the entries `keep` accepts in listing order — `created_at`, then `dlqId` — after
+    /// `after`, until `visit` returns false. Entries sharing a `created_at` are sorted by id as
+    /// they are reached (a millisecond's worth: small); `keep` runs first, so entries a filter
+    /// refuses cost no more than the check.
+    fn walk(
+        &self,
+        after: Option<&Cursor>,
+        keep: impl Fn(&Slot) -> bool,
+        mut visit: impl FnMut(i64, &Slot) -> bool,
+    ) {
+        let lower = after.map_or(Bound::Unbounded, |c| Bound::Included((c.created_at, 0)));
+        let mut group: Vec<(&str, u32)> = Vec::new();
+        let mut flush = |t: i64, group: &mut Vec<(&str, u32)>| -> bool {
+            group.sort_unstable();
+            for (id, i) in group.drain(..) {
+                if after.is_some_and(|c| t == c.created_at && id <= c.dlq_id.as_str()) {
+                    continue;
+                }
+                if !visit(t, &self.slots[i as usize]) {
+                    return false;
+                }
+            }
+            true
+        };
+        let mut current = None;
+        for &(t, i) in self.order.range((lower, Bound::Unbounded)) {
+            let slot = &self.slots[i as usize];
+            if !keep(slot) {
+                continue;
+            }
+            if current != Some(t) {
+                if let Some(prev) = current {
+                    if !flush(prev, &mut group) {
+                        return;
+                    }
+                }
+                current = Some(t);
+            }
+            group.push((slot.id(), i));
+        }
+        if let Some(prev) = current {
+            flush(prev, &mut group);
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().filter(|s| s.partition != FREE)
+    }
+
+    fn matches(&self, m: &Matcher, slot: &Slot) -> bool {
+        let keys = FilterKeys {
+            created_at: slot.created_at,
+            workflow_url: slot.workflow_url,
+            workflow_run_id_hash: slot.workflow_run_id_hash,
+            workflow_created_at: slot.workflow_created_at,
+            labels: self.label_sets.get(slot.labels).map_or(&[], |l| &l[..]),
+            callback_state: slot.callback_state,
+            caller_ip: slot.caller_ip,
+            flow_control_key: slot.flow_control_key,
+        };
+        m.matches(&keys, || {
+            IndexKeys::read(&slot.raw[..])
+                .ok()
+                .map(|k| k.workflow_run_id.to_string())
+        })
+    }
+
+    fn matcher(&self, filter: &EntryFilter) -> Option<Matcher> {
+        filter.resolve(|s| self.strings.lookup(s))
     }
 }
 
@@ -167,64 +401,32 @@ impl StoreView {
 
     /// Applies an entry read from the store topic at `partition`/`offset`.
     pub fn upsert(&self, partition: i32, offset: i64, entry: &DlqEntry) {
-        let raw = entry.encode_to_vec().into_boxed_slice();
-        // Our own encoding of a decoded entry: its keys decode.
-        if let Ok(keys) = EntryKeys::decode(&raw[..]) {
-            self.upsert_keys(partition, offset, &keys, raw);
+        let raw = entry.encode_to_vec();
+        // Our own encoding of a decoded entry: its index fields read.
+        if let Ok(keys) = IndexKeys::read(&raw) {
+            self.write().insert(partition, offset, &keys, &raw);
         }
     }
 
     /// Applies a protobuf-encoded entry as read from the store topic, given its index fields
-    /// ([`EntryKeys`], decoded by the caller from the same bytes): the bytes are kept as read.
-    pub fn upsert_keys(&self, partition: i32, offset: i64, entry: &EntryKeys, raw: Box<[u8]>) {
-        let mut ix = self.write();
-        let id = entry.dlq_id.as_str();
-        ix.remove(id);
-        ix.deleted.remove(id);
-        let key: Arc<str> = Arc::from(id);
-        let event = entry.event.as_ref();
-        let ev = |f: fn(&EventKeys) -> &str| event.map(f).unwrap_or("");
-        let slot = Slot {
-            created_at: entry.created_at,
-            expires_at: entry.expires_at,
-            partition,
-            offset,
-            workflow_url: ix.intern(ev(|e| &e.workflow_url)),
-            workflow_run_id: ev(|e| &e.workflow_run_id).into(),
-            workflow_created_at: event.map(|e| e.workflow_created_at).unwrap_or(0),
-            labels: event
-                .map(|e| e.labels.iter().map(|l| ix.intern(l)).collect())
-                .unwrap_or_default(),
-            callback_state: event
-                .and_then(|e| e.failure_callback_info.as_ref())
-                .map(|i| i.state)
-                .unwrap_or(0),
-            caller_ip: ix.intern(ev(|e| &e.caller_ip)),
-            flow_control_key: ix.intern(
-                event
-                    .and_then(|e| e.flow_control.as_ref())
-                    .map(|f| f.key.as_str())
-                    .unwrap_or(""),
-            ),
-            raw,
-        };
-        ix.payload_bytes += slot.raw.len();
-        ix.order.insert((slot.created_at, key.clone()));
-        ix.entries.insert(key, slot);
+    /// ([`IndexKeys`], read by the caller from the same bytes): the bytes are kept as read.
+    pub fn upsert_keys(&self, partition: i32, offset: i64, entry: &IndexKeys<'_>, raw: &[u8]) {
+        self.write().insert(partition, offset, entry, raw);
     }
 
     /// Applies a tombstone.
     pub fn remove(&self, dlq_id: &str) -> bool {
         let mut ix = self.write();
         let removed = ix.remove(dlq_id);
-        let key: Arc<str> = Arc::from(dlq_id);
-        ix.deleted.insert(key);
+        if !ix.deleted.contains(dlq_id) {
+            ix.deleted.insert(Box::from(dlq_id));
+        }
         removed
     }
 
     pub fn state(&self, dlq_id: &str) -> EntryState {
         let ix = self.read();
-        if ix.entries.contains_key(dlq_id) {
+        if ix.find(dlq_id).is_some() {
             EntryState::Present
         } else if ix.deleted.contains(dlq_id) {
             EntryState::Deleted
@@ -235,13 +437,12 @@ impl StoreView {
 
     pub fn get(&self, dlq_id: &str) -> Option<DlqEntry> {
         let ix = self.read();
-        ix.entries
-            .get(dlq_id)
+        ix.find(dlq_id)
             .and_then(|s| DlqEntry::decode(&s.raw[..]).ok())
     }
 
     pub fn len(&self) -> usize {
-        self.read().entries.len()
+        self.read().by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -261,56 +462,53 @@ impl StoreView {
     /// Entries matching `filter`, ordered by `created_at` then `dlqId`, after `cursor`.
     pub fn list(&self, filter: &EntryFilter, cursor: Option<&Cursor>, count: usize) -> Page {
         let ix = self.read();
-        let start = match cursor {
-            Some(c) => Bound::Excluded((c.created_at, Arc::<str>::from(c.dlq_id.as_str()))),
-            None => Bound::Unbounded,
-        };
         let mut page = Page::default();
+        let Some(matcher) = ix.matcher(filter) else {
+            return page;
+        };
         let mut last = None;
-        for (created_at, id) in ix.order.range((start, Bound::Unbounded)) {
-            let Some(slot) = ix.entries.get(id) else {
-                continue;
-            };
-            if !filter.matches(&slot.keys()) {
-                continue;
-            }
-            if page.entries.len() == count {
-                // There is at least one more: the page ends at the last one returned.
-                page.next = last.take();
-                break;
-            }
-            if let Ok(entry) = DlqEntry::decode(&slot.raw[..]) {
-                page.entries.push(entry);
-                last = Some(Cursor {
-                    created_at: *created_at,
-                    dlq_id: id.to_string(),
-                });
-            }
-        }
+        ix.walk(
+            cursor,
+            |slot| ix.matches(&matcher, slot),
+            |created_at, slot| {
+                if page.entries.len() == count {
+                    // There is at least one more: the page ends at the last one returned.
+                    page.next = last.take();
+                    return false;
+                }
+                if let Ok(entry) = DlqEntry::decode(&slot.raw[..]) {
+                    page.entries.push(entry);
+                    last = Some(Cursor {
+                        created_at,
+                        dlq_id: slot.id().to_string(),
+                    });
+                }
+                true
+            },
+        );
         page
     }
 
     /// Ids of the entries matching `filter` (a bulk command's snapshot).
     pub fn matching_ids(&self, filter: &EntryFilter) -> Vec<String> {
         let ix = self.read();
+        let Some(matcher) = ix.matcher(filter) else {
+            return Vec::new();
+        };
         ix.order
             .iter()
-            .filter(|(_, id)| {
-                ix.entries
-                    .get(id)
-                    .is_some_and(|slot| filter.matches(&slot.keys()))
-            })
-            .map(|(_, id)| id.to_string())
+            .map(|&(_, i)| &ix.slots[i as usize])
+            .filter(|slot| ix.matches(&matcher, slot))
+            .map(|slot| slot.id().to_string())
             .collect()
     }
 
     /// Ids of the entries whose `expires_at` is at or before `now_ms`.
     pub fn expired_ids(&self, now_ms: i64) -> Vec<String> {
         let ix = self.read();
-        ix.entries
-            .iter()
-            .filter(|(_, s)| s.expires_at > 0 && s.expires_at <= now_ms)
-            .map(|(id, _)| id.to_string())
+        ix.live()
+            .filter(|s| s.expires_at > 0 && s.expires_at <= now_ms)
+            .map(|s| s.id().to_string())
             .collect()
     }
 
@@ -319,7 +517,7 @@ impl StoreView {
     pub fn lowest_live_offsets(&self) -> HashMap<i32, i64> {
         let ix = self.read();
         let mut low: HashMap<i32, i64> = HashMap::new();
-        for s in ix.entries.values() {
+        for s in ix.live() {
             low.entry(s.partition)
                 .and_modify(|o| *o = (*o).min(s.offset))
                 .or_insert(s.offset);
@@ -400,6 +598,115 @@ mod tests {
         let p3 = v.list(&all, p2.next.as_ref(), 2);
         assert_eq!(p3.entries.len(), 1);
         assert!(p3.next.is_none());
+    }
+
+    #[test]
+    fn ties_stay_in_id_order_when_a_freed_slot_is_reused_and_a_cursor_lands_among_them() {
+        let v = StoreView::new();
+        for (i, id) in ["d", "b", "a", "c"].iter().enumerate() {
+            v.upsert(0, i as i64, &entry(id, 5, "u"));
+        }
+        v.remove("a");
+        v.upsert(0, 9, &entry("z", 5, "u")); // takes a's slot, before b's and c's
+        v.upsert(0, 10, &entry("0", 5, "u"));
+        let all = EntryFilter::all();
+        let p1 = v.list(&all, None, 3);
+        assert_eq!(ids(&p1), ["0", "b", "c"]);
+        let p2 = v.list(&all, p1.next.as_ref(), 3);
+        assert_eq!(ids(&p2), ["d", "z"]);
+        assert!(p2.next.is_none());
+        // A cursor naming an entry removed since still resumes after its place.
+        let at_b = Cursor {
+            created_at: 5,
+            dlq_id: "b".into(),
+        };
+        v.remove("b");
+        assert_eq!(ids(&v.list(&all, Some(&at_b), 10)), ["c", "d", "z"]);
+    }
+
+    fn filter(f: crate::wire::pb::Filter) -> EntryFilter {
+        EntryFilter::compile(&f).unwrap()
+    }
+
+    fn ids(page: &Page) -> Vec<String> {
+        page.entries.iter().map(|e| e.dlq_id.clone()).collect()
+    }
+
+    #[test]
+    fn filters_match_by_url_label_and_run_id_and_a_value_no_entry_has_matches_nothing() {
+        let v = StoreView::new();
+        v.upsert(0, 1, &entry("a", 1, "u1"));
+        v.upsert(0, 2, &entry("b", 2, "u2"));
+        let mut c = entry("c", 3, "u1");
+        c.event.as_mut().unwrap().labels = vec!["z".into(), "a".into(), "z".into()];
+        v.upsert(0, 3, &c);
+        let by_url = |urls: &[&str]| {
+            filter(crate::wire::pb::Filter {
+                workflow_url: urls.iter().map(|u| u.to_string()).collect(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(ids(&v.list(&by_url(&["u1"]), None, 10)), ["a", "c"]);
+        assert_eq!(ids(&v.list(&by_url(&["u2", "nope"]), None, 10)), ["b"]);
+        assert!(v.list(&by_url(&["nope"]), None, 10).entries.is_empty());
+        assert!(v.matching_ids(&by_url(&["nope"])).is_empty());
+        let by_label = |l: &str| {
+            filter(crate::wire::pb::Filter {
+                label: vec![l.into()],
+                ..Default::default()
+            })
+        };
+        assert_eq!(ids(&v.list(&by_label("z"), None, 10)), ["c"]);
+        assert_eq!(v.matching_ids(&by_label("a")), ["a", "b", "c"]);
+        let by_run = filter(crate::wire::pb::Filter {
+            workflow_run_id: "run-b".into(),
+            ..Default::default()
+        });
+        assert_eq!(ids(&v.list(&by_run, None, 10)), ["b"]);
+    }
+
+    #[test]
+    fn shared_strings_and_slots_are_freed_with_the_last_entry_that_holds_them() {
+        let v = StoreView::new();
+        v.upsert(0, 1, &entry("a", 1, "shared"));
+        v.upsert(0, 2, &entry("b", 1, "shared"));
+        v.upsert(0, 3, &entry("c", 1, "only-c"));
+        v.upsert(0, 4, &entry("c", 1, "only-c-now"));
+        {
+            let ix = v.read();
+            assert!(
+                ix.strings.lookup("only-c").is_none(),
+                "replaced value dropped"
+            );
+            assert!(ix.strings.lookup("only-c-now").is_some());
+        }
+        v.remove("a");
+        assert!(
+            v.read().strings.lookup("shared").is_some(),
+            "b still holds it"
+        );
+        v.remove("b");
+        v.remove("c");
+        let ix = v.read();
+        for gone in ["shared", "only-c-now", "a", ""] {
+            assert!(ix.strings.lookup(gone).is_none(), "{gone} still interned");
+        }
+        assert!(ix.label_sets.ids.is_empty());
+        assert_eq!(
+            (ix.by_id.len(), ix.order.len(), ix.payload_bytes),
+            (0, 0, 0)
+        );
+        assert_eq!(
+            ix.free_slots.len(),
+            ix.slots.len(),
+            "every slot free for reuse"
+        );
+        drop(ix);
+        v.upsert(0, 5, &entry("d", 1, "u"));
+        assert_eq!(v.read().slots.len(), 3, "a free slot was reused");
+        assert_eq!(v.get("d").unwrap().dlq_id, "d");
+        assert_eq!(v.expired_ids(1_001), ["d"]);
+        assert_eq!(v.oldest_created_at(), Some(1));
     }
 
     #[test]

@@ -439,21 +439,21 @@ async fn queries(a: &Args, svc: &Service) {
     let base = format!("http://{}", svc.http_addr);
     let n = svc.view.len();
     let mid = {
-        let page = svc.view.list(&Default::default(), None, 1);
-        let _ = page;
-        // A cursor half way through: the page after the (n/2)-th entry.
+        // A cursor half way through: the page after the (n/2)-th entry, found a page at a time.
+        let all = workflow_dlq::store::EntryFilter::all();
         let mut cursor = None;
-        let f = workflow_dlq::store::EntryFilter::all();
-        let half = svc.view.list(&f, None, 100);
-        if let Some(c) = half.next {
-            cursor = Some(c.encode());
+        for _ in 0..(n / 2) / 100 {
+            match svc.view.list(&all, cursor.as_ref(), 100).next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
         }
-        cursor.unwrap_or_default()
+        cursor.map(|c| c.encode()).unwrap_or_default()
     };
     let cases = [
         ("baseline: GET /healthz (same server, no work)", "/healthz".to_string()),
         ("page of 100, no filter", "/v2/workflows/dlq?count=100".to_string()),
-        ("page of 100 after a cursor", format!("/v2/workflows/dlq?count=100&cursor={mid}")),
+        ("page of 100 after a cursor half way", format!("/v2/workflows/dlq?count=100&cursor={mid}")),
         ("page of 100, label (1 in 10 match)", "/v2/workflows/dlq?count=100&label=label-3".to_string()),
         ("page of 100, 2 fields AND (1 in 80)", "/v2/workflows/dlq?count=100&label=label-3&workflowUrl=https://shop.example.com/api/workflows/checkout-3".to_string()),
         ("page of 100, flowControlKey (1 in 1000)", "/v2/workflows/dlq?count=100&flowControlKey=fc-7".to_string()),

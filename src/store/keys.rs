@@ -1,0 +1,286 @@
+//! The fields of a stored entry the view indexes, read in place from its protobuf bytes.
+//!
+//! A cold start applies every entry of the store topic on one thread; decoding these few
+//! fields with prost allocated a `String` for each of them, for an index that keeps none of
+//! them. [`IndexKeys::read`] borrows them from the record instead. Its tags are those of
+//! `proto/workflow/dlq/v1/dlq.proto`; a test checks it agrees with prost on the same bytes.
+
+/// Why an entry's bytes could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error("invalid protobuf: {0}")]
+    Varint(#[from] prost::DecodeError),
+    #[error("invalid protobuf: {0}")]
+    Malformed(&'static str),
+}
+
+use KeysError::Malformed;
+
+use crate::wire::pb::DlqEntry;
+
+/// `DlqEntry` fields (dlq.proto).
+mod entry {
+    pub const DLQ_ID: u32 = 1;
+    pub const EVENT: u32 = 2;
+    pub const CREATED_AT: u32 = 3;
+    pub const EXPIRES_AT: u32 = 4;
+}
+
+/// `FailureEvent` fields (dlq.proto).
+mod event {
+    pub const WORKFLOW_RUN_ID: u32 = 2;
+    pub const WORKFLOW_URL: u32 = 3;
+    pub const WORKFLOW_CREATED_AT: u32 = 4;
+    pub const CALLER_IP: u32 = 11;
+    pub const LABELS: u32 = 12;
+    pub const FLOW_CONTROL: u32 = 13;
+    pub const FAILURE_CALLBACK_INFO: u32 = 20;
+    /// `FlowControl.key`.
+    pub const FLOW_CONTROL_KEY: u32 = 1;
+    /// `FailureCallbackInfo.state`.
+    pub const CALLBACK_STATE: u32 = 1;
+}
+
+/// What the view needs of an entry, borrowed from its encoded bytes.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct IndexKeys<'a> {
+    pub dlq_id: &'a str,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub workflow_run_id: &'a str,
+    pub workflow_url: &'a str,
+    pub workflow_created_at: i64,
+    pub caller_ip: &'a str,
+    pub labels: Vec<&'a str>,
+    pub flow_control_key: &'a str,
+    pub callback_state: i32,
+}
+
+/// One field of a protobuf message.
+enum Value<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    /// Fixed-width values: no field we read has one.
+    Fixed,
+}
+
+/// Walks the fields of one message, last occurrence last (protobuf's merge order).
+fn fields<'a>(
+    mut buf: &'a [u8],
+    mut each: impl FnMut(u32, Value<'a>) -> Result<(), KeysError>,
+) -> Result<(), KeysError> {
+    while !buf.is_empty() {
+        let key = prost::encoding::decode_varint(&mut buf)?;
+        let tag = u32::try_from(key >> 3).map_err(|_| Malformed("tag out of range"))?;
+        let value = match key & 7 {
+            0 => Value::Varint(prost::encoding::decode_varint(&mut buf)?),
+            1 | 5 => {
+                let width = if key & 7 == 1 { 8 } else { 4 };
+                buf = buf.get(width..).ok_or(Malformed("buffer underflow"))?;
+                Value::Fixed
+            }
+            2 => {
+                let len = usize::try_from(prost::encoding::decode_varint(&mut buf)?)
+                    .map_err(|_| Malformed("length out of range"))?;
+                if len > buf.len() {
+                    return Err(Malformed("buffer underflow"));
+                }
+                let (bytes, rest) = buf.split_at(len);
+                buf = rest;
+                Value::Bytes(bytes)
+            }
+            _ => return Err(Malformed("unsupported wire type")),
+        };
+        if tag == 0 {
+            return Err(Malformed("invalid tag value: 0"));
+        }
+        each(tag, value)?;
+    }
+    Ok(())
+}
+
+fn text(bytes: &[u8]) -> Result<&str, KeysError> {
+    std::str::from_utf8(bytes)
+        .map_err(|_| Malformed("invalid string value: data is not UTF-8 encoded"))
+}
+
+fn wrong_type() -> KeysError {
+    Malformed("invalid wire type for a known field")
+}
+
+fn bytes(v: Value<'_>) -> Result<&[u8], KeysError> {
+    match v {
+        Value::Bytes(b) => Ok(b),
+        _ => Err(wrong_type()),
+    }
+}
+
+fn varint(v: Value<'_>) -> Result<u64, KeysError> {
+    match v {
+        Value::Varint(n) => Ok(n),
+        _ => Err(wrong_type()),
+    }
+}
+
+impl<'a> IndexKeys<'a> {
+    /// The index fields of an entry already decoded.
+    pub fn of(e: &'a DlqEntry) -> IndexKeys<'a> {
+        let ev = e.event.as_ref();
+        IndexKeys {
+            dlq_id: &e.dlq_id,
+            created_at: e.created_at,
+            expires_at: e.expires_at,
+            workflow_run_id: ev.map_or("", |v| &v.workflow_run_id),
+            workflow_url: ev.map_or("", |v| &v.workflow_url),
+            workflow_created_at: ev.map_or(0, |v| v.workflow_created_at),
+            caller_ip: ev.map_or("", |v| &v.caller_ip),
+            labels: ev.map_or(Vec::new(), |v| {
+                v.labels.iter().map(String::as_str).collect()
+            }),
+            flow_control_key: ev
+                .and_then(|v| v.flow_control.as_ref())
+                .map_or("", |f| &f.key),
+            callback_state: ev
+                .and_then(|v| v.failure_callback_info.as_ref())
+                .map_or(0, |i| i.state),
+        }
+    }
+
+    /// Reads the index fields of a protobuf-encoded `DlqEntry`; other fields are skipped.
+    pub fn read(raw: &'a [u8]) -> Result<IndexKeys<'a>, KeysError> {
+        let mut k = IndexKeys::default();
+        fields(raw, |tag, v| {
+            match tag {
+                entry::DLQ_ID => k.dlq_id = text(bytes(v)?)?,
+                entry::CREATED_AT => k.created_at = varint(v)? as i64,
+                entry::EXPIRES_AT => k.expires_at = varint(v)? as i64,
+                entry::EVENT => k.read_event(bytes(v)?)?,
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(k)
+    }
+
+    fn read_event(&mut self, raw: &'a [u8]) -> Result<(), KeysError> {
+        fields(raw, |tag, v| {
+            match tag {
+                event::WORKFLOW_RUN_ID => self.workflow_run_id = text(bytes(v)?)?,
+                event::WORKFLOW_URL => self.workflow_url = text(bytes(v)?)?,
+                event::WORKFLOW_CREATED_AT => self.workflow_created_at = varint(v)? as i64,
+                event::CALLER_IP => self.caller_ip = text(bytes(v)?)?,
+                event::LABELS => self.labels.push(text(bytes(v)?)?),
+                event::FLOW_CONTROL => fields(bytes(v)?, |tag, v| {
+                    if tag == event::FLOW_CONTROL_KEY {
+                        self.flow_control_key = text(bytes(v)?)?;
+                    }
+                    Ok(())
+                })?,
+                event::FAILURE_CALLBACK_INFO => fields(bytes(v)?, |tag, v| {
+                    if tag == event::CALLBACK_STATE {
+                        self.callback_state = varint(v)? as i32;
+                    }
+                    Ok(())
+                })?,
+                _ => {}
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::wire::pb::{
+        failure_callback_info::State, FailureCallbackInfo, FailureEvent, FlowControl,
+    };
+
+    fn full_entry(n: i64) -> DlqEntry {
+        DlqEntry {
+            dlq_id: format!("dlq-{n:032x}"),
+            created_at: 1_700_000_000_000 + n,
+            expires_at: 1_700_600_000_000 + n,
+            source_topic: "workflow.failures".into(),
+            source_partition: 3,
+            source_offset: n,
+            event: Some(FailureEvent {
+                event_id: format!("e-{n}"),
+                workflow_run_id: format!("wfr_{n}"),
+                workflow_url: format!("https://app.example.com/api/{}", n % 7),
+                workflow_created_at: -n,
+                caller_ip: "10.0.0.1".into(),
+                labels: vec!["a".into(), format!("l-{}", n % 3), "ünï".into()],
+                flow_control: Some(FlowControl {
+                    key: format!("fc-{n}"),
+                    ..Default::default()
+                }),
+                failure_callback: "https://cb.example.com".into(),
+                failure_callback_info: Some(FailureCallbackInfo {
+                    state: State::CallbackFail as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Reads `raw` both ways and compares.
+    fn agrees_with_prost(raw: &[u8]) {
+        let decoded = DlqEntry::decode(raw).unwrap();
+        assert_eq!(IndexKeys::read(raw).unwrap(), IndexKeys::of(&decoded));
+    }
+
+    #[test]
+    fn reads_what_prost_decodes_from_the_same_bytes() {
+        for n in [0, 1, 42, 9_999_999] {
+            agrees_with_prost(&full_entry(n).encode_to_vec());
+        }
+        let empty = DlqEntry::default().encode_to_vec();
+        assert_eq!(IndexKeys::read(&empty).unwrap(), IndexKeys::default());
+    }
+
+    #[test]
+    fn a_repeated_event_merges_as_protobuf_does() {
+        // Two encodings of the event field back to back: protobuf merges them.
+        let mut raw = full_entry(1).encode_to_vec();
+        let second = DlqEntry {
+            event: Some(FailureEvent {
+                workflow_url: "https://later.example.com".into(),
+                labels: vec!["more".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        raw.extend(second.encode_to_vec());
+        agrees_with_prost(&raw);
+        assert_eq!(
+            IndexKeys::read(&raw).unwrap().workflow_url,
+            "https://later.example.com"
+        );
+        assert_eq!(IndexKeys::read(&raw).unwrap().labels.len(), 4);
+    }
+
+    #[test]
+    fn malformed_bytes_are_an_error_never_a_panic() {
+        let raw = full_entry(7).encode_to_vec();
+        for cut in 0..raw.len() {
+            let prost_ok = DlqEntry::decode(&raw[..cut]).is_ok();
+            let ours = IndexKeys::read(&raw[..cut]);
+            if prost_ok {
+                assert!(ours.is_ok(), "cut at {cut}: prost decodes, we refuse");
+            }
+        }
+        let mut bad_utf8 = DlqEntry {
+            dlq_id: "dlq-x".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let at = bad_utf8.len() - 1;
+        bad_utf8[at] = 0xff;
+        assert!(IndexKeys::read(&bad_utf8).is_err());
+        assert!(IndexKeys::read(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+}
