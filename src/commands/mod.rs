@@ -349,13 +349,27 @@ impl Pipeline<'_> {
         }
     }
 
+    /// Commits the open transaction before a wait for a reader to reach a partition's end:
+    /// that end counts our own open records too, which no reader passes until they are
+    /// committed. Called only where the open transaction holds complete work (between
+    /// records, or with every action's outcome already written).
+    fn commit_open(&mut self, t: &mut TxnBatch) -> Result<(), CommandError> {
+        if t.is_open() {
+            t.commit(self.consumer)?;
+            self.staged.clear();
+            self.processed_staged.clear();
+        }
+        Ok(())
+    }
+
     /// Before deciding on entries of `partition` for the first time since we own it, wait
     /// until the view holds everything written there before (e.g. by the previous owner),
     /// including what a transaction still open then turned out to be.
-    fn ensure_fresh(&mut self, partition: i32) -> Result<(), CommandError> {
+    fn ensure_fresh(&mut self, partition: i32, t: &mut TxnBatch) -> Result<(), CommandError> {
         if self.fresh.contains(&partition) {
             return Ok(());
         }
+        self.commit_open(t)?;
         let store = &self.w.cfg.topics.store;
         let (_, end) = self
             .ends
@@ -412,7 +426,12 @@ impl Pipeline<'_> {
     /// (Up to the stable end only was not enough: behind a killed instance's open transaction
     /// the ledger missed outcomes whose tombstones the view already showed, and a re-read bulk
     /// command under-counted what it matched.)
-    fn ensure_ledger_fresh(&mut self, command_id: &str) -> Result<(), CommandError> {
+    fn ensure_ledger_fresh(
+        &mut self,
+        command_id: &str,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
+        self.commit_open(t)?;
         let results = self.w.cfg.topics.results.clone();
         let md = self
             .consumer
@@ -496,7 +515,7 @@ impl Pipeline<'_> {
         partition: i32,
         t: &mut TxnBatch,
     ) -> Result<(), CommandError> {
-        self.ensure_fresh(partition)?;
+        self.ensure_fresh(partition, t)?;
         let Some(mut entry) = self.current(&report.dlq_id) else {
             tracing::info!(
                 dlq_id = report.dlq_id,
@@ -585,7 +604,7 @@ impl Pipeline<'_> {
         if let Selection::Ids(ids) = &valid.selection {
             if ids.len() == 1 && partition_for(ids[0].as_bytes(), self.partitions) == m.partition()
             {
-                self.ensure_fresh(m.partition())?;
+                self.ensure_fresh(m.partition(), t)?;
                 let item = self.act(&cmd, action, &ids[0], t)?;
                 let ok = item.status == Status::Ok as i32;
                 self.send_final(&cmd, vec![item], 1, i64::from(ok), i64::from(!ok), t)?;
@@ -604,7 +623,7 @@ impl Pipeline<'_> {
         // comes first and the ledger is read up to the end after it: an entry acted on in
         // between is then in the snapshot or in the ledger, never in neither.
         let snapshot = self.resolve(&valid.selection);
-        self.ensure_ledger_fresh(&cmd.command_id)?;
+        self.ensure_ledger_fresh(&cmd.command_id, t)?;
         let done_before = self.w.ledger.item_ids(&cmd.command_id);
         let ids: Vec<String> = snapshot
             .into_iter()
@@ -710,7 +729,7 @@ impl Pipeline<'_> {
             }
         };
         for id in ids {
-            self.ensure_fresh(partition_for(id.as_bytes(), self.partitions))?;
+            self.ensure_fresh(partition_for(id.as_bytes(), self.partitions), t)?;
             let item = self.act(cmd, action, &id, t)?;
             let mut progress = self.result(cmd, vec![item], 0, false);
             progress.command_id = parent.to_string();
@@ -983,7 +1002,12 @@ impl Pipeline<'_> {
                 };
                 let partition = partition_for(id.as_bytes(), self.partitions);
                 if owned.contains(&partition) {
-                    self.ensure_fresh(partition)?;
+                    if !self.fresh.contains(&partition) && !acted.is_empty() {
+                        // The wait commits: what was acted on so far gets its outcome first.
+                        let progress = self.result(&cmd, std::mem::take(&mut acted), 0, false);
+                        self.send_result_record(progress, t)?;
+                    }
+                    self.ensure_fresh(partition, t)?;
                     acted.push(self.act(&cmd, action, &id, t)?);
                     t.add_work(1);
                     self.jobs[i].sent += 1;
