@@ -498,7 +498,7 @@ async fn listed(http: &reqwest::Client, base: &str) -> Option<HashSet<String>> {
 
 struct Instance {
     name: String,
-    child: Child,
+    child: common::ChildGuard,
     base: String,
 }
 

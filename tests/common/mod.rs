@@ -523,7 +523,31 @@ pub fn serve_command(cfg: &Config) -> Command {
     cmd
 }
 
-pub fn spawn_binary(cfg: &Config) -> (Child, String) {
+/// A child service process, SIGKILLed and reaped when dropped: a test that fails midway
+/// leaves no instance running behind it.
+pub struct ChildGuard(Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn spawn_binary(cfg: &Config) -> (ChildGuard, String) {
     // DLQ_TEST_LOG_DIR=<dir> keeps each instance's logs (appended, one file per instance id)
     // for a failure to be read afterwards; they are dropped otherwise.
     let logs = match std::env::var_os("DLQ_TEST_LOG_DIR") {
@@ -556,7 +580,7 @@ pub fn spawn_binary(cfg: &Config) -> (Child, String) {
             break;
         }
     }
-    (child, base)
+    (ChildGuard(child), base)
 }
 
 pub async fn status_entries(http: &reqwest::Client, base: &str) -> Option<u64> {
