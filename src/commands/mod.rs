@@ -370,21 +370,36 @@ impl Pipeline<'_> {
             return Ok(());
         }
         self.commit_open(t)?;
-        let store = &self.w.cfg.topics.store;
+        let view = &self.w.view;
+        self.wait_for_end(
+            &self.w.cfg.topics.store,
+            partition,
+            || view.position(partition),
+            |want| CommandError::ViewBehind { partition, want },
+        )?;
+        self.fresh.insert(partition);
+        Ok(())
+    }
+
+    /// Waits, within [`CATCH_UP_BOUND`], until a reader's `position` on `partition` of `topic`
+    /// reaches the partition's end now, open transactions included (see `ends`).
+    fn wait_for_end(
+        &self,
+        topic: &str,
+        partition: i32,
+        position: impl Fn() -> i64,
+        behind: impl FnOnce(i64) -> CommandError,
+    ) -> Result<(), CommandError> {
         let (_, end) = self
             .ends
-            .fetch_watermarks(store, partition, Duration::from_secs(10))?;
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))?;
         let deadline = Instant::now() + CATCH_UP_BOUND;
-        while self.w.view.position(partition) < end {
+        while position() < end {
             if Instant::now() > deadline {
-                return Err(CommandError::ViewBehind {
-                    partition,
-                    want: end,
-                });
+                return Err(behind(end));
             }
             thread::sleep(Duration::from_millis(5));
         }
-        self.fresh.insert(partition);
         Ok(())
     }
 
@@ -445,20 +460,13 @@ impl Pipeline<'_> {
             return Ok(());
         }
         let partition = partition_for(command_id.as_bytes(), count);
-        let (_, high) = self
-            .ends
-            .fetch_watermarks(&results, partition, Duration::from_secs(10))?;
-        let deadline = Instant::now() + CATCH_UP_BOUND;
-        while self.w.ledger.position(partition) < high {
-            if Instant::now() > deadline {
-                return Err(CommandError::LedgerBehind {
-                    partition,
-                    want: high,
-                });
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        Ok(())
+        let ledger = &self.w.ledger;
+        self.wait_for_end(
+            &results,
+            partition,
+            || ledger.position(partition),
+            |want| CommandError::LedgerBehind { partition, want },
+        )
     }
 
     fn handle(&mut self, m: &BorrowedMessage<'_>, t: &mut TxnBatch) -> Result<(), CommandError> {

@@ -16,8 +16,6 @@ pub enum KeysError {
 
 use KeysError::Malformed;
 
-use crate::wire::pb::DlqEntry;
-
 /// `DlqEntry` fields (dlq.proto).
 mod entry {
     pub const DLQ_ID: u32 = 1;
@@ -123,29 +121,6 @@ fn varint(v: Value<'_>) -> Result<u64, KeysError> {
 }
 
 impl<'a> IndexKeys<'a> {
-    /// The index fields of an entry already decoded.
-    pub fn of(e: &'a DlqEntry) -> IndexKeys<'a> {
-        let ev = e.event.as_ref();
-        IndexKeys {
-            dlq_id: &e.dlq_id,
-            created_at: e.created_at,
-            expires_at: e.expires_at,
-            workflow_run_id: ev.map_or("", |v| &v.workflow_run_id),
-            workflow_url: ev.map_or("", |v| &v.workflow_url),
-            workflow_created_at: ev.map_or(0, |v| v.workflow_created_at),
-            caller_ip: ev.map_or("", |v| &v.caller_ip),
-            labels: ev.map_or(Vec::new(), |v| {
-                v.labels.iter().map(String::as_str).collect()
-            }),
-            flow_control_key: ev
-                .and_then(|v| v.flow_control.as_ref())
-                .map_or("", |f| &f.key),
-            callback_state: ev
-                .and_then(|v| v.failure_callback_info.as_ref())
-                .map_or(0, |i| i.state),
-        }
-    }
-
     /// Reads the index fields of a protobuf-encoded `DlqEntry`; other fields are skipped.
     pub fn read(raw: &'a [u8]) -> Result<IndexKeys<'a>, KeysError> {
         let mut k = IndexKeys::default();
@@ -195,7 +170,7 @@ mod tests {
 
     use super::*;
     use crate::wire::pb::{
-        failure_callback_info::State, FailureCallbackInfo, FailureEvent, FlowControl,
+        failure_callback_info::State, DlqEntry, FailureCallbackInfo, FailureEvent, FlowControl,
     };
 
     fn full_entry(n: i64) -> DlqEntry {
@@ -227,10 +202,33 @@ mod tests {
         }
     }
 
+    /// The index fields of an entry prost decoded: the oracle `read` is checked against.
+    fn of(e: &DlqEntry) -> IndexKeys<'_> {
+        let ev = e.event.as_ref();
+        IndexKeys {
+            dlq_id: &e.dlq_id,
+            created_at: e.created_at,
+            expires_at: e.expires_at,
+            workflow_run_id: ev.map_or("", |v| &v.workflow_run_id),
+            workflow_url: ev.map_or("", |v| &v.workflow_url),
+            workflow_created_at: ev.map_or(0, |v| v.workflow_created_at),
+            caller_ip: ev.map_or("", |v| &v.caller_ip),
+            labels: ev.map_or(Vec::new(), |v| {
+                v.labels.iter().map(String::as_str).collect()
+            }),
+            flow_control_key: ev
+                .and_then(|v| v.flow_control.as_ref())
+                .map_or("", |f| &f.key),
+            callback_state: ev
+                .and_then(|v| v.failure_callback_info.as_ref())
+                .map_or(0, |i| i.state),
+        }
+    }
+
     /// Reads `raw` both ways and compares.
     fn agrees_with_prost(raw: &[u8]) {
         let decoded = DlqEntry::decode(raw).unwrap();
-        assert_eq!(IndexKeys::read(raw).unwrap(), IndexKeys::of(&decoded));
+        assert_eq!(IndexKeys::read(raw).unwrap(), of(&decoded));
     }
 
     #[test]
