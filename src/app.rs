@@ -58,6 +58,8 @@ pub enum ServiceError {
     Thread(#[from] std::io::Error),
     #[error("the service task failed: {0}")]
     Task(String),
+    #[error("{0}; exiting so the process is restarted (the topics hold every state)")]
+    WorkerDead(String),
 }
 
 /// A running service. Stop it with [`Service::stop`]; [`Service::wait`] ends on a fatal error.
@@ -266,6 +268,7 @@ async fn run(
 
     let threads: Vec<thread::JoinHandle<()>> = vec![
         reader::spawn(
+            health.register("store-reader"),
             conn.clone(),
             cfg.topics.store.clone(),
             view.clone(),
@@ -276,16 +279,16 @@ async fn run(
             conn: conn.clone(),
             view: view.clone(),
         }
-        .spawn(shutdown.clone())?,
+        .spawn(health.register("ingest"), shutdown.clone())?,
         kafka::tail::spawn(
-            "command-ledger",
+            health.register("command-ledger"),
             conn.clone(),
             cfg.topics.results.clone(),
             LedgerSink(ledger.clone()),
             shutdown.clone(),
         )?,
         Commands::new(cfg.clone(), conn.clone(), view.clone(), ledger.clone())
-            .spawn(shutdown.clone())?,
+            .spawn(health.register("commands"), shutdown.clone())?,
     ];
     let guard = tokio::spawn(
         StoreGuard {
@@ -326,7 +329,23 @@ async fn run(
         shutdown.clone(),
     ));
 
-    shutdown.cancelled().await;
+    // Until shutdown, or until a worker dies for good: then everything stops in order and the
+    // process exits non-zero (a fresh process restarts from the topics).
+    let mut fatal = None;
+    let mut watch = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = watch.tick() => {
+                if let Some(why) = health.fatal() {
+                    tracing::error!(why, "a worker cannot be restarted; stopping the service");
+                    fatal = Some(why);
+                    shutdown.cancel();
+                    break;
+                }
+            }
+        }
+    }
     let _ = tokio::join!(guard, sweeper, lag, reachability);
     // Worker threads notice the token within one poll interval, then commit and close.
     let _ = tokio::task::spawn_blocking(move || {
@@ -335,7 +354,10 @@ async fn run(
         }
     })
     .await;
-    Ok(())
+    match fatal {
+        Some(why) => Err(ServiceError::WorkerDead(why)),
+        None => Ok(()),
+    }
 }
 
 async fn wait_for_kafka(

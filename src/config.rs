@@ -55,7 +55,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// Topic names (DESIGN §2). Configurable so several deployments can share a cluster.
+/// Topic names (docs/design.md §2). Configurable so several deployments can share a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Topics {
     pub failures: String,
@@ -80,7 +80,7 @@ impl Default for Topics {
 }
 
 impl Topics {
-    /// Every topic with a short role name, in DESIGN §2 order.
+    /// Every topic with a short role name, in docs/design.md §2 order.
     pub fn all(&self) -> [(&'static str, &str); 6] {
         [
             ("failures", &self.failures),
@@ -130,6 +130,7 @@ pub struct Config {
     pub max_record_bytes: usize,
     pub txn_max_records: usize,
     pub txn_max_interval: Duration,
+    pub txn_max_bytes: usize,
     pub sweep_interval: Duration,
     pub guard_interval: Duration,
     pub kafka_connect_timeout: Duration,
@@ -153,8 +154,9 @@ impl Default for Config {
             output_encoding: OutputEncoding::Protobuf,
             log_format: LogFormat::Text,
             max_record_bytes: 1024 * 1024,
-            txn_max_records: 500,
+            txn_max_records: 50_000,
             txn_max_interval: Duration::from_millis(100),
+            txn_max_bytes: 16 * 1024 * 1024,
             sweep_interval: Duration::from_secs(30),
             guard_interval: Duration::from_secs(30),
             kafka_connect_timeout: Duration::from_secs(30),
@@ -373,6 +375,7 @@ impl Config {
                 pick!(txn_max_interval),
                 d.txn_max_interval,
             )?,
+            txn_max_bytes: d.txn_max_bytes,
             sweep_interval: dur("sweep_interval", pick!(sweep_interval), d.sweep_interval)?,
             guard_interval: dur("guard_interval", pick!(guard_interval), d.guard_interval)?,
             kafka_connect_timeout: dur(

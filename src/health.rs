@@ -1,14 +1,85 @@
-//! Readiness: Kafka reachable, the store view caught up, and the store topic trustworthy.
+//! Readiness: Kafka reachable, the store view caught up, the store topic trustworthy, and every
+//! worker alive and making progress.
+//!
+//! Each worker thread holds a [`Worker`] handle and calls [`Worker::beat`] on every turn of its
+//! loop (and inside every bounded wait). A worker whose last beat is older than [`STALL_AFTER`]
+//! is reported stalled; one that is restarting after an error is reported with the error; one
+//! that died for good (it kept panicking) is reported dead, and [`Health::fatal`] tells the
+//! service to exit non-zero so the orchestrator restarts the process — the topics are the truth,
+//! so a fresh process loses nothing.
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc, Mutex,
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicI64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
 };
 
 use crate::store::StoreView;
 
+/// A worker silent for this long is stalled. Longer than any single bounded call a worker makes
+/// between beats (a transaction commit: 30 s), and the waits that can last longer beat inside.
+pub const STALL_AFTER: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerStatus {
+    Running,
+    /// Between an error and the next start of its pipeline (with the error).
+    Restarting(String),
+    /// Gave up: it cannot be restarted (with why).
+    Dead(String),
+}
+
+struct WorkerState {
+    name: &'static str,
+    last_beat_ms: AtomicI64,
+    status: Mutex<WorkerStatus>,
+}
+
+/// A worker's line to health. Cheap to clone and to beat.
+#[derive(Clone)]
+pub struct Worker(Arc<WorkerState>);
+
+impl Worker {
+    /// A handle registered nowhere (for tests and tools that run a pipeline on their own).
+    pub fn detached(name: &'static str) -> Worker {
+        Worker(Arc::new(WorkerState {
+            name,
+            last_beat_ms: AtomicI64::new(crate::now_ms()),
+            status: Mutex::new(WorkerStatus::Running),
+        }))
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.0.name
+    }
+
+    /// The worker is alive and its loop turned.
+    pub fn beat(&self) {
+        self.0
+            .last_beat_ms
+            .store(crate::now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn set(&self, status: WorkerStatus) {
+        self.beat();
+        *lock(&self.0.status) = status;
+    }
+
+    pub fn status(&self) -> WorkerStatus {
+        lock(&self.0.status).clone()
+    }
+
+    fn silent_for(&self) -> Duration {
+        let ms = crate::now_ms() - self.0.last_beat_ms.load(Ordering::Relaxed);
+        Duration::from_millis(ms.max(0) as u64)
+    }
+}
+
 pub struct Health {
     view: Arc<StoreView>,
+    workers: Mutex<Vec<Worker>>,
     kafka_reachable: AtomicBool,
     /// A problem with the store topic's configuration (cleared once fixed).
     store_config_breach: Mutex<Option<String>>,
@@ -24,9 +95,47 @@ impl Health {
     pub fn new(view: Arc<StoreView>) -> Health {
         Health {
             view,
+            workers: Mutex::new(Vec::new()),
             kafka_reachable: AtomicBool::new(false),
             store_config_breach: Mutex::new(None),
             store_truncated: Mutex::new(None),
+        }
+    }
+
+    /// A new worker, watched from now on.
+    pub fn register(&self, name: &'static str) -> Worker {
+        let w = Worker::detached(name);
+        lock(&self.workers).push(w.clone());
+        w
+    }
+
+    /// Why the process must stop: a worker that cannot be restarted.
+    pub fn fatal(&self) -> Option<String> {
+        lock(&self.workers).iter().find_map(|w| match w.status() {
+            WorkerStatus::Dead(why) => Some(format!("worker `{}` stopped: {why}", w.name())),
+            _ => None,
+        })
+    }
+
+    fn worker_problems(&self, why: &mut Vec<String>) {
+        for w in lock(&self.workers).iter() {
+            match w.status() {
+                WorkerStatus::Dead(e) => why.push(format!("worker `{}` stopped: {e}", w.name())),
+                WorkerStatus::Restarting(e) => why.push(format!(
+                    "worker `{}` is restarting after an error: {e}",
+                    w.name()
+                )),
+                WorkerStatus::Running => {
+                    let silent = w.silent_for();
+                    if silent >= STALL_AFTER {
+                        why.push(format!(
+                            "worker `{}` has not made progress for {}s",
+                            w.name(),
+                            silent.as_secs()
+                        ));
+                    }
+                }
+            }
         }
     }
 
@@ -61,10 +170,48 @@ impl Health {
         if let Some(t) = lock(&self.store_truncated).as_ref() {
             why.push(format!("store topic integrity: {t}"));
         }
+        self.worker_problems(&mut why);
         if why.is_empty() {
             Ok(())
         } else {
             Err(why)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restarting_stalled_or_dead_worker_makes_the_service_unready_naming_it() {
+        let view = Arc::new(StoreView::new());
+        view.set_caught_up();
+        let health = Health::new(view);
+        health.set_kafka_reachable(true);
+        let ingest = health.register("ingest");
+        assert_eq!(health.readiness(), Ok(()));
+
+        ingest.set(WorkerStatus::Restarting("broker down".into()));
+        let why = health.readiness().unwrap_err();
+        assert!(
+            why[0].contains("`ingest`") && why[0].contains("broker down"),
+            "{why:?}"
+        );
+        assert_eq!(health.fatal(), None);
+
+        ingest.set(WorkerStatus::Running);
+        ingest
+            .0
+            .last_beat_ms
+            .store(crate::now_ms() - 61_000, Ordering::Relaxed);
+        let why = health.readiness().unwrap_err();
+        assert!(why[0].contains("has not made progress for 6"), "{why:?}");
+        ingest.beat();
+        assert_eq!(health.readiness(), Ok(()));
+
+        ingest.set(WorkerStatus::Dead("panicked 3 times".into()));
+        assert!(health.readiness().unwrap_err()[0].contains("stopped"));
+        assert!(health.fatal().is_some_and(|f| f.contains("`ingest`")));
     }
 }

@@ -23,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
+    health::Worker,
     kafka::{
         rejected,
-        txn::{lock, OutRecord, TxnBatch, TxnConsumerContext, TxnError},
+        txn::{lock, OutRecord, TxnBatch, TxnConsumerContext, TxnError, TxnLimits},
         KafkaConn,
     },
     metrics,
@@ -45,6 +46,11 @@ use crate::{
 const MAX_ERROR_MESSAGE: usize = 4096;
 const MAX_ID_LEN: usize = 512;
 const MAX_URL_LEN: usize = 4096;
+
+/// How long a poll waits when no transaction is open.
+const POLL_IDLE: Duration = Duration::from_millis(50);
+/// With a transaction open, a poll that finds nothing within this long commits it.
+pub const IDLE_COMMIT_AFTER: Duration = Duration::from_millis(1);
 
 /// Why an input record was rejected. `reason()` is the bounded label.
 #[derive(Debug, thiserror::Error)]
@@ -234,13 +240,21 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn spawn(self, shutdown: CancellationToken) -> std::io::Result<thread::JoinHandle<()>> {
-        crate::kafka::supervise("ingest", shutdown, move |shutdown| {
-            self.run_pipeline(shutdown)
+    pub fn spawn(
+        self,
+        worker: Worker,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<thread::JoinHandle<()>> {
+        crate::kafka::supervise(worker, shutdown, move |shutdown, worker| {
+            self.run_pipeline(shutdown, worker)
         })
     }
 
-    fn run_pipeline(&self, shutdown: &CancellationToken) -> Result<(), IngestError> {
+    fn run_pipeline(
+        &self,
+        shutdown: &CancellationToken,
+        worker: &Worker,
+    ) -> Result<(), IngestError> {
         let cfg = &self.cfg;
         let txn_id = format!("{}-ingest-{}", cfg.group_id, cfg.instance_id);
         let txn = Arc::new(Mutex::new(TxnBatch::new(&self.conn, &txn_id)?));
@@ -257,8 +271,10 @@ impl Ingest {
         );
 
         let encoding = Encoding::from(cfg.output_encoding);
+        let limits = TxnLimits::of(cfg);
         let mut recent: HashMap<String, Instant> = HashMap::new();
         loop {
+            worker.beat();
             if shutdown.is_cancelled() {
                 let mut t = lock(&txn);
                 let committed = t.commit(&consumer);
@@ -267,20 +283,27 @@ impl Ingest {
                 }
                 return Ok(());
             }
-            let polled = consumer.poll(Duration::from_millis(50));
+            // With a transaction open, a poll that finds nothing queued means the pipeline has
+            // caught up: commit now rather than at the interval (a trickle is stored at once).
+            let open = lock(&txn).is_open();
+            let polled = consumer.poll(if open { IDLE_COMMIT_AFTER } else { POLL_IDLE });
             if consumer.context().is_broken() {
                 return Err(IngestError::RebalanceCommit);
             }
             let mut t = lock(&txn);
-            match polled {
+            let idle = match polled {
                 Some(Ok(m)) => {
                     self.handle(&m, &mut t, &mut recent, encoding)?;
+                    false
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, "ingest consumer error"),
-                None => {}
-            }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "ingest consumer error");
+                    true
+                }
+                None => true,
+            };
             t.poll();
-            if t.due(cfg.txn_max_records, cfg.txn_max_interval) {
+            if t.full(&limits) || (idle && t.is_open()) {
                 t.commit(&consumer)?;
                 // Written ids the view has shown, or that are old, need no remembering.
                 if recent.len() > 10_000 {

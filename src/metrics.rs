@@ -1,5 +1,5 @@
-//! Every metric the service exports (DESIGN §7), named, described and bucketed in one place:
-//! [`CATALOGUE`]. `docs/metrics.md` is rendered from it (a test fails when the two differ;
+//! Every metric the service exports (docs/design.md §7), named, described and bucketed in one
+//! place: [`CATALOGUE`]. `docs/metrics.md` is rendered from it (a test fails when the two differ;
 //! `UPDATE_DOCS=1 cargo test --lib metrics` rewrites the file).
 //!
 //! Labels are low-cardinality: never a run id or a dlq id. Series whose label values are known
@@ -30,6 +30,12 @@ pub const COMMAND_LATENCY: &str = "dlq_command_latency_seconds";
 pub const TRANSACTIONS: &str = "dlq_transactions_total";
 pub const HTTP_REQUESTS: &str = "dlq_http_requests_total";
 pub const STORE_INTEGRITY_ERRORS: &str = "dlq_store_integrity_errors_total";
+pub const WORKER_RESTARTS: &str = "dlq_worker_restarts_total";
+
+/// The worker threads health watches (`crate::health::Worker`).
+pub const WORKERS: &[&str] = &["ingest", "commands", "store-reader", "command-ledger"];
+/// What the supervisor did after a worker failed.
+pub const WORKER_OUTCOMES: &[&str] = &["restarted", "given_up"];
 
 /// The bounded label values the code emits (documented in the catalogue, pre-created at zero).
 pub const ACTIONS: &[&str] = &["restart", "resume", "retry_failure_callback", "delete"];
@@ -263,6 +269,17 @@ pub const CATALOGUE: &[Def] = &[
         "Breaches of the store topic's integrity (retention set, records deleted, bad records).",
         &[],
     ),
+    def(
+        WORKER_RESTARTS,
+        Kind::Counter,
+        Unit::Count,
+        "Worker pipelines that failed, by worker and what followed: `restarted` from committed \
+         offsets, or `given_up` (it kept panicking; the process exits non-zero).",
+        &[
+            ("worker", Values::Fixed(WORKERS)),
+            ("outcome", Values::Fixed(WORKER_OUTCOMES)),
+        ],
+    ),
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -315,6 +332,11 @@ fn init_global_series() {
     let _ = histogram!(COMMAND_LATENCY);
     for outcome in TXN_OUTCOMES {
         counter!(TRANSACTIONS, "outcome" => *outcome).increment(0);
+    }
+    for worker in WORKERS {
+        for outcome in WORKER_OUTCOMES {
+            counter!(WORKER_RESTARTS, "worker" => *worker, "outcome" => *outcome).increment(0);
+        }
     }
     for kind in REPUBLISH_KINDS {
         counter!(REPUBLISHED, "kind" => *kind).increment(0);
@@ -520,6 +542,10 @@ pub fn catalogue_markdown() -> String {
         out.push_str(&format!("- `{}`: {b}, +Inf\n", d.name));
     }
     out
+}
+
+pub fn worker_restart(worker: &'static str, outcome: &'static str) {
+    counter!(WORKER_RESTARTS, "worker" => worker, "outcome" => outcome).increment(1);
 }
 
 pub fn transaction(outcome: &'static str) {

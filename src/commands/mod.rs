@@ -36,10 +36,11 @@ use self::{
 };
 use crate::{
     config::Config,
+    health::Worker,
     kafka::{
         partitioner::partition_for,
         rejected,
-        txn::{lock, OutRecord, TxnBatch, TxnConsumerContext, TxnError, TXN_TIMEOUT},
+        txn::{lock, OutRecord, TxnBatch, TxnConsumerContext, TxnError, TxnLimits, TXN_TIMEOUT},
         KafkaConn,
     },
     metrics,
@@ -185,13 +186,21 @@ impl Commands {
 
     /// Starts the worker; it consumes once the view and the ledger have caught up with their
     /// topics: a decision is only as good as the state it is made on.
-    pub fn spawn(self, shutdown: CancellationToken) -> std::io::Result<thread::JoinHandle<()>> {
-        crate::kafka::supervise("commands", shutdown, move |shutdown| {
-            self.run_pipeline(shutdown)
+    pub fn spawn(
+        self,
+        worker: Worker,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<thread::JoinHandle<()>> {
+        crate::kafka::supervise(worker, shutdown, move |shutdown, worker| {
+            self.run_pipeline(shutdown, worker)
         })
     }
 
-    fn run_pipeline(&self, shutdown: &CancellationToken) -> Result<(), CommandError> {
+    fn run_pipeline(
+        &self,
+        shutdown: &CancellationToken,
+        worker: &Worker,
+    ) -> Result<(), CommandError> {
         let cfg = &self.cfg;
         let txn_id = format!("{}-commands-{}", cfg.group_id, cfg.instance_id);
         // First fence our previous incarnation: its open transaction is aborted now, not at its
@@ -199,6 +208,7 @@ impl Commands {
         // and ledger can catch up.
         let txn = Arc::new(Mutex::new(TxnBatch::new(&self.conn, &txn_id)?));
         while !(self.view.is_caught_up() && self.ledger.is_caught_up()) {
+            worker.beat();
             if shutdown.is_cancelled() {
                 return Ok(());
             }
@@ -220,8 +230,10 @@ impl Commands {
             w: self,
             consumer: &consumer,
             ends: &ends,
+            worker,
             encoding: Encoding::from(cfg.output_encoding),
             partitions,
+            limits: TxnLimits::of(cfg),
             staged: HashMap::new(),
             jobs: Vec::new(),
             fresh: HashSet::new(),
@@ -230,6 +242,7 @@ impl Commands {
         };
         let mut last_tick = Instant::now();
         loop {
+            worker.beat();
             if shutdown.is_cancelled() {
                 // Dispatched sub-commands are kept; an unfinished bulk command is re-read.
                 if let Err(e) = lock(&txn).commit(&consumer) {
@@ -237,8 +250,15 @@ impl Commands {
                 }
                 return Ok(());
             }
-            let wait = if p.jobs.is_empty() { 50 } else { 5 };
-            let polled = consumer.poll(Duration::from_millis(wait));
+            // A paced bulk command needs the loop every few ms; an open transaction with no
+            // bulk command running is committed as soon as nothing more is queued.
+            let quiet = p.jobs.is_empty();
+            let wait = match (quiet, lock(&txn).is_open()) {
+                (false, _) => Duration::from_millis(5),
+                (true, true) => crate::ingest::IDLE_COMMIT_AFTER,
+                (true, false) => Duration::from_millis(50),
+            };
+            let polled = consumer.poll(wait);
             if consumer.context().is_broken() {
                 return Err(CommandError::RebalanceCommit);
             }
@@ -246,11 +266,17 @@ impl Commands {
                 p.rebalanced();
             }
             let mut t = lock(&txn);
-            match polled {
-                Some(Ok(m)) => p.handle(&m, &mut t)?,
-                Some(Err(e)) => tracing::warn!(error = %e, "command consumer error"),
-                None => {}
-            }
+            let idle = match polled {
+                Some(Ok(m)) => {
+                    p.handle(&m, &mut t)?;
+                    false
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "command consumer error");
+                    true
+                }
+                None => true,
+            };
             p.advance_jobs(&mut t)?;
             if last_tick.elapsed() >= Duration::from_millis(200) {
                 last_tick = Instant::now();
@@ -258,7 +284,7 @@ impl Commands {
                 self.prune_overlay();
             }
             t.poll();
-            if t.due(cfg.txn_max_records, cfg.txn_max_interval) {
+            if t.full(&p.limits) || (idle && quiet && p.jobs.is_empty() && t.is_open()) {
                 t.commit(&consumer)?;
                 p.staged.clear();
                 p.processed_staged.clear();
@@ -306,8 +332,10 @@ struct Pipeline<'a> {
     consumer: &'a BaseConsumer<TxnConsumerContext>,
     /// Asks where partitions end, open transactions included ([`KafkaConn::end_offsets_config`]).
     ends: &'a BaseConsumer,
+    worker: &'a Worker,
     encoding: Encoding,
     partitions: i32,
+    limits: TxnLimits,
     /// Writes of the open transaction (dropped with it).
     staged: HashMap<String, Written>,
     jobs: Vec<Job>,
@@ -333,6 +361,23 @@ impl Pipeline<'_> {
             .unwrap_or_default();
         // A revoked partition's bulk command is re-read by its new owner.
         self.jobs.retain(|j| assigned.contains(&j.partition));
+        // A partition is paused only while its bulk command is being fanned out. An assignment
+        // clears only librdkafka's own pause flag, not the application's
+        // (`rd_kafka_assignment_add`/`_remove` reset `RD_KAFKA_TOPPAR_F_LIB_PAUSE`), so a
+        // partition whose job was dropped (revoked or lost, then given back) stayed paused and
+        // its bulk command never resumed (a stall seen on a 3-node cluster): resume every
+        // assigned partition without a running job.
+        let mut resume = TopicPartitionList::new();
+        for p in assigned {
+            if !self.jobs.iter().any(|j| j.partition == p) {
+                resume.add_partition(&self.w.cfg.topics.commands, p);
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(e) = self.consumer.resume(&resume) {
+                tracing::warn!(error = %e, "resuming assigned command partitions failed");
+            }
+        }
     }
 
     /// The entry as this instance knows it: its own uncommitted and committed writes first.
@@ -395,6 +440,7 @@ impl Pipeline<'_> {
             .fetch_watermarks(topic, partition, Duration::from_secs(10))?;
         let deadline = Instant::now() + CATCH_UP_BOUND;
         while position() < end {
+            self.worker.beat();
             if Instant::now() > deadline {
                 return Err(behind(end));
             }
@@ -994,7 +1040,6 @@ impl Pipeline<'_> {
             .assignment()
             .map(|a| a.elements().iter().map(|e| e.partition()).collect())
             .unwrap_or_default();
-        let budget = self.w.cfg.txn_max_records;
         let mut i = 0;
         while i < self.jobs.len() {
             let due = {
@@ -1004,7 +1049,7 @@ impl Pipeline<'_> {
             // A full transaction is committed first (by the caller), then dispatch goes on.
             let (cmd, action) = (self.jobs[i].cmd.clone(), self.jobs[i].action);
             let mut acted = Vec::new();
-            while self.jobs[i].sent < due && t.records() < budget {
+            while self.jobs[i].sent < due && !t.full(&self.limits) {
                 let Some(id) = self.jobs[i].ids.pop_front() else {
                     break;
                 };

@@ -1,4 +1,4 @@
-//! The Upstash Workflow DLQ dialect (DESIGN §5): list and read entries, and the actions —
+//! The Upstash Workflow DLQ dialect (docs/design.md §5): list and read entries, and the actions —
 //! restart, resume, re-run the failure callback, delete. Every action is a `RecoveryCommand`
 //! written to the command topic; the handler answers once its result is in.
 

@@ -1,5 +1,6 @@
-//! The HTTP listener: health, metrics, status, and the Upstash Workflow DLQ dialect (DESIGN §5).
-//! Every route but `/healthz`, `/readyz` and `/metrics` needs `Authorization: Bearer <token>`.
+//! The HTTP listener: health, metrics, status, and the Upstash Workflow DLQ dialect
+//! (docs/design.md §5). Every route but `/healthz`, `/readyz` and `/metrics` needs
+//! `Authorization: Bearer <token>`.
 
 mod auth;
 pub mod dlq;

@@ -175,42 +175,95 @@ impl KafkaConn {
     }
 }
 
-/// Runs a pipeline on its own thread until `shutdown`, rebuilding it after any error with a
-/// growing pause (0.5 s … 10 s): a fresh pipeline restarts from committed offsets.
+/// Consecutive panics after which a worker is given up (a run that lasted [`SETTLED`] resets
+/// the count). A panic is a bug, not weather: retrying forever would hide it behind a service
+/// that looks alive.
+const MAX_PANICS: u32 = 3;
+/// A run this long counts as healthy again.
+const SETTLED: Duration = Duration::from_secs(60);
+
+/// Runs a pipeline on its own thread until `shutdown`, and is the one place a worker is
+/// restarted. An error (Kafka going away, a failed commit) rebuilds the pipeline after a growing
+/// pause (0.5 s … 10 s); a fresh pipeline restarts from committed offsets. A panic is retried
+/// too, but after [`MAX_PANICS`] in a row the worker is reported dead and stops, and the
+/// service exits non-zero ([`crate::health::Health::fatal`]). `worker` tells health how it is.
 pub fn supervise<E: std::fmt::Display>(
-    name: &str,
+    worker: crate::health::Worker,
     shutdown: tokio_util::sync::CancellationToken,
-    mut run: impl FnMut(&tokio_util::sync::CancellationToken) -> Result<(), E> + Send + 'static,
+    mut run: impl FnMut(&tokio_util::sync::CancellationToken, &crate::health::Worker) -> Result<(), E>
+        + Send
+        + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let label = name.to_string();
+    use crate::health::WorkerStatus;
+    let label = worker.name();
     // Threads don't inherit the current span: the pipeline's span names it as its parent.
     let parent = tracing::Span::current();
     std::thread::Builder::new()
-        .name(label.clone())
+        .name(label.to_string())
         .spawn(move || {
             let _span =
                 tracing::info_span!(parent: &parent, "pipeline", pipeline = %label).entered();
             let mut backoff = Duration::from_millis(500);
+            let mut panics = 0;
             while !shutdown.is_cancelled() {
-                match run(&shutdown) {
-                    Ok(()) => break,
-                    Err(e) => {
-                        let error = redact(&e.to_string());
-                        tracing::error!(
-                            pipeline = label,
-                            error,
-                            "pipeline failed; restarting from committed offsets"
-                        );
-                        let until = std::time::Instant::now() + backoff;
-                        while std::time::Instant::now() < until && !shutdown.is_cancelled() {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
+                worker.set(WorkerStatus::Running);
+                let started = std::time::Instant::now();
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    fault_hook(label);
+                    run(&shutdown, &worker)
+                }));
+                if started.elapsed() >= SETTLED {
+                    panics = 0;
+                    backoff = Duration::from_millis(500);
                 }
+                let error = match outcome {
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) => redact(&e.to_string()),
+                    Err(panic) => {
+                        panics += 1;
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic".into());
+                        if panics >= MAX_PANICS {
+                            let why = format!("panicked {panics} times in a row, last: {what}");
+                            tracing::error!(pipeline = label, why, "worker given up");
+                            crate::metrics::worker_restart(label, "given_up");
+                            worker.set(WorkerStatus::Dead(why));
+                            return;
+                        }
+                        format!("panicked: {what}")
+                    }
+                };
+                tracing::error!(
+                    pipeline = label,
+                    error,
+                    "pipeline failed; restarting from committed offsets"
+                );
+                crate::metrics::worker_restart(label, "restarted");
+                worker.set(WorkerStatus::Restarting(error));
+                let until = std::time::Instant::now() + backoff;
+                while std::time::Instant::now() < until && !shutdown.is_cancelled() {
+                    worker.beat();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         })
 }
+
+/// Test-only fault injection, compiled into debug builds only: `DLQ_TEST_PANIC_WORKER=ingest`
+/// makes every start of that worker panic (the dead-worker test drives it).
+#[cfg(debug_assertions)]
+fn fault_hook(worker: &str) {
+    if std::env::var("DLQ_TEST_PANIC_WORKER").is_ok_and(|w| w == worker) {
+        panic!("fault injected by DLQ_TEST_PANIC_WORKER");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn fault_hook(_worker: &str) {}
 
 /// Asks the cluster for its metadata: the cheapest proof that it is reachable.
 pub fn probe(conn: &KafkaConn, timeout: Duration) -> Result<usize, rdkafka::error::KafkaError> {

@@ -20,6 +20,7 @@ use rdkafka::{
 use tokio_util::sync::CancellationToken;
 
 use super::KafkaConn;
+use crate::health::Worker;
 
 /// How often positions are read while records flow.
 const POSITIONS_EVERY: Duration = Duration::from_millis(20);
@@ -32,35 +33,20 @@ pub trait TailSink: Send + 'static {
     fn caught_up(&mut self) {}
 }
 
-/// Starts tailing `topic` into `sink`; the thread stops when `shutdown` is cancelled. A failed
-/// consumer is rebuilt and reads from the beginning again (applying a record twice is harmless
-/// for a last-write-wins view).
+/// Starts tailing `topic` into `sink` under [`super::supervise`]; the thread stops when
+/// `shutdown` is cancelled. A failed consumer is rebuilt and reads from the beginning again
+/// (applying a record twice is harmless for a last-write-wins view).
 pub fn spawn<S: TailSink>(
-    name: &str,
+    worker: Worker,
     conn: KafkaConn,
     topic: String,
     mut sink: S,
     shutdown: CancellationToken,
 ) -> std::io::Result<thread::JoinHandle<()>> {
-    let parent = tracing::Span::current();
-    let label = name.to_string();
-    thread::Builder::new().name(name.into()).spawn(move || {
-        let _span =
-            tracing::info_span!(parent: &parent, "tail", tail = %label, topic = %topic).entered();
-        let mut caught_up = false;
-        while !shutdown.is_cancelled() {
-            match tail(&conn, &topic, &mut sink, &mut caught_up, &shutdown) {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(
-                        topic,
-                        error = super::redact(&e.to_string()),
-                        "tailing failed; retrying"
-                    );
-                    thread::sleep(Duration::from_secs(1));
-                }
-            }
-        }
+    let mut caught_up = false;
+    super::supervise(worker, shutdown, move |shutdown, worker| {
+        let _span = tracing::info_span!("tail", topic = %topic).entered();
+        tail(&conn, &topic, &mut sink, &mut caught_up, shutdown, worker)
     })
 }
 
@@ -70,6 +56,7 @@ fn tail<S: TailSink>(
     sink: &mut S,
     caught_up: &mut bool,
     shutdown: &CancellationToken,
+    worker: &Worker,
 ) -> Result<(), KafkaError> {
     let consumer: BaseConsumer = conn.reader_config().create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
@@ -102,6 +89,7 @@ fn tail<S: TailSink>(
     );
     let mut positions_read = Instant::now();
     while !shutdown.is_cancelled() {
+        worker.beat();
         let idle = match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 sink.record(&m);

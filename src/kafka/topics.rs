@@ -1,4 +1,4 @@
-//! Creates the topics of DESIGN §2 when missing, with the configuration each role needs.
+//! Creates the topics of docs/design.md §2 when missing, with the configuration each role needs.
 
 use std::time::Duration;
 
@@ -50,8 +50,8 @@ pub fn topic_max_message_bytes(max_record: usize) -> usize {
     2 * max_record + 64 * 1024
 }
 
-/// Every topic of DESIGN §2. The store and the command topic share a partition count so that a
-/// command for a `dlqId` lands on the partition whose store entries the same instance owns.
+/// Every topic of docs/design.md §2. The store and the command topic share a partition count so
+/// that a command for a `dlqId` lands on the partition whose store entries the same instance owns.
 pub fn topic_specs(cfg: &Config) -> Vec<TopicSpec> {
     let t = &cfg.topics;
     let max = topic_max_message_bytes(max_message_bytes(cfg)).to_string();

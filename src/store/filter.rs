@@ -1,4 +1,4 @@
-//! `Filter` (DESIGN §3) compiled for matching, and the opaque list cursor.
+//! `Filter` (docs/design.md §3) compiled for matching, and the opaque list cursor.
 //! Several values of one field: OR; several fields: AND; an empty field matches everything.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};

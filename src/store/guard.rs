@@ -1,7 +1,7 @@
-//! The store guard (DESIGN §4): the store is only as safe as its topic. On start and every
-//! `guard_interval` it checks that the topic is compacted with no time or size retention, and
-//! that no partition's log start offset has passed an entry the view still holds. A breach is
-//! logged loudly, counted in `dlq_store_integrity_errors_total` and fails `/readyz`.
+//! The store guard (docs/design.md §4): the store is only as safe as its topic. On start and every
+//! `guard_interval` it checks that the topic is compacted with no time or size retention, and that
+//! no partition's log start offset has passed an entry the view still holds. A breach is logged
+//! loudly, counted in `dlq_store_integrity_errors_total` and fails `/readyz`.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 

@@ -15,6 +15,7 @@ use crate::{
 
 /// Starts the store reader on its own thread; it stops when `shutdown` is cancelled.
 pub fn spawn(
+    worker: crate::health::Worker,
     conn: KafkaConn,
     topic: String,
     view: Arc<StoreView>,
@@ -24,7 +25,7 @@ pub fn spawn(
         view,
         started: Instant::now(),
     };
-    tail::spawn("store-reader", conn, topic, sink, shutdown)
+    tail::spawn(worker, conn, topic, sink, shutdown)
 }
 
 struct StoreSink {

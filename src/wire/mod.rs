@@ -1,5 +1,5 @@
-//! Wire contracts: the `workflow.dlq.v1` protobuf messages (DESIGN §3), their canonical proto3
-//! JSON mapping, the record codec and the deterministic ids derived from them.
+//! Wire contracts: the `workflow.dlq.v1` protobuf messages (docs/design.md §3), their canonical
+//! proto3 JSON mapping, the record codec and the deterministic ids derived from them.
 
 pub mod codec;
 pub mod ids;

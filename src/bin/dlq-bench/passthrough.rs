@@ -1,6 +1,7 @@
-//! The baselines: a bare rdkafka consume → produce passthrough with the service's batching
-//! (500 records or 100 ms per transaction) and no decoding — the limit the broker and client
-//! set — with and without transactions; and a bare read of a topic.
+//! The baselines: a bare rdkafka consume → produce passthrough with no decoding, with and without
+//! transactions — without them it is the physical limit the broker and client set; with them it
+//! commits the way the service does (at its records / bytes / interval limits, or as soon as
+//! nothing more is queued, draining deliveries first) — and a bare read of a topic.
 //!
 //! Diagnostics (environment): `BENCH_TRACE=1` prints each transaction's flush / offsets /
 //! commit time, `BENCH_FLUSH_FIRST=1` flushes before committing (to see where the time goes),
@@ -27,6 +28,7 @@ pub struct Passthrough<'a> {
     pub records: u64,
     pub transactional: bool,
     pub max_records: usize,
+    pub max_bytes: usize,
     pub max_interval: Duration,
 }
 
@@ -90,6 +92,11 @@ impl Passthrough<'_> {
                 if std::env::var_os("BENCH_FLUSH_FIRST").is_some() {
                     p.flush(Duration::from_secs(30)).expect("flush");
                 }
+                // As the service does (src/kafka/txn.rs): deliveries drained before the commit,
+                // or rust-rdkafka's flush rounds the commit up to a 100 ms poll slice.
+                while p.in_flight_count() > 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 let t0 = Instant::now();
                 if std::env::var_os("BENCH_NO_OFFSETS").is_none() {
                     p.send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))
@@ -111,14 +118,22 @@ impl Passthrough<'_> {
                 c.commit(&tpl, CommitMode::Async).expect("commit");
             }
         };
+        let mut batch_bytes = 0usize;
         while moved < self.records {
-            if let Some(m) = c.poll(Duration::from_millis(20)) {
+            let polled = c.poll(if in_batch > 0 {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(20)
+            });
+            let idle = polled.is_none();
+            if let Some(m) = polled {
                 let m = m.expect("consume");
                 first.get_or_insert_with(Instant::now);
                 let mut rec = BaseRecord::to(self.output).payload(m.payload().unwrap_or_default());
                 if let Some(k) = m.key() {
                     rec = rec.key(k);
                 }
+                batch_bytes += m.payload_len() + m.key().map_or(0, <[u8]>::len);
                 crate::data::send_blocking(&p, rec);
                 next.insert(m.partition(), m.offset() + 1);
                 moved += 1;
@@ -127,11 +142,13 @@ impl Passthrough<'_> {
                 }
                 in_batch += 1;
             }
-            if in_batch > 0
-                && (in_batch >= self.max_records || batch_started.elapsed() >= self.max_interval)
-            {
+            let full = in_batch >= self.max_records
+                || batch_bytes >= self.max_bytes
+                || batch_started.elapsed() >= self.max_interval;
+            if in_batch > 0 && (full || (idle && self.transactional)) {
                 commit(&next, &p);
                 in_batch = 0;
+                batch_bytes = 0;
             }
         }
         if in_batch > 0 {

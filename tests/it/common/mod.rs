@@ -35,15 +35,17 @@ pub fn on_real_broker() -> bool {
     real_bootstrap().is_some()
 }
 
-/// Tests that need what only a real broker has (restarts, crashes, committed offsets, volume)
-/// say so and return when run on the embedded one.
+/// Tests that need what only a real broker has (restarts, crashes, committed offsets,
+/// compaction, volume) are `#[ignore = "needs a real Kafka broker …"]`, so plain `cargo test`
+/// reports them as ignored with the reason. First line of such a test: run with `--ignored` but without a real broker, it fails saying
+/// so (it would otherwise prove nothing and read as a pass).
 #[macro_export]
 macro_rules! real_broker_only {
     () => {
-        if !common::on_real_broker() {
-            eprintln!("needs the real broker (KAFKA_BOOTSTRAP); the embedded one can't show this");
-            return;
-        }
+        assert!(
+            common::on_real_broker(),
+            "this test needs the real broker: set KAFKA_BOOTSTRAP (deploy/dev/kafka.sh start)"
+        );
     };
 }
 
@@ -540,6 +542,12 @@ impl std::ops::DerefMut for ChildGuard {
     }
 }
 
+impl ChildGuard {
+    pub fn new(child: Child) -> ChildGuard {
+        ChildGuard(child)
+    }
+}
+
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -564,9 +572,7 @@ pub fn spawn_binary(cfg: &Config) -> (ChildGuard, String) {
     };
     let mut child = serve_command(cfg)
         .env("DLQ_API_TOKEN", TOKEN)
-        // Small transactions: a kill lands between and inside many of them.
-        .env("DLQ_TXN_MAX_RECORDS", "50")
-        .env("DLQ_TXN_MAX_INTERVAL", "20ms")
+        // The default transaction sizes: exactly-once must hold at the rates they give.
         .stdout(Stdio::piped())
         .stderr(logs)
         .spawn()

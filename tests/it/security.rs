@@ -2,7 +2,7 @@
 //! without it, the generated token, bounded requests, and Kafka credentials kept out of logs
 //! and `/v1/status`. Runs on both brokers.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -19,10 +19,10 @@ enum Auth {
     Open,
 }
 
-/// Every HTTP route of DESIGN §5 (`{id}` is replaced by a stored entry's id). Add new routes
-/// here: each `Required` one is checked to answer 401 to every bad credential below, and to
-/// leak nothing. Routes not served by this build yet (404 "no such route" / 405 with a valid
-/// token) are reported as pending and must still not succeed without a token.
+/// Every HTTP route of docs/design.md §5 (`{id}` is replaced by a stored entry's id). Add new
+/// routes here: each `Required` one is checked to answer 401 to every bad credential below, and to
+/// leak nothing. Routes not served by this build yet (404 "no such route" / 405 with a valid token)
+/// are reported as pending and must still not succeed without a token.
 const ROUTES: &[(&str, &str, Auth)] = &[
     ("GET", "/healthz", Auth::Open),
     ("GET", "/readyz", Auth::Open),

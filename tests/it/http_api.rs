@@ -2,7 +2,7 @@
 //! ones the answer names — exactly once on the executions topic — and every bad request gets
 //! its status and a message that says what is wrong.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 

@@ -1,7 +1,7 @@
 //! The `dlq` command line against a running service: list, restart by filter, delete all —
 //! and the runs it prints are exactly the ones republished.
 
-mod common;
+use crate::common;
 
 use std::{collections::HashSet, process::Command};
 

@@ -11,7 +11,7 @@
 //! Scale: `DLQ_SOAK_FAILURES` (20,000), `DLQ_SOAK_KILLS` (10), `DLQ_SOAK_SEED` (random,
 //! printed), `DLQ_SOAK_INSTANCE_FAILURES` (6,000 per round of the instances test).
 
-mod common;
+use crate::common;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -310,6 +310,7 @@ async fn entries_of(http: &reqwest::Client, base: &str) -> Option<u64> {
     status_entries(http, base).await
 }
 
+#[ignore = "needs a real Kafka broker (KAFKA_BOOTSTRAP); .ci/run runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_loop_kill9_during_ingest_and_bulk_commands_nothing_lost_nothing_run_twice() {
     real_broker_only!();
@@ -515,6 +516,7 @@ fn start_instance(cfg: &workflow_dlq::Config, name: &str) -> Instance {
     }
 }
 
+#[ignore = "needs a real Kafka broker (KAFKA_BOOTSTRAP); .ci/run runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_then_three_instances_one_killed_one_added_during_bulk_commands_exactly_once() {
     real_broker_only!();

@@ -1,7 +1,7 @@
-//! Wire contract specifications (DESIGN §3): every `workflow.dlq.v1` message survives binary
-//! protobuf and the canonical proto3 JSON mapping unchanged, the JSON shape is what producers in
-//! other languages write, bad input yields a typed `DecodeError` (never a panic), and the ids
-//! derived from messages are deterministic / unique.
+//! Wire contract specifications (docs/design.md §3): every `workflow.dlq.v1` message survives
+//! binary protobuf and the canonical proto3 JSON mapping unchanged, the JSON shape is what
+//! producers in other languages write, bad input yields a typed `DecodeError` (never a panic), and
+//! the ids derived from messages are deterministic / unique.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;

@@ -1,7 +1,7 @@
 //! The service skeleton: it comes up on its broker, creates its topics, answers status with a
 //! token and refuses without one, says clearly when Kafka is down, and stops on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{BufRead, BufReader},
@@ -188,4 +188,52 @@ fn serve_on_the_embedded_broker_prints_its_address_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit status {status}");
+}
+
+/// A worker that dies and cannot be restarted (here: the ingest worker panics on every start,
+/// through the debug-build fault hook) turns `/readyz` 503 naming it, then the process exits
+/// non-zero so the orchestrator restarts it — never "ready" with a dead pipeline.
+#[tokio::test]
+async fn a_dead_worker_turns_readyz_503_naming_it_then_the_process_exits_non_zero() {
+    let cfg = test_config();
+    let mut child = common::serve_command(&cfg)
+        .env("DLQ_API_TOKEN", TOKEN)
+        .env("DLQ_TEST_PANIC_WORKER", "ingest")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let base = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("HTTP API on ").map(str::to_string))
+        .expect("the HTTP address is printed");
+    let mut child = common::ChildGuard::new(child);
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut named = None;
+    while named.is_none() && started.elapsed() < Duration::from_secs(60) {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && body.contains("`ingest`") {
+                named = Some(body);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = named.expect("/readyz answered 503 naming the ingest worker");
+    assert!(body.contains("panicked"), "{body}");
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the process did not exit after its worker died"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "exit status {status}");
 }

@@ -1,0 +1,24 @@
+//! The integration suite, one binary (one link of librdkafka instead of fourteen), a module per
+//! area. Every test runs on the embedded broker, or on the real Apache Kafka named by
+//! `KAFKA_BOOTSTRAP` (`deploy/dev/kafka.sh`). Tests that need what only a real broker has, or
+//! node / python / prometheus, are `#[ignore = "…"]` with the reason, so plain `cargo test`
+//! reports them as skipped; `.ci/run` runs them (`-- --include-ignored`). The broker-restart
+//! test stops the broker, so `.ci/run` runs it alone (`--skip broker_restart` in the main pass).
+
+#[macro_use]
+mod common;
+
+mod api_fuzz;
+mod broker_restart;
+mod cli;
+mod commands;
+mod deploy;
+mod foundation;
+mod hostile;
+mod http_api;
+mod ingest;
+mod prometheus;
+mod sdk_compat;
+mod security;
+mod soak;
+mod wire_contracts;
