@@ -17,6 +17,7 @@ use crate::{
         Commands,
     },
     config::Config,
+    events::WorkerKind,
     health::Health,
     http::{self, AppState},
     ingest::Ingest,
@@ -268,7 +269,7 @@ async fn run(
 
     let threads: Vec<thread::JoinHandle<()>> = vec![
         reader::spawn(
-            health.register("store-reader"),
+            health.register(WorkerKind::StoreReader),
             conn.clone(),
             cfg.topics.store.clone(),
             view.clone(),
@@ -279,16 +280,16 @@ async fn run(
             conn: conn.clone(),
             view: view.clone(),
         }
-        .spawn(health.register("ingest"), shutdown.clone())?,
+        .spawn(health.register(WorkerKind::Ingest), shutdown.clone())?,
         kafka::tail::spawn(
-            health.register("command-ledger"),
+            health.register(WorkerKind::CommandLedger),
             conn.clone(),
             cfg.topics.results.clone(),
             LedgerSink(ledger.clone()),
             shutdown.clone(),
         )?,
         Commands::new(cfg.clone(), conn.clone(), view.clone(), ledger.clone())
-            .spawn(health.register("commands"), shutdown.clone())?,
+            .spawn(health.register(WorkerKind::Commands), shutdown.clone())?,
     ];
     let guard = tokio::spawn(
         StoreGuard {

@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use crate::store::StoreView;
+use crate::{events::WorkerKind, store::StoreView};
 
 /// A worker silent for this long is stalled. Longer than any single bounded call a worker makes
 /// between beats (a transaction commit: 30 s), and the waits that can last longer beat inside.
@@ -32,7 +32,7 @@ pub enum WorkerStatus {
 }
 
 struct WorkerState {
-    name: &'static str,
+    kind: WorkerKind,
     last_beat_ms: AtomicI64,
     status: Mutex<WorkerStatus>,
 }
@@ -43,16 +43,20 @@ pub struct Worker(Arc<WorkerState>);
 
 impl Worker {
     /// A handle registered nowhere (for tests and tools that run a pipeline on their own).
-    pub fn detached(name: &'static str) -> Worker {
+    pub fn detached(kind: WorkerKind) -> Worker {
         Worker(Arc::new(WorkerState {
-            name,
+            kind,
             last_beat_ms: AtomicI64::new(crate::now_ms()),
             status: Mutex::new(WorkerStatus::Running),
         }))
     }
 
+    pub fn kind(&self) -> WorkerKind {
+        self.0.kind
+    }
+
     pub fn name(&self) -> &'static str {
-        self.0.name
+        self.0.kind.as_str()
     }
 
     /// The worker is alive and its loop turned.
@@ -103,8 +107,8 @@ impl Health {
     }
 
     /// A new worker, watched from now on.
-    pub fn register(&self, name: &'static str) -> Worker {
-        let w = Worker::detached(name);
+    pub fn register(&self, kind: WorkerKind) -> Worker {
+        let w = Worker::detached(kind);
         lock(&self.workers).push(w.clone());
         w
     }
@@ -189,7 +193,7 @@ mod tests {
         view.set_caught_up();
         let health = Health::new(view);
         health.set_kafka_reachable(true);
-        let ingest = health.register("ingest");
+        let ingest = health.register(WorkerKind::Ingest);
         assert_eq!(health.readiness(), Ok(()));
 
         ingest.set(WorkerStatus::Restarting("broker down".into()));

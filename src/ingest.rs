@@ -1,7 +1,7 @@
 //! Ingest: failure events from the failures topic into the store, exactly once.
 //!
-//! A consumer group (cooperative-sticky) reads `FailureEnvelope`s. Each record becomes, in one
-//! Kafka transaction with its consumed offset: a `DlqEntry` on the store topic (a failure), an
+//! A consumer group (cooperative-sticky) reads `FailureEnvelope`s through the one transactional
+//! [`pipeline`]. Each record becomes, in one Kafka transaction with its consumed offset: a `DlqEntry` on the store topic (a failure), an
 //! updated entry (a callback report), or a verbatim copy on the rejected topic (anything that
 //! can't be decoded or validated). Transactions cover many records: they commit on size or age.
 //! Any Kafka error aborts the open transaction and restarts the pipeline from the committed
@@ -9,13 +9,12 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     thread,
     time::{Duration, Instant},
 };
 
 use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
     error::KafkaError,
     message::{BorrowedMessage, Header, Message, OwnedHeaders},
 };
@@ -23,13 +22,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
+    events::{Event, FailureStored, RecordRejected, RejectReason},
     health::Worker,
     kafka::{
-        rejected,
-        txn::{lock, OutRecord, TxnBatch, TxnConsumerContext, TxnError, TxnLimits},
+        pipeline, rejected,
+        txn::{OutRecord, TxnBatch, TxnError, TxnLimits},
         KafkaConn,
     },
-    metrics,
     store::{EntryState, StoreView},
     wire::{
         codec::{self, Encoding},
@@ -47,11 +46,6 @@ const MAX_ERROR_MESSAGE: usize = 4096;
 const MAX_ID_LEN: usize = 512;
 const MAX_URL_LEN: usize = 4096;
 
-/// How long a poll waits when no transaction is open.
-const POLL_IDLE: Duration = Duration::from_millis(50);
-/// With a transaction open, a poll that finds nothing within this long commits it.
-pub const IDLE_COMMIT_AFTER: Duration = Duration::from_millis(1);
-
 /// Why an input record was rejected. `reason()` is the bounded label.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
@@ -66,13 +60,17 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub fn reason(&self) -> &'static str {
+    pub fn reject_reason(&self) -> RejectReason {
         match self {
-            Rejection::Decode(e) => e.reason(),
-            Rejection::TooLarge { .. } => "too_large",
-            Rejection::Invalid(_) => "invalid",
-            Rejection::UnknownDlqId(_) => "unknown_dlq_id",
+            Rejection::Decode(e) => e.reject_reason(),
+            Rejection::TooLarge { .. } => RejectReason::TooLarge,
+            Rejection::Invalid(_) => RejectReason::Invalid,
+            Rejection::UnknownDlqId(_) => RejectReason::UnknownDlqId,
         }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        self.reject_reason().as_str()
     }
 }
 
@@ -256,65 +254,21 @@ impl Ingest {
         worker: &Worker,
     ) -> Result<(), IngestError> {
         let cfg = &self.cfg;
-        let txn_id = format!("{}-ingest-{}", cfg.group_id, cfg.instance_id);
-        let txn = Arc::new(Mutex::new(TxnBatch::new(&self.conn, &txn_id)?));
-        let context = TxnConsumerContext::new(txn.clone());
-        let consumer: BaseConsumer<TxnConsumerContext> = self
-            .conn
-            .group_consumer_config(&cfg.group_id)
-            .create_with_context(context)?;
-        consumer.subscribe(&[&cfg.topics.failures])?;
-        tracing::info!(
-            topic = cfg.topics.failures,
-            transactional_id = txn_id,
-            "ingest started"
-        );
-
-        let encoding = Encoding::from(cfg.output_encoding);
-        let limits = TxnLimits::of(cfg);
-        let mut recent: HashMap<String, Instant> = HashMap::new();
-        loop {
-            worker.beat();
-            if shutdown.is_cancelled() {
-                let mut t = lock(&txn);
-                let committed = t.commit(&consumer);
-                if let Err(e) = &committed {
-                    tracing::warn!(error = %e, "final ingest commit failed; its records will be re-read");
-                }
-                return Ok(());
-            }
-            // With a transaction open, a poll that finds nothing queued means the pipeline has
-            // caught up: commit now rather than at the interval (a trickle is stored at once).
-            let open = lock(&txn).is_open();
-            let polled = consumer.poll(if open { IDLE_COMMIT_AFTER } else { POLL_IDLE });
-            if consumer.context().is_broken() {
-                return Err(IngestError::RebalanceCommit);
-            }
-            let mut t = lock(&txn);
-            let idle = match polled {
-                Some(Ok(m)) => {
-                    self.handle(&m, &mut t, &mut recent, encoding)?;
-                    false
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "ingest consumer error");
-                    true
-                }
-                None => true,
-            };
-            t.poll();
-            if t.full(&limits) || (idle && t.is_open()) {
-                t.commit(&consumer)?;
-                // Written ids the view has shown, or that are old, need no remembering.
-                if recent.len() > 10_000 {
-                    recent.retain(|id, at| {
-                        at.elapsed() < Duration::from_secs(60)
-                            && self.view.state(id) == EntryState::Unknown
-                    });
-                }
-            }
-            drop(t);
-        }
+        let spec = pipeline::Spec {
+            conn: &self.conn,
+            group: cfg.group_id.clone(),
+            topic: &cfg.topics.failures,
+            transactional_id: format!("{}-ingest-{}", cfg.group_id, cfg.instance_id),
+            limits: TxnLimits::of(cfg),
+        };
+        let txn = pipeline::producer(&spec)?;
+        let consumer = pipeline::consumer(&spec, &txn)?;
+        let mut handler = IngestHandler {
+            ingest: self,
+            recent: HashMap::new(),
+            encoding: Encoding::from(cfg.output_encoding),
+        };
+        pipeline::run(&spec, &txn, &consumer, &mut handler, shutdown, worker)
     }
 
     fn handle(
@@ -355,10 +309,10 @@ impl Ingest {
                 })?;
                 recent.insert(dlq_id, Instant::now());
                 txn.on_commit(move || {
-                    metrics::ingested(1);
-                    if let Some(l) = latency {
-                        metrics::ingest_latency(l);
+                    FailureStored {
+                        latency_seconds: latency,
                     }
+                    .emit()
                 });
             }
             Outcome::ForwardReport(report) => {
@@ -385,29 +339,62 @@ impl Ingest {
                 );
             }
             Outcome::Reject(reason) => {
-                tracing::warn!(
-                    topic = m.topic(),
-                    partition = m.partition(),
-                    offset = m.offset(),
-                    reason = reason.reason(),
-                    detail = %reason,
-                    "input record rejected"
-                );
+                let detail = reason.to_string();
                 let record = rejected::record(
                     m,
                     reason.reason(),
-                    &reason.to_string(),
+                    &detail,
                     &cfg.topics.rejected,
                     cfg.max_record_bytes,
                 );
                 txn.send(&record)?;
-                let topic = m.topic().to_string();
-                let code = reason.reason();
-                txn.on_commit(move || metrics::rejected(&topic, code));
+                let event = RecordRejected {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    reason: reason.reject_reason(),
+                    detail,
+                };
+                txn.on_commit(move || event.emit());
             }
         }
         txn.consumed(m.topic(), m.partition(), m.offset())?;
         Ok(())
+    }
+}
+
+/// Ingest as a [`pipeline::Handler`]: each failure record is decided and staged.
+struct IngestHandler<'a> {
+    ingest: &'a Ingest,
+    /// Ids this pipeline wrote that the view may not show yet.
+    recent: HashMap<String, Instant>,
+    encoding: Encoding,
+}
+
+impl pipeline::Handler for IngestHandler<'_> {
+    type Error = IngestError;
+
+    fn record(
+        &mut self,
+        _consumer: &pipeline::TxnConsumer,
+        m: &BorrowedMessage<'_>,
+        txn: &mut TxnBatch,
+    ) -> Result<(), IngestError> {
+        self.ingest.handle(m, txn, &mut self.recent, self.encoding)
+    }
+
+    fn committed(&mut self) {
+        // Written ids the view has shown, or that are old, need no remembering.
+        if self.recent.len() > 10_000 {
+            let view = &self.ingest.view;
+            self.recent.retain(|id, at| {
+                at.elapsed() < Duration::from_secs(60) && view.state(id) == EntryState::Unknown
+            });
+        }
+    }
+
+    fn revoke_commit_failed() -> IngestError {
+        IngestError::RebalanceCommit
     }
 }
 

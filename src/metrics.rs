@@ -14,7 +14,13 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::config::Topics;
+use crate::{
+    config::Topics,
+    events::{
+        CommandAction, CommandOutcome, CommandSelector, ItemAction, ItemStatus, RejectReason,
+        RepublishKind, TxnOutcome, WorkerKind, WorkerOutcome,
+    },
+};
 
 pub const ENTRIES: &str = "dlq_entries";
 pub const OLDEST_ENTRY_AGE: &str = "dlq_oldest_entry_age_seconds";
@@ -32,49 +38,22 @@ pub const HTTP_REQUESTS: &str = "dlq_http_requests_total";
 pub const STORE_INTEGRITY_ERRORS: &str = "dlq_store_integrity_errors_total";
 pub const WORKER_RESTARTS: &str = "dlq_worker_restarts_total";
 
-/// The worker threads health watches (`crate::health::Worker`).
-pub const WORKERS: &[&str] = &["ingest", "commands", "store-reader", "command-ledger"];
-/// What the supervisor did after a worker failed.
-pub const WORKER_OUTCOMES: &[&str] = &["restarted", "given_up"];
-
-/// The bounded label values the code emits (documented in the catalogue, pre-created at zero).
-pub const ACTIONS: &[&str] = &["restart", "resume", "retry_failure_callback", "delete"];
+// The bounded label values, documented in the catalogue and pre-created at zero, are the
+// variants of the label enums in `crate::events`: the only values an event can emit.
+pub const WORKERS: &[&str] = WorkerKind::LABELS;
+pub const WORKER_OUTCOMES: &[&str] = WorkerOutcome::LABELS;
+pub const ACTIONS: &[&str] = ItemAction::LABELS;
 /// `dlq_commands_total` also names commands it could not read or whose action was missing.
-pub const COMMAND_ACTIONS: &[&str] = &[
-    "restart",
-    "resume",
-    "retry_failure_callback",
-    "delete",
-    "unspecified",
-    "unknown",
-];
-pub const SELECTORS: &[&str] = &["id", "ids", "filter", "all", "bulk", "invalid", "unknown"];
-pub const COMMAND_OUTCOMES: &[&str] = &[
-    "ok",
-    "failed",
-    "rejected",
-    "undecodable",
-    "duplicate",
-    "dry_run",
-    "dispatched",
-];
+pub const COMMAND_ACTIONS: &[&str] = CommandAction::LABELS;
+pub const SELECTORS: &[&str] = CommandSelector::LABELS;
+pub const COMMAND_OUTCOMES: &[&str] = CommandOutcome::LABELS;
 /// Outcomes that mean a command did not do what was asked (alerted on).
-pub const COMMAND_FAILURE_OUTCOMES: &[&str] = &["failed", "rejected", "undecodable"];
-pub const ITEM_STATUSES: &[&str] = &["ok", "not_found", "rejected", "skipped"];
-pub const REPUBLISH_KINDS: &[&str] = &["restart", "resume", "failure_callback"];
-pub const TXN_OUTCOMES: &[&str] = &["committed", "aborted", "abort_failed"];
-/// Why a record of the failures topic was rejected (`ingest::Rejection::reason`).
-pub const INGEST_REJECT_REASONS: &[&str] = &[
-    "empty",
-    "content_type",
-    "protobuf",
-    "json",
-    "too_large",
-    "invalid",
-    "unknown_dlq_id",
-];
-/// Why a record of the commands topic was rejected (`wire::DecodeError::reason`).
-pub const COMMAND_REJECT_REASONS: &[&str] = &["empty", "content_type", "protobuf", "json"];
+pub const COMMAND_FAILURE_OUTCOMES: &[&str] = CommandOutcome::FAILURES;
+pub const ITEM_STATUSES: &[&str] = ItemStatus::LABELS;
+pub const REPUBLISH_KINDS: &[&str] = RepublishKind::LABELS;
+pub const TXN_OUTCOMES: &[&str] = TxnOutcome::LABELS;
+/// Why a record of either input topic was rejected.
+pub const REJECT_REASONS: &[&str] = RejectReason::LABELS;
 
 /// Failure time → stored. Normally well under a second (ingest commits every ~100 ms), but the
 /// clock is the platform's `failed_at`, so a backlog after an outage or a slow consumer shows
@@ -173,11 +152,11 @@ pub const CATALOGUE: &[Def] = &[
         REJECTED,
         Kind::Counter,
         Unit::Count,
-        "Input records sent to the rejected topic, by source topic and reason \
-         (the commands topic only has the decoding reasons).",
+        "Input records sent to the rejected topic, by source topic and reason (the failures \
+         topic never has `too_long`; the commands topic never has `invalid` or `unknown_dlq_id`).",
         &[
             ("topic", INPUT_TOPIC),
-            ("reason", Values::Fixed(INGEST_REJECT_REASONS)),
+            ("reason", Values::Fixed(REJECT_REASONS)),
         ],
     ),
     def(
@@ -365,10 +344,8 @@ fn init_global_series() {
 
 /// Series labelled by the configured topics, at zero. Called by every service start.
 pub fn init_series(topics: &Topics) {
-    for reason in INGEST_REJECT_REASONS {
+    for reason in REJECT_REASONS {
         counter!(REJECTED, "topic" => topics.failures.clone(), "reason" => *reason).increment(0);
-    }
-    for reason in COMMAND_REJECT_REASONS {
         counter!(REJECTED, "topic" => topics.commands.clone(), "reason" => *reason).increment(0);
     }
 }
@@ -544,34 +521,6 @@ pub fn catalogue_markdown() -> String {
     out
 }
 
-pub fn worker_restart(worker: &'static str, outcome: &'static str) {
-    counter!(WORKER_RESTARTS, "worker" => worker, "outcome" => outcome).increment(1);
-}
-
-pub fn transaction(outcome: &'static str) {
-    counter!(TRANSACTIONS, "outcome" => outcome).increment(1);
-}
-
-pub fn rejected(topic: &str, reason: &'static str) {
-    counter!(REJECTED, "topic" => topic.to_string(), "reason" => reason).increment(1);
-}
-
-pub fn ingested(count: u64) {
-    counter!(INGESTED).increment(count);
-}
-
-pub fn ingest_latency(seconds: f64) {
-    histogram!(INGEST_LATENCY).record(seconds);
-}
-
-pub fn expired(count: u64) {
-    counter!(EXPIRED).increment(count);
-}
-
-pub fn store_integrity_error() {
-    counter!(STORE_INTEGRITY_ERRORS).increment(1);
-}
-
 pub fn consumer_lag(topic: &str, lag: i64) {
     gauge!(CONSUMER_LAG, "topic" => topic.to_string()).set(lag as f64);
 }
@@ -583,23 +532,6 @@ pub fn entries(count: usize, oldest_age_seconds: f64) {
 
 pub fn http_request(route: String, status: u16) {
     counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
-}
-
-pub fn command(action: &'static str, selector: &'static str, outcome: &'static str) {
-    counter!(COMMANDS, "action" => action, "selector" => selector, "outcome" => outcome)
-        .increment(1);
-}
-
-pub fn item(action: &'static str, status: &'static str) {
-    counter!(ITEMS, "action" => action, "status" => status).increment(1);
-}
-
-pub fn republished(kind: &'static str) {
-    counter!(REPUBLISHED, "kind" => kind).increment(1);
-}
-
-pub fn command_latency(seconds: f64) {
-    histogram!(COMMAND_LATENCY).record(seconds);
 }
 
 #[cfg(test)]

@@ -36,14 +36,19 @@ use self::{
 };
 use crate::{
     config::Config,
+    events::{
+        CommandAction, CommandAnswered, CommandEnded, CommandOutcome, CommandSelector, Event,
+        ItemActed, ItemAction, ItemStatus, RecordRejected, RejectReason, RepublishKind,
+        RunRepublished,
+    },
     health::Worker,
     kafka::{
         partitioner::partition_for,
+        pipeline::{self, TxnConsumer},
         rejected,
-        txn::{lock, OutRecord, TxnBatch, TxnConsumerContext, TxnError, TxnLimits, TXN_TIMEOUT},
+        txn::{lock, OutRecord, TxnBatch, TxnError, TxnLimits, TXN_TIMEOUT},
         KafkaConn,
     },
-    metrics,
     republish::{execution, kind_of},
     store::{EntryFilter, StoreView},
     wire::{
@@ -110,24 +115,59 @@ pub struct Commands {
     finished: Arc<Mutex<HashSet<String>>>,
 }
 
-fn action_label(a: Action) -> &'static str {
+fn command_action(a: Action) -> CommandAction {
     match a {
-        Action::Restart => "restart",
-        Action::Resume => "resume",
-        Action::RetryFailureCallback => "retry_failure_callback",
-        Action::Delete => "delete",
-        Action::Unspecified => "unspecified",
+        Action::Restart => CommandAction::Restart,
+        Action::Resume => CommandAction::Resume,
+        Action::RetryFailureCallback => CommandAction::RetryFailureCallback,
+        Action::Delete => CommandAction::Delete,
+        Action::Unspecified => CommandAction::Unspecified,
     }
 }
 
-fn status_label(s: Status) -> &'static str {
-    match s {
-        Status::Ok => "ok",
-        Status::NotFound => "not_found",
-        Status::Rejected => "rejected",
-        Status::Skipped => "skipped",
-        Status::Unspecified => "unspecified",
-    }
+fn action_label(a: Action) -> &'static str {
+    command_action(a).as_str()
+}
+
+/// Counts a command's end once the open transaction commits.
+fn count_command(
+    t: &mut TxnBatch,
+    command_id: &str,
+    action: Action,
+    selector: CommandSelector,
+    outcome: CommandOutcome,
+) {
+    let id = command_id.to_string();
+    let action = command_action(action);
+    t.on_commit(move || {
+        CommandEnded {
+            command_id: &id,
+            action,
+            selector,
+            outcome,
+        }
+        .emit()
+    });
+}
+
+/// Counts the outcome of an action on one entry once the open transaction commits (an
+/// unspecified action or status is never acted on, so never counted).
+fn count_item(t: &mut TxnBatch, action: Action, status: Status) {
+    let action = match action {
+        Action::Restart => ItemAction::Restart,
+        Action::Resume => ItemAction::Resume,
+        Action::RetryFailureCallback => ItemAction::RetryFailureCallback,
+        Action::Delete => ItemAction::Delete,
+        Action::Unspecified => return,
+    };
+    let status = match status {
+        Status::Ok => ItemStatus::Ok,
+        Status::NotFound => ItemStatus::NotFound,
+        Status::Rejected => ItemStatus::Rejected,
+        Status::Skipped => ItemStatus::Skipped,
+        Status::Unspecified => return,
+    };
+    t.on_commit(move || ItemActed { action, status }.emit());
 }
 
 fn outcome(dlq_id: &str, status: Status, detail: impl Into<String>) -> ItemOutcome {
@@ -153,7 +193,7 @@ fn header(m: &BorrowedMessage<'_>, name: &str) -> Option<String> {
 struct Job {
     cmd: RecoveryCommand,
     action: Action,
-    selector: &'static str,
+    selector: CommandSelector,
     topic: String,
     partition: i32,
     offset: i64,
@@ -202,11 +242,17 @@ impl Commands {
         worker: &Worker,
     ) -> Result<(), CommandError> {
         let cfg = &self.cfg;
-        let txn_id = format!("{}-commands-{}", cfg.group_id, cfg.instance_id);
-        // First fence our previous incarnation: its open transaction is aborted now, not at its
-        // timeout, so the store and results topics' read_committed end moves on and the view
-        // and ledger can catch up.
-        let txn = Arc::new(Mutex::new(TxnBatch::new(&self.conn, &txn_id)?));
+        let spec = pipeline::Spec {
+            conn: &self.conn,
+            group: format!("{}.commands", cfg.group_id),
+            topic: &cfg.topics.commands,
+            transactional_id: format!("{}-commands-{}", cfg.group_id, cfg.instance_id),
+            limits: TxnLimits::of(cfg),
+        };
+        // The producer first: fencing our previous incarnation aborts its open transaction now,
+        // not at its timeout, so the store and results topics' read_committed end moves on and
+        // the view and ledger can catch up.
+        let txn = pipeline::producer(&spec)?;
         while !(self.view.is_caught_up() && self.ledger.is_caught_up()) {
             worker.beat();
             if shutdown.is_cancelled() {
@@ -214,18 +260,9 @@ impl Commands {
             }
             thread::sleep(Duration::from_millis(50));
         }
-        let consumer: BaseConsumer<TxnConsumerContext> = self
-            .conn
-            .group_consumer_config(&format!("{}.commands", cfg.group_id))
-            .create_with_context(TxnConsumerContext::new(txn.clone()))?;
+        let consumer = pipeline::consumer(&spec, &txn)?;
         let partitions = self.co_partitioned(&consumer)?;
         let ends: BaseConsumer = self.conn.end_offsets_config().create()?;
-        consumer.subscribe(&[&cfg.topics.commands])?;
-        tracing::info!(
-            topic = cfg.topics.commands,
-            transactional_id = txn_id,
-            "command consumer started"
-        );
         let mut p = Pipeline {
             w: self,
             consumer: &consumer,
@@ -233,69 +270,17 @@ impl Commands {
             worker,
             encoding: Encoding::from(cfg.output_encoding),
             partitions,
-            limits: TxnLimits::of(cfg),
+            last_tick: Instant::now(),
             staged: HashMap::new(),
             jobs: Vec::new(),
             fresh: HashSet::new(),
             finishing: HashSet::new(),
             processed_staged: HashSet::new(),
         };
-        let mut last_tick = Instant::now();
-        loop {
-            worker.beat();
-            if shutdown.is_cancelled() {
-                // Dispatched sub-commands are kept; an unfinished bulk command is re-read.
-                if let Err(e) = lock(&txn).commit(&consumer) {
-                    tracing::warn!(error = %e, "final command commit failed; its records will be re-read");
-                }
-                return Ok(());
-            }
-            // A paced bulk command needs the loop every few ms; an open transaction with no
-            // bulk command running is committed as soon as nothing more is queued.
-            let quiet = p.jobs.is_empty();
-            let wait = match (quiet, lock(&txn).is_open()) {
-                (false, _) => Duration::from_millis(5),
-                (true, true) => crate::ingest::IDLE_COMMIT_AFTER,
-                (true, false) => Duration::from_millis(50),
-            };
-            let polled = consumer.poll(wait);
-            if consumer.context().is_broken() {
-                return Err(CommandError::RebalanceCommit);
-            }
-            if consumer.context().take_rebalanced() {
-                p.rebalanced();
-            }
-            let mut t = lock(&txn);
-            let idle = match polled {
-                Some(Ok(m)) => {
-                    p.handle(&m, &mut t)?;
-                    false
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "command consumer error");
-                    true
-                }
-                None => true,
-            };
-            p.advance_jobs(&mut t)?;
-            if last_tick.elapsed() >= Duration::from_millis(200) {
-                last_tick = Instant::now();
-                p.finish_bulk_commands(&mut t)?;
-                self.prune_overlay();
-            }
-            t.poll();
-            if t.full(&p.limits) || (idle && quiet && p.jobs.is_empty() && t.is_open()) {
-                t.commit(&consumer)?;
-                p.staged.clear();
-                p.processed_staged.clear();
-            }
-        }
+        pipeline::run(&spec, &txn, &consumer, &mut p, shutdown, worker)
     }
 
-    fn co_partitioned(
-        &self,
-        consumer: &BaseConsumer<TxnConsumerContext>,
-    ) -> Result<i32, CommandError> {
+    fn co_partitioned(&self, consumer: &TxnConsumer) -> Result<i32, CommandError> {
         let count = |topic: &str| -> Result<i32, KafkaError> {
             let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
             Ok(md
@@ -329,13 +314,14 @@ const CATCH_UP_BOUND: Duration = Duration::from_secs(TXN_TIMEOUT.as_secs() + 30)
 
 struct Pipeline<'a> {
     w: &'a Commands,
-    consumer: &'a BaseConsumer<TxnConsumerContext>,
+    consumer: &'a TxnConsumer,
     /// Asks where partitions end, open transactions included ([`KafkaConn::end_offsets_config`]).
     ends: &'a BaseConsumer,
     worker: &'a Worker,
     encoding: Encoding,
     partitions: i32,
-    limits: TxnLimits,
+    /// When bulk commands were last checked for their final result.
+    last_tick: Instant,
     /// Writes of the open transaction (dropped with it).
     staged: HashMap<String, Written>,
     jobs: Vec<Job>,
@@ -348,8 +334,56 @@ struct Pipeline<'a> {
     processed_staged: HashSet<String>,
 }
 
+/// The command consumer as a [`pipeline::Handler`]: records are commands (or callback reports
+/// forwarded by ingest); each turn also fans out bulk commands and finishes those whose every
+/// entry has an outcome.
+impl pipeline::Handler for Pipeline<'_> {
+    type Error = CommandError;
+
+    fn record(
+        &mut self,
+        _consumer: &pipeline::TxnConsumer,
+        m: &BorrowedMessage<'_>,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
+        self.handle(m, t)
+    }
+
+    fn turn(
+        &mut self,
+        _consumer: &pipeline::TxnConsumer,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
+        self.advance_jobs(t)?;
+        if self.last_tick.elapsed() >= Duration::from_millis(200) {
+            self.last_tick = Instant::now();
+            self.finish_bulk_commands(t)?;
+            self.w.prune_overlay();
+        }
+        Ok(())
+    }
+
+    fn rebalanced(&mut self, _consumer: &pipeline::TxnConsumer) {
+        self.after_rebalance();
+    }
+
+    fn committed(&mut self) {
+        self.staged.clear();
+        self.processed_staged.clear();
+    }
+
+    fn busy(&self) -> bool {
+        !self.jobs.is_empty()
+    }
+
+    fn revoke_commit_failed() -> CommandError {
+        CommandError::RebalanceCommit
+    }
+}
+
 impl Pipeline<'_> {
-    fn rebalanced(&mut self) {
+    /// Forgets what a new assignment invalidates and resumes partitions no job holds.
+    fn after_rebalance(&mut self) {
         self.fresh.clear();
         // The open transaction was committed before the revoke: its writes are in the overlay.
         self.staged.clear();
@@ -394,17 +428,17 @@ impl Pipeline<'_> {
         }
     }
 
+    fn limits(&self) -> TxnLimits {
+        TxnLimits::of(&self.w.cfg)
+    }
+
     /// Commits the open transaction before a wait for a reader to reach a partition's end:
     /// that end counts our own open records too, which no reader passes until they are
     /// committed. Called only where the open transaction holds complete work (between
     /// records, or with every action's outcome already written).
     fn commit_open(&mut self, t: &mut TxnBatch) -> Result<(), CommandError> {
-        if t.is_open() {
-            t.commit(self.consumer)?;
-            self.staged.clear();
-            self.processed_staged.clear();
-        }
-        Ok(())
+        let consumer = self.consumer;
+        pipeline::commit_now(self, consumer, t)
     }
 
     /// Before deciding on entries of `partition` for the first time since we own it, wait
@@ -453,30 +487,35 @@ impl Pipeline<'_> {
     fn reject(
         &self,
         m: &BorrowedMessage<'_>,
-        reason: &'static str,
+        reason: RejectReason,
         detail: &str,
         t: &mut TxnBatch,
     ) -> Result<(), CommandError> {
         let cfg = &self.w.cfg;
-        tracing::warn!(
-            partition = m.partition(),
-            offset = m.offset(),
-            reason,
-            detail,
-            "command record rejected"
-        );
         let rec = rejected::record(
             m,
-            reason,
+            reason.as_str(),
             detail,
             &cfg.topics.rejected,
             cfg.max_record_bytes,
         );
         t.send(&rec)?;
-        let topic = m.topic().to_string();
+        let event = RecordRejected {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            reason,
+            detail: detail.to_string(),
+        };
         t.on_commit(move || {
-            metrics::rejected(&topic, reason);
-            metrics::command("unknown", "unknown", "undecodable");
+            event.emit();
+            CommandEnded {
+                command_id: "",
+                action: CommandAction::Unknown,
+                selector: CommandSelector::Unknown,
+                outcome: CommandOutcome::Undecodable,
+            }
+            .emit();
         });
         t.consumed(m.topic(), m.partition(), m.offset())?;
         Ok(())
@@ -520,7 +559,7 @@ impl Pipeline<'_> {
         let size = m.payload().map_or(0, <[u8]>::len);
         if size > max {
             let detail = format!("record of {size} bytes exceeds the maximum of {max}");
-            return self.reject(m, "too_large", &detail, t);
+            return self.reject(m, RejectReason::TooLarge, &detail, t);
         }
         let ct = codec::content_type_of(m.headers());
         if header(m, headers::CALLBACK_REPORT).is_some() {
@@ -530,12 +569,12 @@ impl Pipeline<'_> {
                     t.consumed(m.topic(), m.partition(), m.offset())?;
                     Ok(())
                 }
-                Err(e) => self.reject(m, e.reason(), &e.to_string(), t),
+                Err(e) => self.reject(m, e.reject_reason(), &e.to_string(), t),
             };
         }
         let cmd: RecoveryCommand = match codec::decode(ct, m.payload()) {
             Ok(c) => c,
-            Err(e) => return self.reject(m, e.reason(), &e.to_string(), t),
+            Err(e) => return self.reject(m, e.reject_reason(), &e.to_string(), t),
         };
         if cmd.command_id.len() > validate::MAX_ID_LEN {
             // No result can be keyed by it (and a cut id could name another command).
@@ -544,7 +583,7 @@ impl Pipeline<'_> {
                 cmd.command_id.len(),
                 validate::MAX_ID_LEN
             );
-            return self.reject(m, "too_long", &detail, t);
+            return self.reject(m, RejectReason::TooLong, &detail, t);
         }
         let parent = header(m, headers::PARENT);
         match parent {
@@ -612,9 +651,13 @@ impl Pipeline<'_> {
                     format!("{}: {invalid}", invalid.code()),
                 );
                 self.send_result(&cmd, vec![item], 0, true, t)?;
-                t.on_commit(move || {
-                    metrics::command(action_label(action_raw), "invalid", "rejected")
-                });
+                count_command(
+                    t,
+                    &cmd.command_id,
+                    action_raw,
+                    CommandSelector::Invalid,
+                    CommandOutcome::Rejected,
+                );
                 return Ok(());
             }
         };
@@ -652,7 +695,7 @@ impl Pipeline<'_> {
                 self.send_result(&cmd, chunk, matched, false, t)?;
             }
             self.send_final(&cmd, last, matched, 0, 0, t)?;
-            t.on_commit(move || metrics::command(action_label(action), selector, "dry_run"));
+            count_command(t, &cmd.command_id, action, selector, CommandOutcome::DryRun);
             return Ok(());
         }
         if let Selection::Ids(ids) = &valid.selection {
@@ -662,13 +705,12 @@ impl Pipeline<'_> {
                 let item = self.act(&cmd, action, &ids[0], t)?;
                 let ok = item.status == Status::Ok as i32;
                 self.send_final(&cmd, vec![item], 1, i64::from(ok), i64::from(!ok), t)?;
-                t.on_commit(move || {
-                    metrics::command(
-                        action_label(action),
-                        selector,
-                        if ok { "ok" } else { "failed" },
-                    )
-                });
+                let outcome = if ok {
+                    CommandOutcome::Ok
+                } else {
+                    CommandOutcome::Failed
+                };
+                count_command(t, &cmd.command_id, action, selector, outcome);
                 return Ok(());
             }
         }
@@ -686,7 +728,7 @@ impl Pipeline<'_> {
         let matched = ids.len() + done_before.len();
         if matched == 0 {
             self.send_final(&cmd, Vec::new(), 0, 0, 0, t)?;
-            t.on_commit(move || metrics::command(action_label(action), selector, "ok"));
+            count_command(t, &cmd.command_id, action, selector, CommandOutcome::Ok);
             return Ok(());
         }
         let rate = if cmd.max_per_second > 0.0 {
@@ -697,7 +739,7 @@ impl Pipeline<'_> {
         tracing::info!(
             command_id = cmd.command_id,
             action = action_label(action),
-            selector,
+            selector = selector.as_str(),
             matched,
             already_done = done_before.len(),
             rate,
@@ -739,7 +781,7 @@ impl Pipeline<'_> {
         &mut self,
         cmd: &RecoveryCommand,
         action: Action,
-        selector: &'static str,
+        selector: CommandSelector,
         t: &mut TxnBatch,
     ) -> Result<(), CommandError> {
         let detail = format!(
@@ -760,7 +802,13 @@ impl Pipeline<'_> {
         };
         tracing::info!(command_id = cmd.command_id, "duplicate command skipped");
         self.send_result(cmd, items, 0, true, t)?;
-        t.on_commit(move || metrics::command(action_label(action), selector, "duplicate"));
+        count_command(
+            t,
+            &cmd.command_id,
+            action,
+            selector,
+            CommandOutcome::Duplicate,
+        );
         Ok(())
     }
 
@@ -814,13 +862,13 @@ impl Pipeline<'_> {
                 ),
             };
             let status = Status::try_from(item.status).unwrap_or(Status::Unspecified);
-            t.on_commit(move || metrics::item(action_label(action), status_label(status)));
+            count_item(t, action, status);
             return Ok(item);
         };
         let now = crate::now_ms();
         if entry.expires_at > 0 && entry.expires_at <= now {
             // Expired: the sweeper tombstones it; acting now could resurrect it.
-            t.on_commit(move || metrics::item(action_label(action), "not_found"));
+            count_item(t, action, Status::NotFound);
             return Ok(outcome(
                 dlq_id,
                 Status::NotFound,
@@ -844,7 +892,7 @@ impl Pipeline<'_> {
                     let name = CbState::try_from(state).map_or("UNKNOWN", |s| s.as_str_name());
                     format!("the failure callback is in state {name}, not CALLBACK_FAIL")
                 };
-                t.on_commit(move || metrics::item("retry_failure_callback", "rejected"));
+                count_item(t, action, Status::Rejected);
                 return Ok(outcome(dlq_id, Status::Rejected, detail));
             }
         }
@@ -883,7 +931,7 @@ impl Pipeline<'_> {
             _ => Written::Deleted,
         };
         self.write_entry(dlq_id, written, t)?;
-        t.on_commit(move || metrics::item(action_label(action), "ok"));
+        count_item(t, action, Status::Ok);
         Ok(item)
     }
 
@@ -936,13 +984,15 @@ impl Pipeline<'_> {
             value: Some(codec::encode(exec, self.encoding)),
             headers: self.content_type(),
         })?;
+        use crate::wire::pb::workflow_execution::Kind;
         let kind = match exec.kind() {
-            crate::wire::pb::workflow_execution::Kind::Restart => "restart",
-            crate::wire::pb::workflow_execution::Kind::Resume => "resume",
-            crate::wire::pb::workflow_execution::Kind::FailureCallback => "failure_callback",
-            crate::wire::pb::workflow_execution::Kind::Unspecified => "unspecified",
+            Kind::Restart => RepublishKind::Restart,
+            Kind::Resume => RepublishKind::Resume,
+            Kind::FailureCallback => RepublishKind::FailureCallback,
+            // An execution always has a kind (`republish::kind_of`); nothing to count otherwise.
+            Kind::Unspecified => return Ok(()),
         };
-        t.on_commit(move || metrics::republished(kind));
+        t.on_commit(move || RunRepublished { kind }.emit());
         Ok(())
     }
 
@@ -1002,7 +1052,7 @@ impl Pipeline<'_> {
         r.failed = failed.max(r.failed);
         if cmd.requested_at > 0 {
             let latency = ((crate::now_ms() - cmd.requested_at).max(0) as f64) / 1000.0;
-            t.on_commit(move || metrics::command_latency(latency));
+            t.on_commit(move || CommandAnswered { seconds: latency }.emit());
         }
         let finished = self.w.finished.clone();
         let id = cmd.command_id.clone();
@@ -1049,7 +1099,7 @@ impl Pipeline<'_> {
             // A full transaction is committed first (by the caller), then dispatch goes on.
             let (cmd, action) = (self.jobs[i].cmd.clone(), self.jobs[i].action);
             let mut acted = Vec::new();
-            while self.jobs[i].sent < due && !t.full(&self.limits) {
+            while self.jobs[i].sent < due && !t.full(&self.limits()) {
                 let Some(id) = self.jobs[i].ids.pop_front() else {
                     break;
                 };
@@ -1108,8 +1158,13 @@ impl Pipeline<'_> {
                     matched = j.matched,
                     "bulk command fanned out"
                 );
-                let (action, selector) = (action_label(j.action), j.selector);
-                t.on_commit(move || metrics::command(action, selector, "dispatched"));
+                count_command(
+                    t,
+                    &j.cmd.command_id,
+                    j.action,
+                    j.selector,
+                    CommandOutcome::Dispatched,
+                );
             } else {
                 i += 1;
             }
@@ -1154,15 +1209,18 @@ impl Pipeline<'_> {
             if items.len() <= ITEMS_PER_RESULT {
                 r.items = items;
             }
-            let action =
-                action_label(Action::try_from(f.record.action).unwrap_or(Action::Unspecified));
-            let outcome_label = if r.failed == 0 { "ok" } else { "failed" };
+            let action = Action::try_from(f.record.action).unwrap_or(Action::Unspecified);
+            let outcome = if r.failed == 0 {
+                CommandOutcome::Ok
+            } else {
+                CommandOutcome::Failed
+            };
             self.finishing.insert(f.command_id.clone());
             self.send_result_record(r, t)?;
+            count_command(t, &f.command_id, action, CommandSelector::Bulk, outcome);
             let finished = self.w.finished.clone();
             t.on_commit(move || {
                 lock(&finished).insert(f.command_id);
-                metrics::command(action, "bulk", outcome_label);
             });
         }
         Ok(())

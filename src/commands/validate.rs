@@ -16,12 +16,13 @@ pub enum Selection {
 
 impl Selection {
     /// The bounded label for metrics.
-    pub fn label(&self) -> &'static str {
+    pub fn label(&self) -> crate::events::CommandSelector {
+        use crate::events::CommandSelector;
         match self {
-            Selection::Ids(ids) if ids.len() == 1 => "id",
-            Selection::Ids(_) => "ids",
-            Selection::Filter(_) => "filter",
-            Selection::All => "all",
+            Selection::Ids(ids) if ids.len() == 1 => CommandSelector::Id,
+            Selection::Ids(_) => CommandSelector::Ids,
+            Selection::Filter(_) => CommandSelector::Filter,
+            Selection::All => CommandSelector::All,
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod embedded;
 pub mod lag;
 pub mod partitioner;
+pub mod pipeline;
 pub mod reachability;
 pub mod rejected;
 pub mod tail;
@@ -194,7 +195,10 @@ pub fn supervise<E: std::fmt::Display>(
         + Send
         + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    use crate::health::WorkerStatus;
+    use crate::{
+        events::{Event, WorkerFailed, WorkerOutcome},
+        health::WorkerStatus,
+    };
     let label = worker.name();
     // Threads don't inherit the current span: the pipeline's span names it as its parent.
     let parent = tracing::Span::current();
@@ -228,20 +232,24 @@ pub fn supervise<E: std::fmt::Display>(
                             .unwrap_or_else(|| "a panic".into());
                         if panics >= MAX_PANICS {
                             let why = format!("panicked {panics} times in a row, last: {what}");
-                            tracing::error!(pipeline = label, why, "worker given up");
-                            crate::metrics::worker_restart(label, "given_up");
+                            WorkerFailed {
+                                worker: worker.kind(),
+                                outcome: WorkerOutcome::GivenUp,
+                                error: &why,
+                            }
+                            .emit();
                             worker.set(WorkerStatus::Dead(why));
                             return;
                         }
                         format!("panicked: {what}")
                     }
                 };
-                tracing::error!(
-                    pipeline = label,
-                    error,
-                    "pipeline failed; restarting from committed offsets"
-                );
-                crate::metrics::worker_restart(label, "restarted");
+                WorkerFailed {
+                    worker: worker.kind(),
+                    outcome: WorkerOutcome::Restarted,
+                    error: &error,
+                }
+                .emit();
                 worker.set(WorkerStatus::Restarting(error));
                 let until = std::time::Instant::now() + backoff;
                 while std::time::Instant::now() < until && !shutdown.is_cancelled() {

@@ -33,7 +33,7 @@ use rdkafka::{
 };
 
 use super::KafkaConn;
-use crate::metrics;
+use crate::events::{Event, TransactionEnded, TxnOutcome};
 
 pub const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -238,8 +238,9 @@ impl TxnBatch {
     }
 
     /// Commits the consumed offsets and the produced records atomically. Returns the number of
-    /// consumed records the transaction covered. On error the transaction is aborted.
-    pub fn commit<C: ConsumerContext>(
+    /// consumed records the transaction covered. On error the transaction is aborted. Only the
+    /// pipeline ([`super::pipeline`]) and the revoke hook below commit.
+    pub(super) fn commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<usize, TxnError> {
@@ -249,7 +250,11 @@ impl TxnBatch {
         let result = self.try_commit(consumer);
         match &result {
             Ok(_) => {
-                metrics::transaction("committed");
+                TransactionEnded {
+                    outcome: TxnOutcome::Committed,
+                    error: None,
+                }
+                .emit();
                 for effect in self.after_commit.drain(..) {
                     effect();
                 }
@@ -305,11 +310,16 @@ impl TxnBatch {
                 .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
             self.producer.poll(Duration::from_millis(100));
             match self.producer.abort_transaction(TXN_TIMEOUT) {
-                Ok(()) => metrics::transaction("aborted"),
-                Err(e) => {
-                    tracing::error!(error = %e, "aborting a transaction failed");
-                    metrics::transaction("abort_failed");
+                Ok(()) => TransactionEnded {
+                    outcome: TxnOutcome::Aborted,
+                    error: None,
                 }
+                .emit(),
+                Err(e) => TransactionEnded {
+                    outcome: TxnOutcome::AbortFailed,
+                    error: Some(&e),
+                }
+                .emit(),
             }
         }
         self.open = false;

@@ -14,7 +14,11 @@ use rdkafka::{
 use tokio_util::sync::CancellationToken;
 
 use super::StoreView;
-use crate::{health::Health, kafka::KafkaConn, metrics};
+use crate::{
+    events::{Event, StoreIntegrityBreach},
+    health::Health,
+    kafka::KafkaConn,
+};
 
 /// What a check found wrong with the store topic's configuration, if anything.
 pub fn config_breach(settings: &HashMap<String, String>) -> Option<String> {
@@ -116,8 +120,10 @@ impl StoreGuard {
         };
         let breach = config_breach(&settings);
         if let Some(b) = &breach {
-            tracing::error!(topic = self.topic, breach = %b, "STORE INTEGRITY: the store topic may lose entries");
-            metrics::store_integrity_error();
+            StoreIntegrityBreach {
+                what: &format!("the store topic {} may lose entries: {b}", self.topic),
+            }
+            .emit();
         }
         self.health.set_store_config_breach(breach);
     }
@@ -141,14 +147,7 @@ impl StoreGuard {
                          the view holds: records were deleted from the store",
                         self.topic
                     );
-                    tracing::error!(
-                        topic = self.topic,
-                        partition,
-                        live,
-                        start,
-                        "STORE INTEGRITY: {what}"
-                    );
-                    metrics::store_integrity_error();
+                    StoreIntegrityBreach { what: &what }.emit();
                     self.health.set_store_truncated(what);
                 }
             }

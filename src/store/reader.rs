@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{keys::IndexKeys, StoreView};
 use crate::{
+    events::{Event, StoreIntegrityBreach},
     kafka::{tail, KafkaConn},
     metrics,
     wire::{codec, pb::DlqEntry},
@@ -66,12 +67,14 @@ pub fn publish_gauges(view: &StoreView) {
 
 fn apply(view: &StoreView, m: &BorrowedMessage<'_>) {
     let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-        tracing::error!(
-            partition = m.partition(),
-            offset = m.offset(),
-            "store record without a UTF-8 key; skipped"
-        );
-        metrics::store_integrity_error();
+        StoreIntegrityBreach {
+            what: &format!(
+                "store record without a UTF-8 key at partition {} offset {}; skipped",
+                m.partition(),
+                m.offset()
+            ),
+        }
+        .emit();
         return;
     };
     let Some(payload) = m.payload() else {
@@ -104,18 +107,19 @@ fn apply(view: &StoreView, m: &BorrowedMessage<'_>) {
     };
     match applied {
         Ok(None) => {}
-        Ok(Some(id)) => {
-            tracing::error!(
-                key,
-                dlq_id = id,
-                offset,
-                "store record key and dlqId differ; skipped"
-            );
-            metrics::store_integrity_error();
+        Ok(Some(id)) => StoreIntegrityBreach {
+            what: &format!(
+                "store record key `{key}` and dlqId `{id}` differ at partition {partition} \
+                 offset {offset}; skipped"
+            ),
         }
-        Err(e) => {
-            tracing::error!(key, partition, offset, error = %e, "undecodable store record; skipped");
-            metrics::store_integrity_error();
+        .emit(),
+        Err(e) => StoreIntegrityBreach {
+            what: &format!(
+                "undecodable store record `{key}` at partition {partition} offset {offset}: \
+                 {e}; skipped"
+            ),
         }
+        .emit(),
     }
 }

@@ -8,7 +8,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 use super::StoreView;
-use crate::{kafka::KafkaConn, metrics};
+use crate::{
+    events::{EntriesExpired, Event},
+    kafka::KafkaConn,
+};
 
 pub struct Sweeper {
     pub conn: KafkaConn,
@@ -57,8 +60,7 @@ impl Sweeper {
                     }
                 }
             }
-            metrics::expired(written);
-            tracing::info!(expired = written, "retention: expired entries tombstoned");
+            EntriesExpired { count: written }.emit();
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Record codec: a value is binary protobuf by default, or the canonical proto3 JSON mapping when
 //! the record says `content-type: application/json` or, with no such header, starts with `{`.
 
+use crate::events::RejectReason;
 use prost::Message;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -50,13 +51,18 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    pub fn reason(&self) -> &'static str {
+    /// The bounded reason, as counted and written to the rejected topic.
+    pub fn reject_reason(&self) -> RejectReason {
         match self {
-            DecodeError::Empty => "empty",
-            DecodeError::UnsupportedContentType(_) => "content_type",
-            DecodeError::Protobuf(_) => "protobuf",
-            DecodeError::Json(_) => "json",
+            DecodeError::Empty => RejectReason::Empty,
+            DecodeError::UnsupportedContentType(_) => RejectReason::ContentType,
+            DecodeError::Protobuf(_) => RejectReason::Protobuf,
+            DecodeError::Json(_) => RejectReason::Json,
         }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        self.reject_reason().as_str()
     }
 }
 

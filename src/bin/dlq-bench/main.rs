@@ -71,6 +71,9 @@ struct Args {
     /// 2,000 when ingest was not run).
     #[arg(long)]
     latency_rate: Option<f64>,
+    /// Failures per second for the second latency run: a trickle.
+    #[arg(long, default_value_t = 10.0)]
+    trickle_rate: f64,
 }
 
 const TOKEN: &str = "bench-token";
@@ -167,7 +170,10 @@ async fn ingest(a: &Args) -> f64 {
     // the service's transactions: the cost of exactly-once itself.
     for (name, transactional) in [
         ("physical limit: passthrough, no transactions", false),
-        ("passthrough, transactional (the service's commit policy)", true),
+        (
+            "passthrough, transactional (the service's commit policy)",
+            true,
+        ),
     ] {
         reset_peak();
         let took = Passthrough {
@@ -659,6 +665,8 @@ async fn main() {
             .or(ingest_rate.map(|r| r / 2.0))
             .unwrap_or(2000.0);
         latency(&a, rate).await;
+        // A quiet pipeline must not wait out the batching interval.
+        latency(&a, a.trickle_rate).await;
     }
     if matches!(a.scenario, Scenario::Redrive | Scenario::All) {
         redrive(&a).await;
