@@ -235,7 +235,7 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn spawn(self, shutdown: CancellationToken) -> std::io::Result<thread::JoinHandle<()>> {
-        crate::kafka::supervise("ingest", shutdown, move |shutdown| {
+        crate::kafka::supervise("ingest", self.conn.clone(), shutdown, move |shutdown| {
             self.run_pipeline(shutdown)
         })
     }

@@ -186,7 +186,7 @@ impl Commands {
     /// Starts the worker; it consumes once the view and the ledger have caught up with their
     /// topics: a decision is only as good as the state it is made on.
     pub fn spawn(self, shutdown: CancellationToken) -> std::io::Result<thread::JoinHandle<()>> {
-        crate::kafka::supervise("commands", shutdown, move |shutdown| {
+        crate::kafka::supervise("commands", self.conn.clone(), shutdown, move |shutdown| {
             self.run_pipeline(shutdown)
         })
     }

@@ -54,7 +54,7 @@ pub fn spawn<S: TailSink>(
                 Err(e) => {
                     tracing::warn!(
                         topic,
-                        error = super::redact(&e.to_string()),
+                        error = conn.mask(&e.to_string()),
                         "tailing failed; retrying"
                     );
                     thread::sleep(Duration::from_secs(1));
