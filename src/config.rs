@@ -273,17 +273,19 @@ settings! {
         /// Largest input record accepted, in bytes [default: 1048576].
         #[arg(long, env = "DLQ_MAX_RECORD_BYTES")]
         pub max_record_bytes: Option<usize>,
-        /// A transaction commits once it holds this many records [default: 50000, 1..=1000000];
-        /// or once it reaches `--txn-max-bytes` or `--txn-max-interval`, whichever comes
-        /// first, or as soon as the pipeline has nothing more to read.
+        /// A transaction commits once it holds this many records [default: 50000, at most
+        /// 1000000]. It commits at whichever of records, `--txn-max-bytes` or
+        /// `--txn-max-interval` is reached first, or as soon as the pipeline has nothing more
+        /// to read.
         #[arg(long, env = "DLQ_TXN_MAX_RECORDS")]
         pub txn_max_records: Option<usize>,
-        /// A transaction commits once it holds this many bytes of output [default: 16777216,
-        /// 1 MiB..=256 MiB] (or records, interval, nothing more to read: see above).
+        /// A transaction commits once it holds this many bytes of output [default: 16777216
+        /// = 16 MiB, between 1 MiB and 256 MiB] (or at the records or interval bound, or when
+        /// there is nothing more to read).
         #[arg(long, env = "DLQ_TXN_MAX_BYTES")]
         pub txn_max_bytes: Option<usize>,
-        /// A transaction commits once it is this old, e.g. `100ms` [default: 100ms] (or
-        /// records, bytes, nothing more to read: see above).
+        /// A transaction commits once it is this old, e.g. `100ms` [default: 100ms] (or at the
+        /// records or bytes bound, or when there is nothing more to read).
         #[arg(long, env = "DLQ_TXN_MAX_INTERVAL")]
         pub txn_max_interval: Option<String>,
         /// How often expired entries are swept [default: 30s].
