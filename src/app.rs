@@ -7,6 +7,7 @@
 
 use std::{net::SocketAddr, sync::Arc, thread, time::Duration};
 
+use secrecy::SecretString;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -66,7 +67,8 @@ pub enum ServiceError {
 /// A running service. Stop it with [`Service::stop`]; [`Service::wait`] ends on a fatal error.
 pub struct Service {
     pub http_addr: SocketAddr,
-    pub api_token: String,
+    /// The configured token, or the one generated at start (`expose_secret()` to print it).
+    pub api_token: SecretString,
     pub kafka_bootstrap: String,
     pub view: Arc<StoreView>,
     pub health: Arc<Health>,
@@ -106,7 +108,10 @@ impl Service {
             client_id: format!("workflow-dlq-{}", cfg.instance_id),
             max_record_bytes: kafka::topics::max_message_bytes(&cfg),
         };
-        let api_token = cfg.api_token.clone().unwrap_or_else(generate_token);
+        let api_token = cfg
+            .api_token
+            .clone()
+            .unwrap_or_else(|| generate_token().into());
         let view = Arc::new(StoreView::new());
         let health = Arc::new(Health::new(view.clone()));
         let shutdown = CancellationToken::new();
@@ -130,7 +135,7 @@ impl Service {
             cfg.output_encoding.into(),
         )
         // librdkafka's config errors quote the value: never let a secret through.
-        .map_err(|e| ServiceError::KafkaConfig(kafka::redact(&e.to_string())))?;
+        .map_err(|e| ServiceError::KafkaConfig(conn.mask(&e.to_string())))?;
         let state = Arc::new(AppState {
             cfg: cfg.clone(),
             view: view.clone(),
@@ -377,7 +382,7 @@ async fn wait_for_kafka(
                 return Ok(());
             }
             Ok(Err(e)) => {
-                last = kafka::redact(&e.to_string());
+                last = conn.mask(&e.to_string());
                 if let rdkafka::error::KafkaError::ClientConfig(..) = e {
                     // A bad property does not fix itself: say so now, not after the timeout.
                     return Err(ServiceError::KafkaConfig(last));

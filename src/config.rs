@@ -4,11 +4,18 @@
 //! environment variables → command-line flags. `DLQ_KAFKA_<PROPERTY>` (and a `[kafka]` table in
 //! the file) passes any librdkafka property through, so SASL/TLS clusters need no code change.
 //! [`Config::validate`] runs at start and names the setting at fault.
+//!
+//! Every setting is declared once, in [`Settings`]: clap reads it as flags (with their `DLQ_*`
+//! twins) and serde as the file; [`Settings::over`] layers one over the other. Secrets (the API
+//! token, secret librdkafka properties) are [`SecretString`]s from the moment they are read.
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+pub use crate::kafka::KafkaProperty;
 
 /// Errors in configuration: each names the setting and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -107,15 +114,17 @@ impl Topics {
 }
 
 /// The validated configuration of `workflow-dlq serve`.
+///
+/// `Debug` shows no secret: the API token and secret Kafka properties print as redacted.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `None`: start the embedded (in-memory, development) broker.
     pub kafka_bootstrap: Option<String>,
-    /// Extra librdkafka properties, applied to every client.
-    pub kafka_properties: BTreeMap<String, String>,
+    /// Extra librdkafka properties, applied to every client; secret ones are held as secrets.
+    pub kafka_properties: BTreeMap<String, KafkaProperty>,
     pub http_addr: SocketAddr,
     /// `None`: a random token is generated and printed once.
-    pub api_token: Option<String>,
+    pub api_token: Option<SecretString>,
     pub retention: Duration,
     pub topics: Topics,
     pub group_id: String,
@@ -128,14 +137,18 @@ pub struct Config {
     pub output_encoding: OutputEncoding,
     pub log_format: LogFormat,
     pub max_record_bytes: usize,
+    /// A transaction commits once it holds this many records, or [`Config::txn_max_bytes`] of
+    /// output, or is [`Config::txn_max_interval`] old, or the pipeline has nothing more to read.
     pub txn_max_records: usize,
-    pub txn_max_interval: Duration,
     pub txn_max_bytes: usize,
+    pub txn_max_interval: Duration,
     pub sweep_interval: Duration,
     pub guard_interval: Duration,
     pub kafka_connect_timeout: Duration,
     pub shutdown_grace: Duration,
 }
+
+const MIB: usize = 1024 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -153,10 +166,10 @@ impl Default for Config {
             max_per_second: 100.0,
             output_encoding: OutputEncoding::Protobuf,
             log_format: LogFormat::Text,
-            max_record_bytes: 1024 * 1024,
+            max_record_bytes: MIB,
             txn_max_records: 50_000,
+            txn_max_bytes: 16 * MIB,
             txn_max_interval: Duration::from_millis(100),
-            txn_max_bytes: 16 * 1024 * 1024,
             sweep_interval: Duration::from_secs(30),
             guard_interval: Duration::from_secs(30),
             kafka_connect_timeout: Duration::from_secs(30),
@@ -173,122 +186,188 @@ fn default_instance_id() -> String {
         .unwrap_or_else(|| "workflow-dlq".into())
 }
 
-/// Flags of `serve`; every one has a `DLQ_*` environment twin. All optional so that the file
-/// and the defaults can fill what is not given.
+/// Flags of `serve`: the config file's path and the [`Settings`].
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
     /// TOML file with the same settings (snake_case keys) and a `[kafka]` table of properties.
     #[arg(long, env = "DLQ_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Kafka bootstrap servers; unset = start the embedded in-memory broker.
-    #[arg(long, env = "DLQ_KAFKA_BOOTSTRAP")]
-    pub kafka_bootstrap: Option<String>,
-    #[arg(long, env = "DLQ_HTTP_ADDR")]
-    pub http_addr: Option<String>,
-    #[arg(long, env = "DLQ_API_TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
-    /// How long an entry stays in the DLQ, e.g. `7d`, `12h`.
-    #[arg(long, env = "DLQ_RETENTION")]
-    pub retention: Option<String>,
-    #[arg(long, env = "DLQ_TOPIC_FAILURES")]
-    pub topic_failures: Option<String>,
-    #[arg(long, env = "DLQ_TOPIC_STORE")]
-    pub topic_store: Option<String>,
-    #[arg(long, env = "DLQ_TOPIC_COMMANDS")]
-    pub topic_commands: Option<String>,
-    #[arg(long, env = "DLQ_TOPIC_EXECUTIONS")]
-    pub topic_executions: Option<String>,
-    #[arg(long, env = "DLQ_TOPIC_RESULTS")]
-    pub topic_results: Option<String>,
-    #[arg(long, env = "DLQ_TOPIC_REJECTED")]
-    pub topic_rejected: Option<String>,
-    #[arg(long, env = "DLQ_GROUP_ID")]
-    pub group_id: Option<String>,
-    /// Stable name of this instance (default: the host name).
-    #[arg(long, env = "DLQ_INSTANCE_ID")]
-    pub instance_id: Option<String>,
-    /// Partitions for topics the service creates (store and commands are co-partitioned).
-    #[arg(long, env = "DLQ_PARTITIONS")]
-    pub partitions: Option<i32>,
-    /// Replication factor for created topics; -1 = the broker's default.
-    #[arg(long, env = "DLQ_REPLICATION_FACTOR", allow_hyphen_values = true)]
-    pub replication_factor: Option<i32>,
-    /// Default republish velocity of a command (entries per second).
-    #[arg(long, env = "DLQ_MAX_PER_SECOND")]
-    pub max_per_second: Option<f64>,
-    #[arg(long, env = "DLQ_OUTPUT_ENCODING", value_enum)]
-    pub output_encoding: Option<OutputEncoding>,
-    #[arg(long, env = "DLQ_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Largest input record accepted, e.g. `1MiB`, in bytes.
-    #[arg(long, env = "DLQ_MAX_RECORD_BYTES")]
-    pub max_record_bytes: Option<usize>,
-    /// A transaction commits after this many records...
-    #[arg(long, env = "DLQ_TXN_MAX_RECORDS")]
-    pub txn_max_records: Option<usize>,
-    /// ...or after this long, whichever comes first (e.g. `100ms`).
-    #[arg(long, env = "DLQ_TXN_MAX_INTERVAL")]
-    pub txn_max_interval: Option<String>,
-    #[arg(long, env = "DLQ_SWEEP_INTERVAL")]
-    pub sweep_interval: Option<String>,
-    #[arg(long, env = "DLQ_GUARD_INTERVAL")]
-    pub guard_interval: Option<String>,
-    /// Give up starting when Kafka can't be reached for this long.
-    #[arg(long, env = "DLQ_KAFKA_CONNECT_TIMEOUT")]
-    pub kafka_connect_timeout: Option<String>,
-    /// Bound on graceful shutdown after SIGTERM/SIGINT.
-    #[arg(long, env = "DLQ_SHUTDOWN_GRACE")]
-    pub shutdown_grace: Option<String>,
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
-/// The file form: the same settings, snake_case, plus `[kafka]` properties.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    kafka_bootstrap: Option<String>,
-    http_addr: Option<String>,
-    api_token: Option<String>,
-    retention: Option<String>,
-    topic_failures: Option<String>,
-    topic_store: Option<String>,
-    topic_commands: Option<String>,
-    topic_executions: Option<String>,
-    topic_results: Option<String>,
-    topic_rejected: Option<String>,
-    group_id: Option<String>,
-    instance_id: Option<String>,
-    partitions: Option<i32>,
-    replication_factor: Option<i32>,
-    max_per_second: Option<f64>,
-    output_encoding: Option<OutputEncoding>,
-    log_format: Option<LogFormat>,
-    max_record_bytes: Option<usize>,
-    txn_max_records: Option<usize>,
-    txn_max_interval: Option<String>,
-    sweep_interval: Option<String>,
-    guard_interval: Option<String>,
-    kafka_connect_timeout: Option<String>,
-    shutdown_grace: Option<String>,
-    #[serde(default)]
-    kafka: BTreeMap<String, String>,
+/// Declares [`Settings`] and its layering. Every field is an `Option`: `None` is "not given
+/// in this layer", so the next layer down (and finally [`Config::default`]) fills it.
+macro_rules! settings {
+    (
+        $(#[$struct_attr:meta])*
+        pub struct Settings {
+            $( $(#[$attr:meta])* pub $field:ident: Option<$ty:ty>, )*
+        }
+    ) => {
+        $(#[$struct_attr])*
+        pub struct Settings {
+            $( $(#[$attr])* pub $field: Option<$ty>, )*
+        }
+
+        impl Settings {
+            /// `self` over `lower`: every setting `self` gives wins; the rest come from `lower`.
+            pub fn over(self, lower: Settings) -> Settings {
+                Settings { $( $field: self.$field.or(lower.$field), )* }
+            }
+        }
+    };
 }
 
-/// Environment variables under `DLQ_KAFKA_` that are our own settings, not librdkafka properties.
-const OWN_KAFKA_VARS: &[&str] = &["DLQ_KAFKA_BOOTSTRAP", "DLQ_KAFKA_CONNECT_TIMEOUT"];
+settings! {
+    /// Every setting of `serve`, declared once: the same struct is the command-line flags (each
+    /// with its `DLQ_<NAME>` environment twin, which clap reads below the flag) and the TOML
+    /// file (snake_case keys, unknown keys refused). Raw values: [`Config::from_settings`]
+    /// parses and checks them, naming the setting at fault.
+    #[derive(Debug, Clone, Default, Args, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Settings {
+        /// Kafka bootstrap servers; unset = start the embedded in-memory broker.
+        #[arg(long, env = "DLQ_KAFKA_BOOTSTRAP")]
+        pub kafka_bootstrap: Option<String>,
+        /// Address of the HTTP API [default: 127.0.0.1:8080].
+        #[arg(long, env = "DLQ_HTTP_ADDR")]
+        pub http_addr: Option<String>,
+        /// Bearer token of the HTTP API (at least 16 characters); unset = generated and
+        /// printed once.
+        #[arg(long, env = "DLQ_API_TOKEN", hide_env_values = true, value_parser = secret)]
+        pub api_token: Option<SecretString>,
+        /// How long an entry stays in the DLQ, e.g. `7d`, `12h` [default: 7d].
+        #[arg(long, env = "DLQ_RETENTION")]
+        pub retention: Option<String>,
+        #[arg(long, env = "DLQ_TOPIC_FAILURES")]
+        pub topic_failures: Option<String>,
+        #[arg(long, env = "DLQ_TOPIC_STORE")]
+        pub topic_store: Option<String>,
+        #[arg(long, env = "DLQ_TOPIC_COMMANDS")]
+        pub topic_commands: Option<String>,
+        #[arg(long, env = "DLQ_TOPIC_EXECUTIONS")]
+        pub topic_executions: Option<String>,
+        #[arg(long, env = "DLQ_TOPIC_RESULTS")]
+        pub topic_results: Option<String>,
+        #[arg(long, env = "DLQ_TOPIC_REJECTED")]
+        pub topic_rejected: Option<String>,
+        #[arg(long, env = "DLQ_GROUP_ID")]
+        pub group_id: Option<String>,
+        /// Stable name of this instance (default: the host name).
+        #[arg(long, env = "DLQ_INSTANCE_ID")]
+        pub instance_id: Option<String>,
+        /// Partitions for topics the service creates (store and commands are co-partitioned).
+        #[arg(long, env = "DLQ_PARTITIONS")]
+        pub partitions: Option<i32>,
+        /// Replication factor for created topics; -1 = the broker's default.
+        #[arg(long, env = "DLQ_REPLICATION_FACTOR", allow_hyphen_values = true)]
+        pub replication_factor: Option<i32>,
+        /// Default republish velocity of a command (entries per second).
+        #[arg(long, env = "DLQ_MAX_PER_SECOND")]
+        pub max_per_second: Option<f64>,
+        #[arg(long, env = "DLQ_OUTPUT_ENCODING", value_enum)]
+        pub output_encoding: Option<OutputEncoding>,
+        #[arg(long, env = "DLQ_LOG_FORMAT", value_enum)]
+        pub log_format: Option<LogFormat>,
+        /// Largest input record accepted, in bytes [default: 1048576].
+        #[arg(long, env = "DLQ_MAX_RECORD_BYTES")]
+        pub max_record_bytes: Option<usize>,
+        /// A transaction commits once it holds this many records [default: 50000, at most
+        /// 1000000]. It commits at whichever of records, `--txn-max-bytes` or
+        /// `--txn-max-interval` is reached first, or as soon as the pipeline has nothing more
+        /// to read.
+        #[arg(long, env = "DLQ_TXN_MAX_RECORDS")]
+        pub txn_max_records: Option<usize>,
+        /// A transaction commits once it holds this many bytes of output [default: 16777216
+        /// = 16 MiB, between 1 MiB and 256 MiB] (or at the records or interval bound, or when
+        /// there is nothing more to read).
+        #[arg(long, env = "DLQ_TXN_MAX_BYTES")]
+        pub txn_max_bytes: Option<usize>,
+        /// A transaction commits once it is this old, e.g. `100ms` [default: 100ms] (or at the
+        /// records or bytes bound, or when there is nothing more to read).
+        #[arg(long, env = "DLQ_TXN_MAX_INTERVAL")]
+        pub txn_max_interval: Option<String>,
+        /// How often expired entries are swept [default: 30s].
+        #[arg(long, env = "DLQ_SWEEP_INTERVAL")]
+        pub sweep_interval: Option<String>,
+        /// How often the store topic's settings are checked [default: 30s].
+        #[arg(long, env = "DLQ_GUARD_INTERVAL")]
+        pub guard_interval: Option<String>,
+        /// Give up starting when Kafka can't be reached for this long [default: 30s].
+        #[arg(long, env = "DLQ_KAFKA_CONNECT_TIMEOUT")]
+        pub kafka_connect_timeout: Option<String>,
+        /// Bound on graceful shutdown after SIGTERM/SIGINT [default: 10s].
+        #[arg(long, env = "DLQ_SHUTDOWN_GRACE")]
+        pub shutdown_grace: Option<String>,
+        /// The file's `[kafka]` table of librdkafka properties (no flag: `DLQ_KAFKA_<PROPERTY>`
+        /// sets one from the environment).
+        #[arg(skip)]
+        #[serde(default, deserialize_with = "kafka_table")]
+        pub kafka: Option<BTreeMap<String, KafkaProperty>>,
+    }
+}
 
-/// `DLQ_KAFKA_SECURITY_PROTOCOL=SASL_SSL` → `security.protocol=SASL_SSL`.
+/// clap's parser for a secret flag: the value goes straight into a [`SecretString`].
+fn secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(text.into())
+}
+
+/// The `[kafka]` table, each value secret or plain by the property's name.
+fn kafka_table<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, KafkaProperty>>, D::Error> {
+    let raw = BTreeMap::<String, String>::deserialize(d)?;
+    Ok(Some(
+        raw.into_iter()
+            .map(|(k, v)| {
+                let value = KafkaProperty::new(&k, v);
+                (k, value)
+            })
+            .collect(),
+    ))
+}
+
+/// The environment names of our own settings (`DLQ_KAFKA_BOOTSTRAP`, …), read from the flags'
+/// declarations: none of them is a librdkafka property.
+fn own_env_names() -> Vec<String> {
+    ServeArgs::augment_args(clap::Command::new("serve"))
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// `DLQ_KAFKA_SECURITY_PROTOCOL=SASL_SSL` → `security.protocol=SASL_SSL`; our own settings
+/// (`DLQ_KAFKA_BOOTSTRAP`, `DLQ_KAFKA_CONNECT_TIMEOUT`) are not passed through.
 pub fn kafka_properties_from_env(
     vars: impl IntoIterator<Item = (String, String)>,
-) -> BTreeMap<String, String> {
+) -> BTreeMap<String, KafkaProperty> {
+    let own = own_env_names();
     vars.into_iter()
-        .filter(|(k, _)| k.starts_with("DLQ_KAFKA_") && !OWN_KAFKA_VARS.contains(&k.as_str()))
+        .filter(|(k, _)| k.starts_with("DLQ_KAFKA_") && !own.contains(k))
         .map(|(k, v)| {
             let property = k["DLQ_KAFKA_".len()..]
                 .to_ascii_lowercase()
                 .replace('_', ".");
-            (property, v)
+            let value = KafkaProperty::new(&property, v);
+            (property, value)
         })
         .collect()
+}
+
+impl Settings {
+    /// The TOML file's settings.
+    pub fn from_file(path: &std::path::Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
 }
 
 fn duration(setting: &'static str, text: &str) -> Result<Duration, ConfigError> {
@@ -301,39 +380,27 @@ fn duration(setting: &'static str, text: &str) -> Result<Duration, ConfigError> 
 }
 
 impl Config {
-    /// Builds the configuration from flags (with their env twins already applied by clap),
-    /// the file they name, and the `DLQ_KAFKA_*` passthrough, then validates it.
+    /// Builds the configuration from the layers, lowest first: defaults, the file the flags
+    /// name, the `DLQ_*` environment (its `DLQ_KAFKA_<PROPERTY>` passthrough over the file's
+    /// `[kafka]` table), the flags; then validates it.
     pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
         let file = match &args.config {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-                        path: path.clone(),
-                        source,
-                    })?;
-                toml::from_str::<FileConfig>(&text).map_err(|source| ConfigError::ParseFile {
-                    path: path.clone(),
-                    source,
-                })?
-            }
-            None => FileConfig::default(),
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
         };
-        let mut cfg = Config::from_layers(args, file)?;
+        // clap has already put each `DLQ_*` variable under its flag.
+        let mut cfg = Config::from_settings(args.settings.clone().over(file))?;
         cfg.kafka_properties
             .extend(kafka_properties_from_env(std::env::vars()));
         cfg.validate()?;
         Ok(cfg)
     }
 
-    fn from_layers(args: &ServeArgs, file: FileConfig) -> Result<Config, ConfigError> {
+    /// Parses the raw settings, filling what none gives from [`Config::default`]. Errors name
+    /// the setting; [`Config::validate`] checks ranges and relations afterwards.
+    pub fn from_settings(s: Settings) -> Result<Config, ConfigError> {
         let d = Config::default();
-        // Flag/env first, then file, then default.
-        macro_rules! pick {
-            ($field:ident) => {
-                args.$field.clone().or(file.$field.clone())
-            };
-        }
-        let http_addr = match pick!(http_addr) {
+        let http_addr = match s.http_addr {
             Some(a) => a.parse().map_err(|e| {
                 invalid(
                     "http_addr",
@@ -346,51 +413,47 @@ impl Config {
             Some(t) => duration(setting, &t),
             None => Ok(def),
         };
-        let td = Topics::default();
+        let td = d.topics;
         Ok(Config {
-            kafka_bootstrap: pick!(kafka_bootstrap).filter(|b| !b.trim().is_empty()),
-            kafka_properties: file.kafka.clone(),
+            kafka_bootstrap: s.kafka_bootstrap.filter(|b| !b.trim().is_empty()),
+            kafka_properties: s.kafka.unwrap_or_default(),
             http_addr,
-            api_token: pick!(api_token),
-            retention: dur("retention", pick!(retention), d.retention)?,
+            api_token: s.api_token,
+            retention: dur("retention", s.retention, d.retention)?,
             topics: Topics {
-                failures: pick!(topic_failures).unwrap_or(td.failures),
-                store: pick!(topic_store).unwrap_or(td.store),
-                commands: pick!(topic_commands).unwrap_or(td.commands),
-                executions: pick!(topic_executions).unwrap_or(td.executions),
-                results: pick!(topic_results).unwrap_or(td.results),
-                rejected: pick!(topic_rejected).unwrap_or(td.rejected),
+                failures: s.topic_failures.unwrap_or(td.failures),
+                store: s.topic_store.unwrap_or(td.store),
+                commands: s.topic_commands.unwrap_or(td.commands),
+                executions: s.topic_executions.unwrap_or(td.executions),
+                results: s.topic_results.unwrap_or(td.results),
+                rejected: s.topic_rejected.unwrap_or(td.rejected),
             },
-            group_id: pick!(group_id).unwrap_or(d.group_id),
-            instance_id: pick!(instance_id).unwrap_or(d.instance_id),
-            partitions: pick!(partitions).unwrap_or(d.partitions),
-            replication_factor: pick!(replication_factor).unwrap_or(d.replication_factor),
-            max_per_second: pick!(max_per_second).unwrap_or(d.max_per_second),
-            output_encoding: pick!(output_encoding).unwrap_or(d.output_encoding),
-            log_format: pick!(log_format).unwrap_or(d.log_format),
-            max_record_bytes: pick!(max_record_bytes).unwrap_or(d.max_record_bytes),
-            txn_max_records: pick!(txn_max_records).unwrap_or(d.txn_max_records),
-            txn_max_interval: dur(
-                "txn_max_interval",
-                pick!(txn_max_interval),
-                d.txn_max_interval,
-            )?,
-            txn_max_bytes: d.txn_max_bytes,
-            sweep_interval: dur("sweep_interval", pick!(sweep_interval), d.sweep_interval)?,
-            guard_interval: dur("guard_interval", pick!(guard_interval), d.guard_interval)?,
+            group_id: s.group_id.unwrap_or(d.group_id),
+            instance_id: s.instance_id.unwrap_or(d.instance_id),
+            partitions: s.partitions.unwrap_or(d.partitions),
+            replication_factor: s.replication_factor.unwrap_or(d.replication_factor),
+            max_per_second: s.max_per_second.unwrap_or(d.max_per_second),
+            output_encoding: s.output_encoding.unwrap_or(d.output_encoding),
+            log_format: s.log_format.unwrap_or(d.log_format),
+            max_record_bytes: s.max_record_bytes.unwrap_or(d.max_record_bytes),
+            txn_max_records: s.txn_max_records.unwrap_or(d.txn_max_records),
+            txn_max_bytes: s.txn_max_bytes.unwrap_or(d.txn_max_bytes),
+            txn_max_interval: dur("txn_max_interval", s.txn_max_interval, d.txn_max_interval)?,
+            sweep_interval: dur("sweep_interval", s.sweep_interval, d.sweep_interval)?,
+            guard_interval: dur("guard_interval", s.guard_interval, d.guard_interval)?,
             kafka_connect_timeout: dur(
                 "kafka_connect_timeout",
-                pick!(kafka_connect_timeout),
+                s.kafka_connect_timeout,
                 d.kafka_connect_timeout,
             )?,
-            shutdown_grace: dur("shutdown_grace", pick!(shutdown_grace), d.shutdown_grace)?,
+            shutdown_grace: dur("shutdown_grace", s.shutdown_grace, d.shutdown_grace)?,
         })
     }
 
     /// Checks values and the relations between them; the error names the setting at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(token) = &self.api_token {
-            if token.len() < 16 {
+            if token.expose_secret().len() < 16 {
                 return Err(invalid(
                     "api_token",
                     "must be at least 16 characters (or unset to generate one)",
@@ -449,8 +512,14 @@ impl Config {
                 "must be between 1024 and 67108864 bytes",
             ));
         }
-        if self.txn_max_records == 0 {
-            return Err(invalid("txn_max_records", "must be at least 1"));
+        if !(1..=1_000_000).contains(&self.txn_max_records) {
+            return Err(invalid("txn_max_records", "must be between 1 and 1000000"));
+        }
+        if !(MIB..=256 * MIB).contains(&self.txn_max_bytes) {
+            return Err(invalid(
+                "txn_max_bytes",
+                "must be between 1048576 (1 MiB) and 268435456 (256 MiB) bytes",
+            ));
         }
         if self.txn_max_interval < Duration::from_millis(1)
             || self.txn_max_interval > Duration::from_secs(10)
@@ -486,45 +555,133 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use clap::FromArgMatches;
+
     use super::*;
+
+    /// `serve` parsed from `argv` as clap parses it, except that its environment twins are
+    /// read from `env` instead of the process environment (which parallel tests must not
+    /// change): each `DLQ_*` value sits under its flag, as clap's own `env` does.
+    fn parse(argv: &[&str], env: &[(&str, &str)]) -> ServeArgs {
+        let cmd = ServeArgs::augment_args(clap::Command::new("serve")).mut_args(|a| {
+            let given = a
+                .get_env()
+                .and_then(|name| env.iter().find(|(k, _)| name == std::ffi::OsStr::new(k)))
+                .map(|(_, v)| -> &'static str { Box::leak(v.to_string().into_boxed_str()) });
+            let a = a.env(None::<&str>);
+            match given {
+                Some(v) => a.default_value(v),
+                None => a,
+            }
+        });
+        let matches = cmd
+            .try_get_matches_from(std::iter::once("serve").chain(argv.iter().copied()))
+            .expect("valid flags");
+        ServeArgs::from_arg_matches(&matches).expect("valid flags")
+    }
+
+    fn file(text: &str) -> Settings {
+        toml::from_str(text).expect("valid toml")
+    }
+
+    fn layered(argv: &[&str], env: &[(&str, &str)], toml: &str) -> Config {
+        let cfg = Config::from_settings(parse(argv, env).settings.over(file(toml))).expect("valid");
+        cfg.validate().expect("valid");
+        cfg
+    }
 
     #[test]
     fn env_passthrough_maps_names_to_librdkafka_properties() {
         let props = kafka_properties_from_env([
             ("DLQ_KAFKA_SECURITY_PROTOCOL".into(), "SASL_SSL".into()),
             ("DLQ_KAFKA_SASL_MECHANISMS".into(), "SCRAM-SHA-512".into()),
+            ("DLQ_KAFKA_SASL_PASSWORD".into(), "hunter2-secret".into()),
             ("DLQ_KAFKA_BOOTSTRAP".into(), "ignored:9092".into()),
+            ("DLQ_KAFKA_CONNECT_TIMEOUT".into(), "5s".into()),
             ("DLQ_HTTP_ADDR".into(), "ignored".into()),
         ]);
-        assert_eq!(props.len(), 2);
-        assert_eq!(props["security.protocol"], "SASL_SSL");
-        assert_eq!(props["sasl.mechanisms"], "SCRAM-SHA-512");
+        assert_eq!(props.len(), 3, "{props:?}");
+        assert_eq!(props["security.protocol"].shown(), "SASL_SSL");
+        assert_eq!(props["sasl.mechanisms"].shown(), "SCRAM-SHA-512");
+        assert!(matches!(
+            props["sasl.password"],
+            KafkaProperty::Secret(ref s) if s.expose_secret() == "hunter2-secret"
+        ));
+        assert!(!format!("{props:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn every_setting_has_a_flag_and_its_env_twin() {
+        let cmd = ServeArgs::augment_args(clap::Command::new("serve"));
+        let mut count = 0;
+        for arg in cmd.get_arguments() {
+            let long = arg.get_long().expect("every setting is a long flag");
+            let env = format!("DLQ_{}", long.to_ascii_uppercase().replace('-', "_"));
+            assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(&env)), "--{long}");
+            count += 1;
+        }
+        // `--config` and the 25 settings (the `[kafka]` table has no flag).
+        assert_eq!(count, 26);
+        let help = cmd.clone().render_long_help().to_string();
+        for flag in [
+            "--txn-max-bytes",
+            "--txn-max-records",
+            "--shutdown-grace",
+            "--config",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
     }
 
     #[test]
     fn flags_win_over_file_and_defaults_fill_the_rest() {
-        let args = ServeArgs {
-            retention: Some("2h".into()),
-            ..Default::default()
-        };
-        let file: FileConfig = toml::from_str(
+        let cfg = layered(
+            &["--retention", "2h"],
+            &[],
             "retention = \"1d\"\ngroup_id = \"from-file\"\n[kafka]\n\"linger.ms\" = \"5\"",
-        )
-        .expect("valid toml");
-        let cfg = Config::from_layers(&args, file).expect("valid");
+        );
         assert_eq!(cfg.retention, Duration::from_secs(7200));
         assert_eq!(cfg.group_id, "from-file");
-        assert_eq!(cfg.kafka_properties["linger.ms"], "5");
+        assert_eq!(cfg.kafka_properties["linger.ms"].shown(), "5");
         assert_eq!(cfg.topics, Topics::default());
+        assert_eq!(cfg.txn_max_records, 50_000);
+        assert_eq!(cfg.txn_max_bytes, 16 * 1024 * 1024);
+        assert_eq!(cfg.txn_max_interval, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn env_beats_file_and_flag_beats_env() {
+        let toml = "retention = \"1d\"\ngroup_id = \"from-file\"\npartitions = 3\n\
+                    txn_max_bytes = 2097152";
+        let env = [
+            ("DLQ_RETENTION", "2d"),
+            ("DLQ_GROUP_ID", "from-env"),
+            ("DLQ_TXN_MAX_BYTES", "4194304"),
+        ];
+        let cfg = layered(&[], &env, toml);
+        assert_eq!(
+            cfg.retention,
+            Duration::from_secs(2 * 24 * 3600),
+            "env over file"
+        );
+        assert_eq!(cfg.group_id, "from-env", "env over file");
+        assert_eq!(cfg.txn_max_bytes, 4 * 1024 * 1024, "env over file");
+        assert_eq!(cfg.partitions, 3, "the file where env is silent");
+
+        let cfg = layered(
+            &["--group-id", "from-flag", "--txn-max-bytes=8388608"],
+            &env,
+            toml,
+        );
+        assert_eq!(cfg.group_id, "from-flag", "flag over env");
+        assert_eq!(cfg.txn_max_bytes, 8 * 1024 * 1024, "flag over env");
+        assert_eq!(cfg.retention, Duration::from_secs(2 * 24 * 3600));
     }
 
     #[test]
     fn a_bad_value_names_the_setting() {
-        let args = ServeArgs {
-            retention: Some("seven days".into()),
-            ..Default::default()
-        };
-        let err = Config::from_layers(&args, FileConfig::default()).unwrap_err();
+        let args = parse(&["--retention", "seven days"], &[]);
+        let err = Config::from_settings(args.settings).unwrap_err();
         assert!(err.to_string().contains("`retention`"), "{err}");
 
         let cfg = Config {
@@ -557,7 +714,60 @@ mod tests {
     }
 
     #[test]
+    fn transaction_bounds_are_validated() {
+        let check = |cfg: Config| cfg.validate().map_err(|e| e.to_string());
+        assert!(check(Config::default()).is_ok());
+        for (records, ok) in [(0, false), (1, true), (1_000_000, true), (1_000_001, false)] {
+            let r = check(Config {
+                txn_max_records: records,
+                ..Config::default()
+            });
+            assert_eq!(r.is_ok(), ok, "txn_max_records = {records}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.contains("`txn_max_records`"), "{e}");
+            }
+        }
+        for (bytes, ok) in [
+            (MIB - 1, false),
+            (MIB, true),
+            (256 * MIB, true),
+            (256 * MIB + 1, false),
+        ] {
+            let r = check(Config {
+                txn_max_bytes: bytes,
+                ..Config::default()
+            });
+            assert_eq!(r.is_ok(), ok, "txn_max_bytes = {bytes}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.contains("`txn_max_bytes`"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        const TOKEN: &str = "token-from-a-flag-0123456789";
+        const PASSWORD: &str = "pw-from-the-file-xyz";
+        let cfg = layered(
+            &["--api-token", TOKEN],
+            &[],
+            &format!("[kafka]\n\"sasl.password\" = \"{PASSWORD}\"\n\"sasl.username\" = \"me\""),
+        );
+        assert_eq!(
+            cfg.api_token.as_ref().map(|t| t.expose_secret()),
+            Some(TOKEN)
+        );
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains(TOKEN), "{debug}");
+        assert!(!debug.contains(PASSWORD), "{debug}");
+        assert!(debug.contains("\"me\""), "{debug}");
+        let args = format!("{:?}", parse(&["--api-token", TOKEN], &[]));
+        assert!(!args.contains(TOKEN), "{args}");
+    }
+
+    #[test]
     fn unknown_file_keys_are_refused() {
-        assert!(toml::from_str::<FileConfig>("retension = \"1d\"").is_err());
+        assert!(toml::from_str::<Settings>("retension = \"1d\"").is_err());
+        assert!(toml::from_str::<Settings>("config = \"x.toml\"").is_err());
     }
 }

@@ -243,9 +243,12 @@ impl Ingest {
         worker: Worker,
         shutdown: CancellationToken,
     ) -> std::io::Result<thread::JoinHandle<()>> {
-        crate::kafka::supervise(worker, shutdown, move |shutdown, worker| {
-            self.run_pipeline(shutdown, worker)
-        })
+        crate::kafka::supervise(
+            worker,
+            self.conn.clone(),
+            shutdown,
+            move |shutdown, worker| self.run_pipeline(shutdown, worker),
+        )
     }
 
     fn run_pipeline(

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
 use workflow_dlq::{cli, config::ServeArgs, telemetry, Config, Service};
 
 #[derive(Parser)]
@@ -90,7 +91,7 @@ async fn serve(cfg: Config) -> Result<(), workflow_dlq::ServiceError> {
         // Printed once, to stdout only: never logged.
         println!(
             "API token (generated; set --api-token / DLQ_API_TOKEN to choose one): {}",
-            service.api_token
+            service.api_token.expose_secret()
         );
     }
     let outcome = tokio::select! {

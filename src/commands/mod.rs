@@ -231,9 +231,12 @@ impl Commands {
         worker: Worker,
         shutdown: CancellationToken,
     ) -> std::io::Result<thread::JoinHandle<()>> {
-        crate::kafka::supervise(worker, shutdown, move |shutdown, worker| {
-            self.run_pipeline(shutdown, worker)
-        })
+        crate::kafka::supervise(
+            worker,
+            self.conn.clone(),
+            shutdown,
+            move |shutdown, worker| self.run_pipeline(shutdown, worker),
+        )
     }
 
     fn run_pipeline(

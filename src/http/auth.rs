@@ -8,6 +8,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
@@ -26,7 +27,14 @@ pub async fn require_bearer(State(s): State<Arc<AppState>>, req: Request, next: 
             "missing bearer token: send `Authorization: Bearer <token>`".into(),
         )
         .into_response(),
-        Some(token) if bool::from(token.trim().as_bytes().ct_eq(s.api_token.as_bytes())) => {
+        Some(token)
+            if bool::from(
+                token
+                    .trim()
+                    .as_bytes()
+                    .ct_eq(s.api_token.expose_secret().as_bytes()),
+            ) =>
+        {
             next.run(req).await
         }
         Some(_) => ApiError::Unauthorized("invalid bearer token".into()).into_response(),

@@ -21,6 +21,7 @@ use axum::{
     Json, Router,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::SecretString;
 use serde_json::json;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 use tracing::Instrument;
@@ -40,7 +41,7 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     pub view: Arc<StoreView>,
     pub health: Arc<Health>,
-    pub api_token: String,
+    pub api_token: SecretString,
     pub kafka_bootstrap: String,
     pub prometheus: PrometheusHandle,
     /// Where actions go, and where their answers come back from.

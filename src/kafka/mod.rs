@@ -17,6 +17,7 @@ use rdkafka::{
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer},
 };
+use secrecy::{ExposeSecret, SecretString};
 
 /// Keyed records go where the Java client would put them (murmur2), so the store and the command
 /// topic stay co-partitioned by `dlqId` whoever produces to them.
@@ -26,7 +27,7 @@ pub const PARTITIONER: &str = "murmur2_random";
 #[derive(Debug, Clone)]
 pub struct KafkaConn {
     pub bootstrap: String,
-    pub properties: BTreeMap<String, String>,
+    pub properties: BTreeMap<String, KafkaProperty>,
     /// The embedded mock broker: no compaction, no transaction markers, no committed offsets
     /// through transactions.
     pub embedded: bool,
@@ -44,40 +45,54 @@ pub fn is_secret_property(name: &str) -> bool {
         && !n.ends_with(".location")
 }
 
-/// Values of secret properties seen by [`KafkaConn::client_config`]: [`redact`] masks them in
-/// any text about to be logged or shown. librdkafka's configuration errors quote the value of
-/// the property at fault (`Client config error: … sasl.password <value>`).
-static SECRET_VALUES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// The value of a librdkafka property. Those whose name says they are secret
+/// ([`is_secret_property`]) are held as a [`SecretString`]: `Debug` and [`KafkaProperty::shown`]
+/// print `<redacted>`, and only [`KafkaConn::client_config`] hands the value to librdkafka.
+#[derive(Clone)]
+pub enum KafkaProperty {
+    Plain(String),
+    Secret(SecretString),
+}
 
-fn remember_secrets(properties: &BTreeMap<String, String>) {
-    let mut known = SECRET_VALUES.lock().unwrap_or_else(|p| p.into_inner());
-    for (k, v) in properties {
-        // Shorter values would mask unrelated text (and are no secret worth the name).
-        if is_secret_property(k) && v.len() >= 4 && !known.contains(v) {
-            known.push(v.clone());
+impl KafkaProperty {
+    /// Secret or plain, by the property's name.
+    pub fn new(name: &str, value: impl Into<String>) -> KafkaProperty {
+        let value = value.into();
+        if is_secret_property(name) {
+            KafkaProperty::Secret(value.into())
+        } else {
+            KafkaProperty::Plain(value)
+        }
+    }
+
+    /// The value as logs and `/v1/status` may show it.
+    pub fn shown(&self) -> &str {
+        match self {
+            KafkaProperty::Plain(v) => v,
+            KafkaProperty::Secret(_) => "<redacted>",
+        }
+    }
+
+    fn expose(&self) -> &str {
+        match self {
+            KafkaProperty::Plain(v) => v,
+            KafkaProperty::Secret(s) => s.expose_secret(),
         }
     }
 }
 
-/// `text` with every secret property value replaced by `<redacted>`.
-pub fn redact(text: &str) -> String {
-    let known = SECRET_VALUES.lock().unwrap_or_else(|p| p.into_inner());
-    let mut out = text.to_string();
-    for v in known.iter() {
-        if out.contains(v.as_str()) {
-            out = out.replace(v.as_str(), "<redacted>");
-        }
+impl std::fmt::Debug for KafkaProperty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.shown())
     }
-    out
 }
 
 impl KafkaConn {
     /// Base settings for any client: the user's properties first, then ours.
     pub fn client_config(&self) -> ClientConfig {
-        remember_secrets(&self.properties);
         let mut c = ClientConfig::new();
         for (k, v) in &self.properties {
-            c.set(k, v);
+            c.set(k, v.expose());
         }
         c.set("bootstrap.servers", &self.bootstrap);
         c.set("client.id", &self.client_id);
@@ -164,15 +179,27 @@ impl KafkaConn {
     pub fn redacted_properties(&self) -> BTreeMap<String, String> {
         self.properties
             .iter()
-            .map(|(k, v)| {
-                let shown = if is_secret_property(k) {
-                    "<redacted>".to_string()
-                } else {
-                    v.clone()
-                };
-                (k.clone(), shown)
-            })
+            .map(|(k, v)| (k.clone(), v.shown().to_string()))
             .collect()
+    }
+
+    /// `text` with the value of each of this connection's secret properties replaced by
+    /// `<redacted>`. librdkafka's configuration errors quote the value of the property at fault
+    /// (`Client config error: … sasl.password <value>`): every error from a client built on
+    /// this connection passes through here before it is logged or shown. Values shorter than
+    /// 4 bytes are left alone: they would mangle unrelated text (and are no secret worth the
+    /// name).
+    pub fn mask(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for v in self.properties.values() {
+            if let KafkaProperty::Secret(secret) = v {
+                let secret = secret.expose_secret();
+                if secret.len() >= 4 && out.contains(secret) {
+                    out = out.replace(secret, "<redacted>");
+                }
+            }
+        }
+        out
     }
 }
 
@@ -187,9 +214,11 @@ const SETTLED: Duration = Duration::from_secs(60);
 /// restarted. An error (Kafka going away, a failed commit) rebuilds the pipeline after a growing
 /// pause (0.5 s … 10 s); a fresh pipeline restarts from committed offsets. A panic is retried
 /// too, but after [`MAX_PANICS`] in a row the worker is reported dead and stops, and the
-/// service exits non-zero ([`crate::health::Health::fatal`]). `worker` tells health how it is.
+/// service exits non-zero ([`crate::health::Health::fatal`]). `worker` tells health how it is;
+/// errors are logged with `conn`'s secrets masked.
 pub fn supervise<E: std::fmt::Display>(
     worker: crate::health::Worker,
+    conn: KafkaConn,
     shutdown: tokio_util::sync::CancellationToken,
     mut run: impl FnMut(&tokio_util::sync::CancellationToken, &crate::health::Worker) -> Result<(), E>
         + Send
@@ -222,7 +251,7 @@ pub fn supervise<E: std::fmt::Display>(
                 }
                 let error = match outcome {
                     Ok(Ok(())) => break,
-                    Ok(Err(e)) => redact(&e.to_string()),
+                    Ok(Err(e)) => conn.mask(&e.to_string()),
                     Err(panic) => {
                         panics += 1;
                         let what = panic
@@ -298,7 +327,7 @@ mod tests {
                 ("sasl.oauthbearer.client.secret", "s"),
             ]
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), KafkaProperty::new(k, v)))
             .collect(),
             embedded: false,
             client_id: "t".into(),
@@ -310,13 +339,20 @@ mod tests {
         assert_eq!(shown["sasl.oauthbearer.client.secret"], "<redacted>");
         assert_eq!(shown["sasl.username"], "me");
         assert_eq!(shown["ssl.key.location"], "/etc/key.pem");
-        let _ = conn.client_config();
         assert_eq!(
-            redact("Client config error: bad sasl.password hunter2"),
+            conn.mask("Client config error: bad sasl.password hunter2"),
             "Client config error: bad sasl.password <redacted>"
         );
         // One-letter values (`x`, `s` above) are not masked: they would mangle every message.
-        assert_eq!(redact("sasl.password"), "sasl.password");
-        assert_eq!(redact("sasl.username me"), "sasl.username me");
+        assert_eq!(conn.mask("sasl.password x"), "sasl.password x");
+        // Plain values are not secrets.
+        assert_eq!(conn.mask("sasl.username me"), "sasl.username me");
+        // Debug never shows a secret; librdkafka alone gets the value.
+        let debug = format!("{conn:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("/etc/key.pem"), "{debug}");
+        let config = conn.client_config();
+        assert_eq!(config.get("sasl.password"), Some("hunter2"));
+        assert_eq!(config.get("ssl.key.location"), Some("/etc/key.pem"));
     }
 }

@@ -28,7 +28,7 @@ pub async fn watch(
     let client: Arc<BaseConsumer> = match c.create() {
         Ok(c) => Arc::new(c),
         Err(e) => {
-            let error = super::redact(&e.to_string());
+            let error = conn.mask(&e.to_string());
             tracing::error!(error, "cannot create the Kafka reachability probe");
             return;
         }
@@ -50,7 +50,7 @@ pub async fn watch(
                 tracing::info!(bootstrap = conn.bootstrap, "Kafka reachable again");
             } else {
                 let error = match answer {
-                    Ok(Err(e)) => super::redact(&e.to_string()),
+                    Ok(Err(e)) => conn.mask(&e.to_string()),
                     Ok(Ok(_)) => "no brokers in the metadata".to_string(),
                     Err(e) => e.to_string(),
                 };

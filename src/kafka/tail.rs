@@ -44,7 +44,7 @@ pub fn spawn<S: TailSink>(
     shutdown: CancellationToken,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     let mut caught_up = false;
-    super::supervise(worker, shutdown, move |shutdown, worker| {
+    super::supervise(worker, conn.clone(), shutdown, move |shutdown, worker| {
         let _span = tracing::info_span!("tail", topic = %topic).entered();
         tail(&conn, &topic, &mut sink, &mut caught_up, shutdown, worker)
     })

@@ -73,7 +73,7 @@ impl StoreGuard {
                 Ok(a) => Some(a),
                 Err(e) => {
                     tracing::error!(
-                        error = crate::kafka::redact(&e.to_string()),
+                        error = self.conn.mask(&e.to_string()),
                         "store guard: cannot create an admin client"
                     );
                     None

@@ -27,7 +27,7 @@ impl Sweeper {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(
-                    error = crate::kafka::redact(&e.to_string()),
+                    error = self.conn.mask(&e.to_string()),
                     "retention sweeper: cannot create a producer; entries will not expire"
                 );
                 return;
