@@ -105,9 +105,11 @@ impl KafkaConn {
         let mut c = self.client_config();
         // A crashed instance's partitions move on after 10 s rather than the 45 s default
         // (the user may still choose otherwise).
+        // A backlog also moves in larger fetches than the 1 MiB per partition default.
         for (k, v) in [
             ("session.timeout.ms", "10000"),
             ("heartbeat.interval.ms", "2000"),
+            ("max.partition.fetch.bytes", "8388608"),
         ] {
             if !self.properties.contains_key(k) {
                 c.set(k, v);

@@ -156,18 +156,11 @@ fn envelope(n: u64, t: &str) -> (String, Vec<u8>) {
     (ev.workflow_run_id.clone(), data::envelope_bytes(ev))
 }
 
-// ---- 1. ingest ----
-
-async fn ingest(a: &Args) -> f64 {
-    let t = tag();
-    let cfg = bench_config(a, &t);
-    let scratch = format!("bench.scratch.{t}");
-    create_topics(&cfg, &[&scratch]).await;
-    let n = a.ingest_records;
-    let bytes = data::load(&a.bootstrap, &cfg.topics.failures, n, |i| envelope(i, &t));
+/// The physical limit first (the baseline every ratio is against: a consume → produce pipe
+/// with no transactions), then the same pipe with the service's transactions — the cost of
+/// exactly-once itself — over `n` records of `input`.
+fn baselines(a: &Args, cfg: &Config, input: &str, scratch: &str, n: u64, what: &str) -> Vec<Row> {
     let mut rows = Vec::new();
-    // The physical limit first (the baseline every ratio is against), then the same pipe with
-    // the service's transactions: the cost of exactly-once itself.
     for (name, transactional) in [
         ("physical limit: passthrough, no transactions", false),
         (
@@ -178,8 +171,8 @@ async fn ingest(a: &Args) -> f64 {
         reset_peak();
         let took = Passthrough {
             bootstrap: &a.bootstrap,
-            input: &cfg.topics.failures,
-            output: &scratch,
+            input,
+            output: scratch,
             records: n,
             transactional,
             max_records: cfg.txn_max_records,
@@ -187,10 +180,23 @@ async fn ingest(a: &Args) -> f64 {
             max_interval: cfg.txn_max_interval,
         }
         .run();
-        let mut r = Row::timed(name, n, took);
+        let mut r = Row::timed(&format!("{name}{what}"), n, took);
         r.peak_rss_mb = mb(rss_kb().1);
         rows.push(r);
     }
+    rows
+}
+
+// ---- 1. ingest ----
+
+async fn ingest(a: &Args) -> f64 {
+    let t = tag();
+    let cfg = bench_config(a, &t);
+    let scratch = format!("bench.scratch.{t}");
+    create_topics(&cfg, &[&scratch]).await;
+    let n = a.ingest_records;
+    let bytes = data::load(&a.bootstrap, &cfg.topics.failures, n, |i| envelope(i, &t));
+    let mut rows = baselines(a, &cfg, &cfg.topics.failures, &scratch, n, "");
     reset_peak();
     let svc = start(cfg).await;
     let took = wait_view(&svc, n as usize).await;
@@ -232,30 +238,14 @@ async fn redrive(a: &Args) {
     wait_view(&svc, n as usize).await;
     eprintln!("  {n} entries stored");
 
-    let mut rows = Vec::new();
-    for (name, transactional) in [
-        (
-            "physical limit: passthrough, no transactions (store → scratch)",
-            false,
-        ),
-        ("passthrough, transactional (store → scratch)", true),
-    ] {
-        reset_peak();
-        let took = Passthrough {
-            bootstrap: &a.bootstrap,
-            input: &cfg.topics.store,
-            output: &scratch,
-            records: n,
-            transactional,
-            max_records: cfg.txn_max_records,
-            max_bytes: cfg.txn_max_bytes,
-            max_interval: cfg.txn_max_interval,
-        }
-        .run();
-        let mut r = Row::timed(name, n, took);
-        r.peak_rss_mb = mb(rss_kb().1);
-        rows.push(r);
-    }
+    let mut rows = baselines(
+        a,
+        &cfg,
+        &cfg.topics.store,
+        &scratch,
+        n,
+        " (store → scratch)",
+    );
 
     reset_peak();
     let execs = count_from_end(&a.bootstrap, &cfg.topics.executions);
