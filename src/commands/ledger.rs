@@ -2,18 +2,12 @@
 //! audit trail) by tailing it. It answers "was this command already processed?" across
 //! restarts, and collects the per-entry outcomes a bulk command's final result sums up.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        RwLock,
-    },
-};
+use std::{collections::HashMap, sync::RwLock};
 
 use rdkafka::message::{BorrowedMessage, Message};
 
 use crate::{
-    kafka::tail::TailSink,
+    kafka::{progress::ReadProgress, tail::TailSink},
     wire::{
         codec,
         pb::{item_outcome::Status, CommandResult, ItemOutcome},
@@ -36,11 +30,10 @@ pub struct CommandRecord {
 #[derive(Default)]
 pub struct Ledger {
     commands: RwLock<HashMap<String, CommandRecord>>,
-    caught_up: AtomicBool,
     /// Woken on every applied result: whoever waits for a command's answer.
     changed: tokio::sync::Notify,
-    /// Next results-topic offset to read, per partition: how far the ledger has read.
-    positions: std::sync::Mutex<HashMap<i32, i64>>,
+    /// How far the ledger has read the results topic.
+    pub progress: ReadProgress,
 }
 
 /// A bulk command whose every entry has an outcome: ready for its final result.
@@ -137,24 +130,8 @@ impl Ledger {
             .collect()
     }
 
-    /// How far the ledger has read `partition` of the results topic (next offset).
-    pub fn position(&self, partition: i32) -> i64 {
-        let p = self.positions.lock().unwrap_or_else(|p| p.into_inner());
-        p.get(&partition).copied().unwrap_or(0)
-    }
-
-    fn set_position(&self, partition: i32, next_offset: i64) {
-        let mut p = self.positions.lock().unwrap_or_else(|p| p.into_inner());
-        let at = p.entry(partition).or_insert(0);
-        *at = (*at).max(next_offset);
-    }
-
-    pub fn set_caught_up(&self) {
-        self.caught_up.store(true, Ordering::SeqCst);
-    }
-
     pub fn is_caught_up(&self) -> bool {
-        self.caught_up.load(Ordering::SeqCst)
+        self.progress.is_caught_up()
     }
 }
 
@@ -173,11 +150,11 @@ impl TailSink for LedgerSink {
     }
 
     fn position(&mut self, partition: i32, next_offset: i64) {
-        self.0.set_position(partition, next_offset);
+        self.0.progress.advance(partition, next_offset);
     }
 
     fn caught_up(&mut self) {
-        self.0.set_caught_up();
+        self.0.progress.set_caught_up();
         tracing::info!("command ledger caught up with the results topic");
     }
 }

@@ -45,6 +45,7 @@ use crate::{
     kafka::{
         partitioner::partition_for,
         pipeline::{self, TxnConsumer},
+        progress::ReadProgress,
         rejected,
         txn::{lock, OutRecord, TxnBatch, TxnError, TxnLimits, TXN_TIMEOUT},
         KafkaConn,
@@ -256,12 +257,15 @@ impl Commands {
         // not at its timeout, so the store and results topics' read_committed end moves on and
         // the view and ledger can catch up.
         let txn = pipeline::producer(&spec)?;
-        while !(self.view.is_caught_up() && self.ledger.is_caught_up()) {
-            worker.beat();
-            if shutdown.is_cancelled() {
-                return Ok(());
+        for progress in [&self.view.progress, &self.ledger.progress] {
+            // In slices, so a shutdown is noticed within one.
+            while !progress.wait_caught_up(Instant::now() + Duration::from_millis(500), || {
+                worker.beat()
+            }) {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
             }
-            thread::sleep(Duration::from_millis(50));
         }
         let consumer = pipeline::consumer(&spec, &txn)?;
         let partitions = self.co_partitioned(&consumer)?;
@@ -452,38 +456,34 @@ impl Pipeline<'_> {
             return Ok(());
         }
         self.commit_open(t)?;
-        let view = &self.w.view;
         self.wait_for_end(
             &self.w.cfg.topics.store,
             partition,
-            || view.position(partition),
+            &self.w.view.progress,
             |want| CommandError::ViewBehind { partition, want },
         )?;
         self.fresh.insert(partition);
         Ok(())
     }
 
-    /// Waits, within [`CATCH_UP_BOUND`], until a reader's `position` on `partition` of `topic`
-    /// reaches the partition's end now, open transactions included (see `ends`).
+    /// Waits, within [`CATCH_UP_BOUND`], until a reader (`progress`) has read `partition` of
+    /// `topic` up to the partition's end now, open transactions included (see `ends`).
     fn wait_for_end(
         &self,
         topic: &str,
         partition: i32,
-        position: impl Fn() -> i64,
+        progress: &ReadProgress,
         behind: impl FnOnce(i64) -> CommandError,
     ) -> Result<(), CommandError> {
         let (_, end) = self
             .ends
             .fetch_watermarks(topic, partition, Duration::from_secs(10))?;
         let deadline = Instant::now() + CATCH_UP_BOUND;
-        while position() < end {
-            self.worker.beat();
-            if Instant::now() > deadline {
-                return Err(behind(end));
-            }
-            thread::sleep(Duration::from_millis(5));
+        if progress.wait_for(partition, end, deadline, || self.worker.beat()) {
+            Ok(())
+        } else {
+            Err(behind(end))
         }
-        Ok(())
     }
 
     /// Copies a record that can't be acted on to the rejected topic, with the reason.
@@ -548,13 +548,9 @@ impl Pipeline<'_> {
             return Ok(());
         }
         let partition = partition_for(command_id.as_bytes(), count);
-        let ledger = &self.w.ledger;
-        self.wait_for_end(
-            &results,
-            partition,
-            || ledger.position(partition),
-            |want| CommandError::LedgerBehind { partition, want },
-        )
+        self.wait_for_end(&results, partition, &self.w.ledger.progress, |want| {
+            CommandError::LedgerBehind { partition, want }
+        })
     }
 
     fn handle(&mut self, m: &BorrowedMessage<'_>, t: &mut TxnBatch) -> Result<(), CommandError> {

@@ -333,10 +333,16 @@ async fn await_view(s: &AppState, action: Action, ok: &[String]) {
                     .is_some_and(|i| i.state != CbState::CallbackFail as i32)
         }
     };
-    let deadline = tokio::time::Instant::now() + VIEW_CATCH_UP;
-    while !ok.iter().all(shown) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Re-checked on every move of the view's reader, until the deadline.
+    let mut moved = s.view.progress.subscribe();
+    let _ = tokio::time::timeout(VIEW_CATCH_UP, async {
+        while !ok.iter().all(shown) {
+            if moved.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
 }
 
 /// One entry's action: the run it started, or why not.

@@ -5,6 +5,7 @@ pub mod embedded;
 pub mod lag;
 pub mod partitioner;
 pub mod pipeline;
+pub mod progress;
 pub mod reachability;
 pub mod rejected;
 pub mod tail;

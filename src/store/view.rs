@@ -12,10 +12,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     hash::{BuildHasher, Hash},
     ops::Bound,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
-    },
+    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 // foldhash (hashbrown's default) rather than SipHash: the view hashes several strings per entry
@@ -27,7 +24,7 @@ use super::{
     filter::{run_id_hash, Cursor, EntryFilter, FilterKeys, Matcher, Sym},
     keys::IndexKeys,
 };
-use crate::wire::pb::DlqEntry;
+use crate::{kafka::progress::ReadProgress, wire::pb::DlqEntry};
 
 /// The partition of a free slot (one whose entry was removed; reused by the next insert).
 const FREE: i32 = -1;
@@ -379,9 +376,9 @@ pub struct Page {
 #[derive(Default)]
 pub struct StoreView {
     index: RwLock<Index>,
-    caught_up: AtomicBool,
-    /// Next store offset to apply, per partition: how far the view has read.
-    positions: std::sync::Mutex<HashMap<i32, i64>>,
+    /// How far the view has read the store topic (next offset per partition), and whether it
+    /// has caught up: what the command consumer and HTTP actions wait on.
+    pub progress: ReadProgress,
 }
 
 impl StoreView {
@@ -526,24 +523,21 @@ impl StoreView {
     }
 
     pub fn set_position(&self, partition: i32, next_offset: i64) {
-        let mut p = self.positions.lock().unwrap_or_else(|e| e.into_inner());
-        let at = p.entry(partition).or_insert(next_offset);
-        *at = (*at).max(next_offset);
+        self.progress.advance(partition, next_offset);
     }
 
     /// The next store offset the view will apply on `partition` (0 before any).
     pub fn position(&self, partition: i32) -> i64 {
-        let p = self.positions.lock().unwrap_or_else(|e| e.into_inner());
-        p.get(&partition).copied().unwrap_or(0)
+        self.progress.position(partition)
     }
 
     pub fn set_caught_up(&self) {
-        self.caught_up.store(true, Ordering::SeqCst);
+        self.progress.set_caught_up();
     }
 
     /// True once the view has read the store up to the end offsets it saw at start.
     pub fn is_caught_up(&self) -> bool {
-        self.caught_up.load(Ordering::SeqCst)
+        self.progress.is_caught_up()
     }
 }
 
