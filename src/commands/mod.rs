@@ -5,13 +5,23 @@
 //! instance assigned command partition *p* is the only one deciding actions on the entries of
 //! store partition *p*. A command for one id that lands on its owner's partition is acted on
 //! directly. Any other command (ids, filter, all) is resolved against a snapshot of the view
-//! and fanned out, paced by `max_per_second`, as one sub-command per entry keyed by `dlqId`
-//! (header [`headers::PARENT`]), which the owner acts on. Each action — the republished
-//! execution, the store tombstone or update, the per-entry result and the command's offset —
-//! commits in one Kafka transaction. The results topic is the audit trail and, through the
-//! [`ledger::Ledger`], the memory of which commands were already processed.
+//! and fanned out, paced by `max_per_second`: entries this instance owns are acted on at once,
+//! the others are sent as one sub-command per entry keyed by `dlqId` (header
+//! [`headers::PARENT`]), which their owner acts on. Each action — the republished execution, the
+//! store tombstone or update, the per-entry result and the command's offset — commits in one
+//! Kafka transaction.
+//!
+//! By concern, top to bottom: this file reads a command record and dispatches it (the
+//! [`pipeline::Handler`]); [`decide`] decides what an action does to one entry (pure); `act`
+//! carries that out; `bulk` resolves, paces and finishes bulk commands; `results` writes the
+//! results topic, which [`ledger::Ledger`] reads back as the memory of processed commands;
+//! [`validate`] checks a command; [`submit`] is the HTTP side that writes one and awaits it.
 
+mod act;
+mod bulk;
+pub mod decide;
 pub mod ledger;
+mod results;
 pub mod submit;
 pub mod validate;
 
@@ -31,7 +41,10 @@ use rdkafka::{
 use tokio_util::sync::CancellationToken;
 
 use self::{
+    bulk::Job,
+    decide::{Decision, Written},
     ledger::Ledger,
+    results::{count_command, outcome, ITEMS_PER_RESULT},
     validate::{validate, Selection},
 };
 use crate::{
@@ -50,13 +63,12 @@ use crate::{
         txn::{lock, OutRecord, TxnBatch, TxnError, TxnLimits, TXN_TIMEOUT},
         KafkaConn,
     },
-    republish::{execution, kind_of},
+    republish::execution,
     store::{EntryFilter, StoreView},
     wire::{
         codec::{self, Encoding},
         ids::new_run_id,
         pb::{
-            failure_callback_info::State as CbState,
             item_outcome::Status,
             recovery_command::{Action, Ids, Selector},
             CommandResult, DlqEntry, FailureCallbackReport, ItemOutcome, RecoveryCommand,
@@ -70,9 +82,6 @@ pub mod headers {
     /// On a record forwarded by ingest: a `FailureCallbackReport` for the entry it is keyed by.
     pub const CALLBACK_REPORT: &str = "dlq.callback-report";
 }
-
-/// Results carry at most this many items; bigger sets are reported in several records.
-const ITEMS_PER_RESULT: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -97,13 +106,6 @@ pub enum CommandError {
     LedgerBehind { partition: i32, want: i64 },
 }
 
-/// What this instance wrote to the store and the view may not show yet.
-#[derive(Debug, Clone, PartialEq)]
-enum Written {
-    Deleted,
-    Updated(Box<DlqEntry>),
-}
-
 /// The command worker; runs on its own thread, restarting its pipeline after a Kafka error.
 pub struct Commands {
     pub cfg: Arc<Config>,
@@ -112,8 +114,6 @@ pub struct Commands {
     pub ledger: Arc<Ledger>,
     /// Committed writes not yet seen by the view (read-your-writes across pipelines).
     overlay: Arc<Mutex<HashMap<String, Written>>>,
-    /// Commands this instance finished (before the ledger has read their results back).
-    finished: Arc<Mutex<HashSet<String>>>,
 }
 
 fn command_action(a: Action) -> CommandAction {
@@ -130,56 +130,6 @@ fn action_label(a: Action) -> &'static str {
     command_action(a).as_str()
 }
 
-/// Counts a command's end once the open transaction commits.
-fn count_command(
-    t: &mut TxnBatch,
-    command_id: &str,
-    action: Action,
-    selector: CommandSelector,
-    outcome: CommandOutcome,
-) {
-    let id = command_id.to_string();
-    let action = command_action(action);
-    t.on_commit(move || {
-        CommandEnded {
-            command_id: &id,
-            action,
-            selector,
-            outcome,
-        }
-        .emit()
-    });
-}
-
-/// Counts the outcome of an action on one entry once the open transaction commits (an
-/// unspecified action or status is never acted on, so never counted).
-fn count_item(t: &mut TxnBatch, action: Action, status: Status) {
-    let action = match action {
-        Action::Restart => ItemAction::Restart,
-        Action::Resume => ItemAction::Resume,
-        Action::RetryFailureCallback => ItemAction::RetryFailureCallback,
-        Action::Delete => ItemAction::Delete,
-        Action::Unspecified => return,
-    };
-    let status = match status {
-        Status::Ok => ItemStatus::Ok,
-        Status::NotFound => ItemStatus::NotFound,
-        Status::Rejected => ItemStatus::Rejected,
-        Status::Skipped => ItemStatus::Skipped,
-        Status::Unspecified => return,
-    };
-    t.on_commit(move || ItemActed { action, status }.emit());
-}
-
-fn outcome(dlq_id: &str, status: Status, detail: impl Into<String>) -> ItemOutcome {
-    ItemOutcome {
-        dlq_id: dlq_id.to_string(),
-        status: status as i32,
-        detail: detail.into(),
-        ..Default::default()
-    }
-}
-
 /// A header's value as text.
 fn header(m: &BorrowedMessage<'_>, name: &str) -> Option<String> {
     m.headers().and_then(|h| {
@@ -188,24 +138,6 @@ fn header(m: &BorrowedMessage<'_>, name: &str) -> Option<String> {
             .and_then(|hd| hd.value)
             .map(|v| String::from_utf8_lossy(v).to_string())
     })
-}
-
-/// A bulk command being fanned out.
-struct Job {
-    cmd: RecoveryCommand,
-    action: Action,
-    selector: CommandSelector,
-    topic: String,
-    partition: i32,
-    offset: i64,
-    ids: VecDeque<String>,
-    /// Entries to fan out now.
-    total: usize,
-    /// Entries the command covers, including those acted on before a restart.
-    matched: usize,
-    rate: f64,
-    started: Instant,
-    sent: usize,
 }
 
 impl Commands {
@@ -221,7 +153,6 @@ impl Commands {
             view,
             ledger,
             overlay: Arc::default(),
-            finished: Arc::default(),
         }
     }
 
@@ -314,11 +245,6 @@ impl Commands {
     }
 }
 
-/// How long a decision waits for the view or the ledger to pass a partition's end. A killed
-/// instance's open transaction holds readers back until the broker aborts it: the transaction
-/// timeout plus the broker's abort check (every 10 s by default).
-const CATCH_UP_BOUND: Duration = Duration::from_secs(TXN_TIMEOUT.as_secs() + 30);
-
 struct Pipeline<'a> {
     w: &'a Commands,
     consumer: &'a TxnConsumer,
@@ -334,7 +260,8 @@ struct Pipeline<'a> {
     jobs: Vec<Job>,
     /// Store partitions whose view is known to include everything written before we owned them.
     fresh: HashSet<i32>,
-    /// Bulk commands whose final result is written but not yet committed.
+    /// Bulk commands whose final result is written in the open transaction (the ledger has it
+    /// once that commits; cleared then).
     finishing: HashSet<String>,
     /// Commands finished or fanned out in the open transaction: a copy read before it commits
     /// is a duplicate too.
@@ -370,13 +297,15 @@ impl pipeline::Handler for Pipeline<'_> {
         Ok(())
     }
 
-    fn rebalanced(&mut self, _consumer: &pipeline::TxnConsumer) {
-        self.after_rebalance();
+    fn rebalanced(&mut self, _consumer: &pipeline::TxnConsumer, t: &TxnBatch) {
+        self.after_rebalance(t.is_open());
     }
 
     fn committed(&mut self) {
+        // What the open transaction wrote is now in the overlay and the ledger.
         self.staged.clear();
         self.processed_staged.clear();
+        self.finishing.clear();
     }
 
     fn busy(&self) -> bool {
@@ -390,11 +319,15 @@ impl pipeline::Handler for Pipeline<'_> {
 
 impl Pipeline<'_> {
     /// Forgets what a new assignment invalidates and resumes partitions no job holds.
-    fn after_rebalance(&mut self) {
+    fn after_rebalance(&mut self, txn_open: bool) {
         self.fresh.clear();
-        // The open transaction was committed before the revoke: its writes are in the overlay.
-        self.staged.clear();
-        self.processed_staged.clear();
+        if !txn_open {
+            // Committed before the revoke: its writes are in the overlay and the ledger. (An
+            // assignment alone leaves the transaction open, and what it staged stays known.)
+            self.staged.clear();
+            self.processed_staged.clear();
+            self.finishing.clear();
+        }
         let assigned: HashSet<i32> = self
             .consumer
             .assignment()
@@ -421,69 +354,8 @@ impl Pipeline<'_> {
         }
     }
 
-    /// The entry as this instance knows it: its own uncommitted and committed writes first.
-    fn current(&self, dlq_id: &str) -> Option<DlqEntry> {
-        let written = self
-            .staged
-            .get(dlq_id)
-            .cloned()
-            .or_else(|| lock(&self.w.overlay).get(dlq_id).cloned());
-        match written {
-            Some(Written::Deleted) => None,
-            Some(Written::Updated(e)) => Some(*e),
-            None => self.w.view.get(dlq_id),
-        }
-    }
-
     fn limits(&self) -> TxnLimits {
         TxnLimits::of(&self.w.cfg)
-    }
-
-    /// Commits the open transaction before a wait for a reader to reach a partition's end:
-    /// that end counts our own open records too, which no reader passes until they are
-    /// committed. Called only where the open transaction holds complete work (between
-    /// records, or with every action's outcome already written).
-    fn commit_open(&mut self, t: &mut TxnBatch) -> Result<(), CommandError> {
-        let consumer = self.consumer;
-        pipeline::commit_now(self, consumer, t)
-    }
-
-    /// Before deciding on entries of `partition` for the first time since we own it, wait
-    /// until the view holds everything written there before (e.g. by the previous owner),
-    /// including what a transaction still open then turned out to be.
-    fn ensure_fresh(&mut self, partition: i32, t: &mut TxnBatch) -> Result<(), CommandError> {
-        if self.fresh.contains(&partition) {
-            return Ok(());
-        }
-        self.commit_open(t)?;
-        self.wait_for_end(
-            &self.w.cfg.topics.store,
-            partition,
-            &self.w.view.progress,
-            |want| CommandError::ViewBehind { partition, want },
-        )?;
-        self.fresh.insert(partition);
-        Ok(())
-    }
-
-    /// Waits, within [`CATCH_UP_BOUND`], until a reader (`progress`) has read `partition` of
-    /// `topic` up to the partition's end now, open transactions included (see `ends`).
-    fn wait_for_end(
-        &self,
-        topic: &str,
-        partition: i32,
-        progress: &ReadProgress,
-        behind: impl FnOnce(i64) -> CommandError,
-    ) -> Result<(), CommandError> {
-        let (_, end) = self
-            .ends
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))?;
-        let deadline = Instant::now() + CATCH_UP_BOUND;
-        if progress.wait_for(partition, end, deadline, || self.worker.beat()) {
-            Ok(())
-        } else {
-            Err(behind(end))
-        }
     }
 
     /// Copies a record that can't be acted on to the rejected topic, with the reason.
@@ -522,35 +394,6 @@ impl Pipeline<'_> {
         });
         t.consumed(m.topic(), m.partition(), m.offset())?;
         Ok(())
-    }
-
-    /// Waits until the ledger has read the results partition of `command_id` up to its end
-    /// now, open transactions included, so every outcome committed for the command is known.
-    /// (Up to the stable end only was not enough: behind a killed instance's open transaction
-    /// the ledger missed outcomes whose tombstones the view already showed, and a re-read bulk
-    /// command under-counted what it matched.)
-    fn ensure_ledger_fresh(
-        &mut self,
-        command_id: &str,
-        t: &mut TxnBatch,
-    ) -> Result<(), CommandError> {
-        self.commit_open(t)?;
-        let results = self.w.cfg.topics.results.clone();
-        let md = self
-            .consumer
-            .fetch_metadata(Some(&results), Duration::from_secs(10))?;
-        let count = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == results)
-            .map_or(0, |t| t.partitions().len() as i32);
-        if count == 0 {
-            return Ok(());
-        }
-        let partition = partition_for(command_id.as_bytes(), count);
-        self.wait_for_end(&results, partition, &self.w.ledger.progress, |want| {
-            CommandError::LedgerBehind { partition, want }
-        })
     }
 
     fn handle(&mut self, m: &BorrowedMessage<'_>, t: &mut TxnBatch) -> Result<(), CommandError> {
@@ -662,8 +505,9 @@ impl Pipeline<'_> {
         };
         let action = valid.action;
         let selector = valid.selection.label();
-        if lock(&self.w.finished).contains(&cmd.command_id)
-            || self.w.ledger.is_processed(&cmd.command_id)
+        // A committed final result is in the ledger at once (applied on commit, before the
+        // topic is read back), so the ledger and the open transaction say it all.
+        if self.w.ledger.is_processed(&cmd.command_id)
             || self.processed_staged.contains(&cmd.command_id)
         {
             return self.duplicate(&cmd, action, selector, t);
@@ -764,17 +608,6 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    /// The snapshot a command acts on. Entries this instance is acting on in the open
-    /// transaction stay in it: their outcome is not in the ledger yet, and leaving them out
-    /// would under-count what the command matched. Their sub-commands find them acted on.
-    fn resolve(&self, selection: &Selection) -> Vec<String> {
-        match selection {
-            Selection::Ids(ids) => ids.clone(),
-            Selection::Filter(f) => self.w.view.matching_ids(f),
-            Selection::All => self.w.view.matching_ids(&EntryFilter::all()),
-        }
-    }
-
     /// A command already processed: report the first outcome as SKIPPED, act on nothing.
     fn duplicate(
         &mut self,
@@ -839,389 +672,10 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    /// Acts on one entry inside the open transaction.
-    fn act(
-        &mut self,
-        cmd: &RecoveryCommand,
-        action: Action,
-        dlq_id: &str,
-        t: &mut TxnBatch,
-    ) -> Result<ItemOutcome, CommandError> {
-        let Some(entry) = self.current(dlq_id) else {
-            let item = match self.w.ledger.item(&cmd.command_id, dlq_id) {
-                Some(first) => ItemOutcome {
-                    status: Status::Skipped as i32,
-                    detail: "already processed by this command".into(),
-                    ..first
-                },
-                None => outcome(
-                    dlq_id,
-                    Status::NotFound,
-                    format!("DLQ entry `{dlq_id}` was not found"),
-                ),
-            };
-            let status = Status::try_from(item.status).unwrap_or(Status::Unspecified);
-            count_item(t, action, status);
-            return Ok(item);
-        };
-        let now = crate::now_ms();
-        if entry.expires_at > 0 && entry.expires_at <= now {
-            // Expired: the sweeper tombstones it; acting now could resurrect it.
-            count_item(t, action, Status::NotFound);
-            return Ok(outcome(
-                dlq_id,
-                Status::NotFound,
-                format!("DLQ entry `{dlq_id}` has expired"),
-            ));
-        }
-        if action == Action::Unspecified {
-            // Validation refuses it; never let it fall through to a tombstone.
-            return Ok(outcome(dlq_id, Status::Rejected, "unspecified action"));
-        }
-        if action == Action::RetryFailureCallback {
-            let ev = entry.event.as_ref();
-            let callback = ev.map_or("", |e| e.failure_callback.as_str());
-            let state = ev
-                .and_then(|e| e.failure_callback_info.as_ref())
-                .map_or(0, |i| i.state);
-            if callback.is_empty() || state != CbState::CallbackFail as i32 {
-                let detail = if callback.is_empty() {
-                    "the entry has no failure callback".to_string()
-                } else {
-                    let name = CbState::try_from(state).map_or("UNKNOWN", |s| s.as_str_name());
-                    format!("the failure callback is in state {name}, not CALLBACK_FAIL")
-                };
-                count_item(t, action, Status::Rejected);
-                return Ok(outcome(dlq_id, Status::Rejected, detail));
-            }
-        }
-        let mut item = outcome(dlq_id, Status::Ok, "");
-        if let Some(kind) = kind_of(action) {
-            let run_id = cmd
-                .new_run_ids
-                .get(dlq_id)
-                .cloned()
-                .unwrap_or_else(new_run_id);
-            let exec = execution(
-                &entry,
-                kind,
-                cmd.overrides.as_ref(),
-                run_id.clone(),
-                now,
-                &cmd.command_id,
-            );
-            self.send_execution(&exec, t)?;
-            item.workflow_run_id = run_id;
-            item.workflow_created_at = now;
-        }
-        let written = match action {
-            // The failure callback is re-run; the entry stays, marked in progress.
-            Action::RetryFailureCallback => {
-                let mut marked = entry;
-                if let Some(info) = marked
-                    .event
-                    .as_mut()
-                    .and_then(|e| e.failure_callback_info.as_mut())
-                {
-                    info.state = CbState::CallbackInprogress as i32;
-                }
-                Written::Updated(Box::new(marked))
-            }
-            _ => Written::Deleted,
-        };
-        self.write_entry(dlq_id, written, t)?;
-        count_item(t, action, Status::Ok);
-        Ok(item)
-    }
-
-    /// Writes an entry's new state (or its tombstone) to the store, remembered until the view
-    /// shows it.
-    fn write_entry(
-        &mut self,
-        dlq_id: &str,
-        written: Written,
-        t: &mut TxnBatch,
-    ) -> Result<(), CommandError> {
-        let value = match &written {
-            Written::Deleted => None,
-            Written::Updated(e) => Some(codec::encode(e.as_ref(), self.encoding)),
-        };
-        t.send(&OutRecord {
-            topic: self.w.cfg.topics.store.clone(),
-            key: Some(dlq_id.as_bytes().to_vec()),
-            headers: if value.is_some() {
-                self.content_type()
-            } else {
-                OwnedHeaders::new()
-            },
-            value,
-        })?;
-        self.staged.insert(dlq_id.to_string(), written.clone());
-        let overlay = self.w.overlay.clone();
-        let id = dlq_id.to_string();
-        t.on_commit(move || {
-            lock(&overlay).insert(id, written);
-        });
-        Ok(())
-    }
-
     fn content_type(&self) -> OwnedHeaders {
         OwnedHeaders::new().insert(Header {
             key: codec::CONTENT_TYPE,
             value: Some(self.encoding.content_type()),
         })
-    }
-
-    fn send_execution(
-        &self,
-        exec: &crate::wire::pb::WorkflowExecution,
-        t: &mut TxnBatch,
-    ) -> Result<(), CommandError> {
-        t.send(&OutRecord {
-            topic: self.w.cfg.topics.executions.clone(),
-            key: Some(exec.workflow_run_id.as_bytes().to_vec()),
-            value: Some(codec::encode(exec, self.encoding)),
-            headers: self.content_type(),
-        })?;
-        use crate::wire::pb::workflow_execution::Kind;
-        let kind = match exec.kind() {
-            Kind::Restart => RepublishKind::Restart,
-            Kind::Resume => RepublishKind::Resume,
-            Kind::FailureCallback => RepublishKind::FailureCallback,
-            // An execution always has a kind (`republish::kind_of`); nothing to count otherwise.
-            Kind::Unspecified => return Ok(()),
-        };
-        t.on_commit(move || RunRepublished { kind }.emit());
-        Ok(())
-    }
-
-    fn result(
-        &self,
-        cmd: &RecoveryCommand,
-        items: Vec<ItemOutcome>,
-        matched: i64,
-        done: bool,
-    ) -> CommandResult {
-        let succeeded = items
-            .iter()
-            .filter(|i| i.status == Status::Ok as i32)
-            .count() as i64;
-        let failed = items
-            .iter()
-            .filter(|i| i.status == Status::NotFound as i32 || i.status == Status::Rejected as i32)
-            .count() as i64;
-        CommandResult {
-            command_id: cmd.command_id.clone(),
-            action: cmd.action,
-            dry_run: cmd.dry_run,
-            items,
-            matched,
-            succeeded,
-            failed,
-            done,
-            requested_by: cmd.requested_by.clone(),
-            completed_at: crate::now_ms(),
-        }
-    }
-
-    fn send_result(
-        &self,
-        cmd: &RecoveryCommand,
-        items: Vec<ItemOutcome>,
-        matched: i64,
-        done: bool,
-        t: &mut TxnBatch,
-    ) -> Result<(), CommandError> {
-        let r = self.result(cmd, items, matched, done);
-        self.send_result_record(r, t)
-    }
-
-    /// The final result of a command (done = true), remembered as processed once committed.
-    fn send_final(
-        &mut self,
-        cmd: &RecoveryCommand,
-        items: Vec<ItemOutcome>,
-        matched: i64,
-        succeeded: i64,
-        failed: i64,
-        t: &mut TxnBatch,
-    ) -> Result<(), CommandError> {
-        let mut r = self.result(cmd, items, matched, true);
-        r.succeeded = succeeded.max(r.succeeded);
-        r.failed = failed.max(r.failed);
-        if cmd.requested_at > 0 {
-            let latency = ((crate::now_ms() - cmd.requested_at).max(0) as f64) / 1000.0;
-            t.on_commit(move || CommandAnswered { seconds: latency }.emit());
-        }
-        let finished = self.w.finished.clone();
-        let id = cmd.command_id.clone();
-        self.processed_staged.insert(id.clone());
-        t.on_commit(move || {
-            lock(&finished).insert(id);
-        });
-        self.send_result_record(r, t)
-    }
-
-    fn send_result_record(&self, r: CommandResult, t: &mut TxnBatch) -> Result<(), CommandError> {
-        t.send(&OutRecord {
-            topic: self.w.cfg.topics.results.clone(),
-            key: Some(r.command_id.as_bytes().to_vec()),
-            value: Some(codec::encode(&r, self.encoding)),
-            headers: self.content_type(),
-        })?;
-        // Read our own results back at once (the ledger applies each result idempotently).
-        let ledger = self.w.ledger.clone();
-        t.on_commit(move || ledger.apply(&r));
-        Ok(())
-    }
-
-    /// Fans out the due part of each bulk command, paced by its rate; a fully dispatched
-    /// command records how many entries it matched and releases its partition.
-    fn advance_jobs(&mut self, t: &mut TxnBatch) -> Result<(), CommandError> {
-        if self.jobs.is_empty() {
-            return Ok(());
-        }
-        // Entries on partitions this instance owns are acted on here, in this transaction —
-        // what the sub-command would do on arrival, one hop sooner. Ownership is read on this
-        // thread, the one that handles rebalances, so it cannot change under the action.
-        let owned: HashSet<i32> = self
-            .consumer
-            .assignment()
-            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
-            .unwrap_or_default();
-        let mut i = 0;
-        while i < self.jobs.len() {
-            let due = {
-                let j = &self.jobs[i];
-                ((j.started.elapsed().as_secs_f64() * j.rate).floor() as usize + 1).min(j.total)
-            };
-            // A full transaction is committed first (by the caller), then dispatch goes on.
-            let (cmd, action) = (self.jobs[i].cmd.clone(), self.jobs[i].action);
-            let mut acted = Vec::new();
-            while self.jobs[i].sent < due && !t.full(&self.limits()) {
-                let Some(id) = self.jobs[i].ids.pop_front() else {
-                    break;
-                };
-                let partition = partition_for(id.as_bytes(), self.partitions);
-                if owned.contains(&partition) {
-                    if !self.fresh.contains(&partition) && !acted.is_empty() {
-                        // The wait commits: what was acted on so far gets its outcome first.
-                        let progress = self.result(&cmd, std::mem::take(&mut acted), 0, false);
-                        self.send_result_record(progress, t)?;
-                    }
-                    self.ensure_fresh(partition, t)?;
-                    acted.push(self.act(&cmd, action, &id, t)?);
-                    t.add_work(1);
-                    self.jobs[i].sent += 1;
-                    continue;
-                }
-                let j = &self.jobs[i];
-                let mut sub = j.cmd.clone();
-                sub.selector = Some(Selector::DlqIds(Ids {
-                    ids: vec![id.clone()],
-                }));
-                sub.new_run_ids = j
-                    .cmd
-                    .new_run_ids
-                    .get(&id)
-                    .map(|r| (id.clone(), r.clone()))
-                    .into_iter()
-                    .collect();
-                t.send(&OutRecord {
-                    topic: self.w.cfg.topics.commands.clone(),
-                    key: Some(id.into_bytes()),
-                    value: Some(codec::encode(&sub, self.encoding)),
-                    headers: self.content_type().insert(Header {
-                        key: headers::PARENT,
-                        value: Some(j.cmd.command_id.as_str()),
-                    }),
-                })?;
-                self.jobs[i].sent += 1;
-            }
-            if !acted.is_empty() {
-                // One progress result for the entries acted on here, in this transaction.
-                let progress = self.result(&cmd, acted, 0, false);
-                self.send_result_record(progress, t)?;
-            }
-            if self.jobs[i].ids.is_empty() {
-                let j = self.jobs.remove(i);
-                self.processed_staged.insert(j.cmd.command_id.clone());
-                self.send_result(&j.cmd, Vec::new(), j.matched as i64, false, t)?;
-                t.consumed(&j.topic, j.partition, j.offset)?;
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(&j.topic, j.partition);
-                self.consumer.resume(&tpl)?;
-                tracing::info!(
-                    command_id = j.cmd.command_id,
-                    dispatched = j.total,
-                    matched = j.matched,
-                    "bulk command fanned out"
-                );
-                count_command(
-                    t,
-                    &j.cmd.command_id,
-                    j.action,
-                    j.selector,
-                    CommandOutcome::Dispatched,
-                );
-            } else {
-                i += 1;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the final result of bulk commands whose every entry has an outcome, for the
-    /// commands whose partition this instance owns.
-    fn finish_bulk_commands(&mut self, t: &mut TxnBatch) -> Result<(), CommandError> {
-        let owned: HashSet<i32> = self
-            .consumer
-            .assignment()
-            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
-            .unwrap_or_default();
-        for f in self.w.ledger.finishable() {
-            if self.finishing.contains(&f.command_id)
-                || !owned.contains(&partition_for(f.command_id.as_bytes(), self.partitions))
-            {
-                continue;
-            }
-            let mut items: Vec<ItemOutcome> = f.record.items.into_values().collect();
-            items.sort_by(|a, b| a.dlq_id.cmp(&b.dlq_id));
-            let matched = f.record.dispatched.unwrap_or(items.len() as i64);
-            let cmd = RecoveryCommand {
-                command_id: f.command_id.clone(),
-                action: f.record.action,
-                requested_by: f.record.requested_by.clone(),
-                ..Default::default()
-            };
-            let mut r = self.result(&cmd, Vec::new(), matched, true);
-            r.succeeded = items
-                .iter()
-                .filter(|i| i.status == Status::Ok as i32)
-                .count() as i64;
-            r.failed = items
-                .iter()
-                .filter(|i| {
-                    i.status == Status::NotFound as i32 || i.status == Status::Rejected as i32
-                })
-                .count() as i64;
-            if items.len() <= ITEMS_PER_RESULT {
-                r.items = items;
-            }
-            let action = Action::try_from(f.record.action).unwrap_or(Action::Unspecified);
-            let outcome = if r.failed == 0 {
-                CommandOutcome::Ok
-            } else {
-                CommandOutcome::Failed
-            };
-            self.finishing.insert(f.command_id.clone());
-            self.send_result_record(r, t)?;
-            count_command(t, &f.command_id, action, CommandSelector::Bulk, outcome);
-            let finished = self.w.finished.clone();
-            t.on_commit(move || {
-                lock(&finished).insert(f.command_id);
-            });
-        }
-        Ok(())
     }
 }

@@ -54,8 +54,9 @@ pub trait Handler {
         Ok(())
     }
 
-    /// The assignment changed (the open transaction was committed before any revoke).
-    fn rebalanced(&mut self, _consumer: &TxnConsumer) {}
+    /// The assignment changed. Before a revoke the open transaction was committed (`txn` is
+    /// then not open); an assignment alone leaves it open.
+    fn rebalanced(&mut self, _consumer: &TxnConsumer, _txn: &TxnBatch) {}
 
     /// The open transaction committed.
     fn committed(&mut self) {}
@@ -133,10 +134,10 @@ pub fn run<H: Handler>(
         if consumer.context().is_broken() {
             return Err(H::revoke_commit_failed());
         }
-        if consumer.context().take_rebalanced() {
-            handler.rebalanced(consumer);
-        }
         let mut t = lock(txn);
+        if consumer.context().take_rebalanced() {
+            handler.rebalanced(consumer, &t);
+        }
         let idle = match polled {
             Some(Ok(m)) => {
                 handler.record(consumer, &m, &mut t)?;

@@ -1,0 +1,211 @@
+//! Bulk commands: the snapshot a command acts on, its fan-out paced by `max_per_second` (entries
+//! of partitions this instance owns are acted on here; the others are sent as sub-commands to
+//! their owner), and the final result once every entry has an outcome.
+
+use super::*;
+
+/// A bulk command being fanned out.
+pub(super) struct Job {
+    pub(super) cmd: RecoveryCommand,
+    pub(super) action: Action,
+    pub(super) selector: CommandSelector,
+    pub(super) topic: String,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    pub(super) ids: VecDeque<String>,
+    /// Entries to fan out now.
+    pub(super) total: usize,
+    /// Entries the command covers, including those acted on before a restart.
+    pub(super) matched: usize,
+    pub(super) rate: f64,
+    pub(super) started: Instant,
+    pub(super) sent: usize,
+}
+
+impl Pipeline<'_> {
+    /// Waits until the ledger has read the results partition of `command_id` up to its end
+    /// now, open transactions included, so every outcome committed for the command is known.
+    /// (Up to the stable end only was not enough: behind a killed instance's open transaction
+    /// the ledger missed outcomes whose tombstones the view already showed, and a re-read bulk
+    /// command under-counted what it matched.)
+    pub(super) fn ensure_ledger_fresh(
+        &mut self,
+        command_id: &str,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
+        self.commit_open(t)?;
+        let results = self.w.cfg.topics.results.clone();
+        let md = self
+            .consumer
+            .fetch_metadata(Some(&results), Duration::from_secs(10))?;
+        let count = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == results)
+            .map_or(0, |t| t.partitions().len() as i32);
+        if count == 0 {
+            return Ok(());
+        }
+        let partition = partition_for(command_id.as_bytes(), count);
+        self.wait_for_end(&results, partition, &self.w.ledger.progress, |want| {
+            CommandError::LedgerBehind { partition, want }
+        })
+    }
+
+    /// The snapshot a command acts on. Entries this instance is acting on in the open
+    /// transaction stay in it: their outcome is not in the ledger yet, and leaving them out
+    /// would under-count what the command matched. Their sub-commands find them acted on.
+    pub(super) fn resolve(&self, selection: &Selection) -> Vec<String> {
+        match selection {
+            Selection::Ids(ids) => ids.clone(),
+            Selection::Filter(f) => self.w.view.matching_ids(f),
+            Selection::All => self.w.view.matching_ids(&EntryFilter::all()),
+        }
+    }
+
+    /// Fans out the due part of each bulk command, paced by its rate; a fully dispatched
+    /// command records how many entries it matched and releases its partition.
+    pub(super) fn advance_jobs(&mut self, t: &mut TxnBatch) -> Result<(), CommandError> {
+        if self.jobs.is_empty() {
+            return Ok(());
+        }
+        // Entries on partitions this instance owns are acted on here, in this transaction —
+        // what the sub-command would do on arrival, one hop sooner. Ownership is read on this
+        // thread, the one that handles rebalances, so it cannot change under the action.
+        let owned: HashSet<i32> = self
+            .consumer
+            .assignment()
+            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        let mut i = 0;
+        while i < self.jobs.len() {
+            let due = {
+                let j = &self.jobs[i];
+                ((j.started.elapsed().as_secs_f64() * j.rate).floor() as usize + 1).min(j.total)
+            };
+            // A full transaction is committed first (by the caller), then dispatch goes on.
+            let (cmd, action) = (self.jobs[i].cmd.clone(), self.jobs[i].action);
+            let mut acted = Vec::new();
+            while self.jobs[i].sent < due && !t.full(&self.limits()) {
+                let Some(id) = self.jobs[i].ids.pop_front() else {
+                    break;
+                };
+                let partition = partition_for(id.as_bytes(), self.partitions);
+                if owned.contains(&partition) {
+                    if !self.fresh.contains(&partition) && !acted.is_empty() {
+                        // The wait commits: what was acted on so far gets its outcome first.
+                        let progress = self.result(&cmd, std::mem::take(&mut acted), 0, false);
+                        self.send_result_record(progress, t)?;
+                    }
+                    self.ensure_fresh(partition, t)?;
+                    acted.push(self.act(&cmd, action, &id, t)?);
+                    t.add_work(1);
+                    self.jobs[i].sent += 1;
+                    continue;
+                }
+                let j = &self.jobs[i];
+                let mut sub = j.cmd.clone();
+                sub.selector = Some(Selector::DlqIds(Ids {
+                    ids: vec![id.clone()],
+                }));
+                sub.new_run_ids = j
+                    .cmd
+                    .new_run_ids
+                    .get(&id)
+                    .map(|r| (id.clone(), r.clone()))
+                    .into_iter()
+                    .collect();
+                t.send(&OutRecord {
+                    topic: self.w.cfg.topics.commands.clone(),
+                    key: Some(id.into_bytes()),
+                    value: Some(codec::encode(&sub, self.encoding)),
+                    headers: self.content_type().insert(Header {
+                        key: headers::PARENT,
+                        value: Some(j.cmd.command_id.as_str()),
+                    }),
+                })?;
+                self.jobs[i].sent += 1;
+            }
+            if !acted.is_empty() {
+                // One progress result for the entries acted on here, in this transaction.
+                let progress = self.result(&cmd, acted, 0, false);
+                self.send_result_record(progress, t)?;
+            }
+            if self.jobs[i].ids.is_empty() {
+                let j = self.jobs.remove(i);
+                self.processed_staged.insert(j.cmd.command_id.clone());
+                self.send_result(&j.cmd, Vec::new(), j.matched as i64, false, t)?;
+                t.consumed(&j.topic, j.partition, j.offset)?;
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&j.topic, j.partition);
+                self.consumer.resume(&tpl)?;
+                tracing::info!(
+                    command_id = j.cmd.command_id,
+                    dispatched = j.total,
+                    matched = j.matched,
+                    "bulk command fanned out"
+                );
+                count_command(
+                    t,
+                    &j.cmd.command_id,
+                    j.action,
+                    j.selector,
+                    CommandOutcome::Dispatched,
+                );
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the final result of bulk commands whose every entry has an outcome, for the
+    /// commands whose partition this instance owns.
+    pub(super) fn finish_bulk_commands(&mut self, t: &mut TxnBatch) -> Result<(), CommandError> {
+        let owned: HashSet<i32> = self
+            .consumer
+            .assignment()
+            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        for f in self.w.ledger.finishable() {
+            if self.finishing.contains(&f.command_id)
+                || !owned.contains(&partition_for(f.command_id.as_bytes(), self.partitions))
+            {
+                continue;
+            }
+            let mut items: Vec<ItemOutcome> = f.record.items.into_values().collect();
+            items.sort_by(|a, b| a.dlq_id.cmp(&b.dlq_id));
+            let matched = f.record.dispatched.unwrap_or(items.len() as i64);
+            let cmd = RecoveryCommand {
+                command_id: f.command_id.clone(),
+                action: f.record.action,
+                requested_by: f.record.requested_by.clone(),
+                ..Default::default()
+            };
+            let mut r = self.result(&cmd, Vec::new(), matched, true);
+            r.succeeded = items
+                .iter()
+                .filter(|i| i.status == Status::Ok as i32)
+                .count() as i64;
+            r.failed = items
+                .iter()
+                .filter(|i| {
+                    i.status == Status::NotFound as i32 || i.status == Status::Rejected as i32
+                })
+                .count() as i64;
+            if items.len() <= ITEMS_PER_RESULT {
+                r.items = items;
+            }
+            let action = Action::try_from(f.record.action).unwrap_or(Action::Unspecified);
+            let outcome = if r.failed == 0 {
+                CommandOutcome::Ok
+            } else {
+                CommandOutcome::Failed
+            };
+            self.finishing.insert(f.command_id.clone());
+            self.send_result_record(r, t)?;
+            count_command(t, &f.command_id, action, CommandSelector::Bulk, outcome);
+        }
+        Ok(())
+    }
+}
