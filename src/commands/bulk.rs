@@ -23,6 +23,69 @@ pub(super) struct Job {
 }
 
 impl Pipeline<'_> {
+    /// Starts a bulk command: resolves what it matches now (less what it acted on before a
+    /// restart), then holds its partition (paused, its offset uncommitted) while `advance_jobs`
+    /// fans it out.
+    pub(super) fn start_bulk(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        cmd: RecoveryCommand,
+        selection: &Selection,
+        action: Action,
+        selector: CommandSelector,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
+        // A bulk command re-read after a crash: entries it already acted on are gone from the
+        // view, but their outcomes are in the ledger and still count as matched. The snapshot
+        // comes first and the ledger is read up to the end after it: an entry acted on in
+        // between is then in the snapshot or in the ledger, never in neither.
+        let snapshot = self.resolve(selection);
+        self.ensure_ledger_fresh(&cmd.command_id, t)?;
+        let done_before = self.w.ledger.item_ids(&cmd.command_id);
+        let ids: Vec<String> = snapshot
+            .into_iter()
+            .filter(|id| !done_before.contains(id))
+            .collect();
+        let matched = ids.len() + done_before.len();
+        if matched == 0 {
+            self.send_final(&cmd, Vec::new(), 0, 0, 0, t)?;
+            count_command(t, &cmd.command_id, action, selector, CommandOutcome::Ok);
+            return Ok(());
+        }
+        let rate = if cmd.max_per_second > 0.0 {
+            cmd.max_per_second
+        } else {
+            self.w.cfg.max_per_second
+        };
+        tracing::info!(
+            command_id = cmd.command_id,
+            action = action_label(action),
+            selector = selector.as_str(),
+            matched,
+            already_done = done_before.len(),
+            rate,
+            "bulk command: fanning out"
+        );
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(m.topic(), m.partition());
+        self.consumer.pause(&tpl)?;
+        self.jobs.push(Job {
+            matched,
+            total: ids.len(),
+            ids: ids.into(),
+            cmd,
+            action,
+            selector,
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            rate,
+            started: Instant::now(),
+            sent: 0,
+        });
+        Ok(())
+    }
+
     /// Waits until the ledger has read the results partition of `command_id` up to its end
     /// now, open transactions included, so every outcome committed for the command is known.
     /// (Up to the stable end only was not enough: behind a killed instance's open transaction

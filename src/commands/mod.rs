@@ -557,55 +557,7 @@ impl Pipeline<'_> {
                 return Ok(());
             }
         }
-        // A bulk command re-read after a crash: entries it already acted on are gone from the
-        // view, but their outcomes are in the ledger and still count as matched. The snapshot
-        // comes first and the ledger is read up to the end after it: an entry acted on in
-        // between is then in the snapshot or in the ledger, never in neither.
-        let snapshot = self.resolve(&valid.selection);
-        self.ensure_ledger_fresh(&cmd.command_id, t)?;
-        let done_before = self.w.ledger.item_ids(&cmd.command_id);
-        let ids: Vec<String> = snapshot
-            .into_iter()
-            .filter(|id| !done_before.contains(id))
-            .collect();
-        let matched = ids.len() + done_before.len();
-        if matched == 0 {
-            self.send_final(&cmd, Vec::new(), 0, 0, 0, t)?;
-            count_command(t, &cmd.command_id, action, selector, CommandOutcome::Ok);
-            return Ok(());
-        }
-        let rate = if cmd.max_per_second > 0.0 {
-            cmd.max_per_second
-        } else {
-            self.w.cfg.max_per_second
-        };
-        tracing::info!(
-            command_id = cmd.command_id,
-            action = action_label(action),
-            selector = selector.as_str(),
-            matched,
-            already_done = done_before.len(),
-            rate,
-            "bulk command: fanning out"
-        );
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(m.topic(), m.partition());
-        self.consumer.pause(&tpl)?;
-        self.jobs.push(Job {
-            matched,
-            total: ids.len(),
-            ids: ids.into(),
-            cmd,
-            action,
-            selector,
-            topic: m.topic().to_string(),
-            partition: m.partition(),
-            offset: m.offset(),
-            rate,
-            started: Instant::now(),
-            sent: 0,
-        });
-        Ok(())
+        self.start_bulk(m, cmd, &valid.selection, action, selector, t)
     }
 
     /// A command already processed: report the first outcome as SKIPPED, act on nothing.
