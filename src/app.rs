@@ -280,12 +280,19 @@ async fn run(
             view.clone(),
             shutdown.clone(),
         )?,
-        Ingest {
-            cfg: cfg.clone(),
-            conn: conn.clone(),
-            view: view.clone(),
-        }
-        .spawn(health.register(WorkerKind::Ingest), shutdown.clone())?,
+        {
+            let ingest = Ingest {
+                cfg: cfg.clone(),
+                conn: conn.clone(),
+                view: view.clone(),
+            };
+            kafka::supervise(
+                health.register(WorkerKind::Ingest),
+                conn.clone(),
+                shutdown.clone(),
+                move |shutdown, worker| ingest.run_pipeline(shutdown, worker),
+            )?
+        },
         kafka::tail::spawn(
             health.register(WorkerKind::CommandLedger),
             conn.clone(),
@@ -293,8 +300,15 @@ async fn run(
             LedgerSink(ledger.clone()),
             shutdown.clone(),
         )?,
-        Commands::new(cfg.clone(), conn.clone(), view.clone(), ledger.clone())
-            .spawn(health.register(WorkerKind::Commands), shutdown.clone())?,
+        {
+            let commands = Commands::new(cfg.clone(), conn.clone(), view.clone(), ledger.clone());
+            kafka::supervise(
+                health.register(WorkerKind::Commands),
+                conn.clone(),
+                shutdown.clone(),
+                move |shutdown, worker| commands.run_pipeline(shutdown, worker),
+            )?
+        },
     ];
     let guard = tokio::spawn(
         StoreGuard {

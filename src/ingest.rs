@@ -10,7 +10,6 @@
 use std::{
     collections::HashMap,
     sync::Arc,
-    thread,
     time::{Duration, Instant},
 };
 
@@ -238,20 +237,8 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn spawn(
-        self,
-        worker: Worker,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<thread::JoinHandle<()>> {
-        crate::kafka::supervise(
-            worker,
-            self.conn.clone(),
-            shutdown,
-            move |shutdown, worker| self.run_pipeline(shutdown, worker),
-        )
-    }
-
-    fn run_pipeline(
+    /// One run of the ingest pipeline (under [`crate::kafka::supervise`]).
+    pub fn run_pipeline(
         &self,
         shutdown: &CancellationToken,
         worker: &Worker,

@@ -28,7 +28,6 @@ pub mod validate;
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
-    thread,
     time::{Duration, Instant},
 };
 
@@ -156,22 +155,10 @@ impl Commands {
         }
     }
 
-    /// Starts the worker; it consumes once the view and the ledger have caught up with their
-    /// topics: a decision is only as good as the state it is made on.
-    pub fn spawn(
-        self,
-        worker: Worker,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<thread::JoinHandle<()>> {
-        crate::kafka::supervise(
-            worker,
-            self.conn.clone(),
-            shutdown,
-            move |shutdown, worker| self.run_pipeline(shutdown, worker),
-        )
-    }
-
-    fn run_pipeline(
+    /// One run of the command pipeline (under [`crate::kafka::supervise`]); it consumes once
+    /// the view and the ledger have caught up with their topics: a decision is only as good as
+    /// the state it is made on.
+    pub fn run_pipeline(
         &self,
         shutdown: &CancellationToken,
         worker: &Worker,
