@@ -289,6 +289,7 @@ impl Index {
         } = self;
         let slot = &slots[i as usize];
         let key = Key::new(slot.created_at, i);
+        let at = |s: u32| Key::new(slots[s as usize].created_at, s);
         let labels = label_sets.get(slot.labels).map_or(&[][..], |l| &l[..]);
         let fields = [
             (URL, slot.workflow_url),
@@ -303,13 +304,13 @@ impl Index {
             let lists = &mut by_value[field];
             if add {
                 match lists.get_mut(&sym) {
-                    Some(p) => p.insert(key),
+                    Some(p) => p.insert(key, at),
                     None => {
                         lists.insert(sym, Postings::new(key));
                     }
                 }
             } else if let Some(p) = lists.get_mut(&sym) {
-                p.remove(key);
+                p.remove(key, at);
                 if p.is_empty() {
                     lists.remove(&sym);
                 }
@@ -443,7 +444,11 @@ impl Index {
                 let lists = wanted
                     .iter()
                     .filter_map(|s| self.by_value[field].get(s))
-                    .map(move |p| p.from(lower));
+                    .map(move |p| {
+                        p.from(lower, |s| {
+                            Key::new(self.slots[s as usize].created_at, s)
+                        })
+                    });
                 Box::new(Union::new(lists).map(Key::get))
             }
             _ => Box::new(self.order.range(lower..).copied()),
@@ -839,7 +844,9 @@ mod tests {
             assert_eq!(ix.by_value[field].len(), want[field].len(), "field {field}");
             for (sym, keys) in &want[field] {
                 let got: Vec<_> = ix.by_value[field][sym]
-                    .from(Key::new(i64::MIN, 0))
+                    .from(Key::new(i64::MIN, 0), |s| {
+                        Key::new(ix.slots[s as usize].created_at, s)
+                    })
                     .map(Key::get)
                     .collect();
                 assert_eq!(&got, keys, "field {field} value {sym}");
