@@ -368,6 +368,7 @@ extern "C" {
 /// target (issue 13). Each size is a fresh store topic and a fresh service in this process.
 async fn memory_curve(a: &Args) {
     let mut rows = Vec::new();
+    let mut previous: Option<(u64, f64)> = None;
     for &n in &a.curve_sizes {
         let t = tag();
         let cfg = bench_config(a, &t);
@@ -379,16 +380,29 @@ async fn memory_curve(a: &Args) {
         let started = Instant::now();
         let svc = start(cfg).await;
         let took = started.elapsed();
+        // What the service holds now, not the fetch buffers it read through (freed, but kept
+        // by glibc until trimmed: tens of MB whatever the size, which swamps 10,000 entries).
+        // SAFETY: as above.
+        unsafe { malloc_trim(0) };
         let (rss_after, peak) = rss_kb();
         let payload = svc.view.payload_bytes() as f64;
         let grown = (rss_after.saturating_sub(rss_before) * 1024) as f64;
         let mut row = Row::timed(&format!("{n} entries"), svc.view.len() as u64, took);
         row.peak_rss_mb = mb(peak);
+        let over = grown - payload;
+        let marginal = match previous {
+            Some((n0, over0)) if n > n0 => format!(
+                "; {:.0} B/entry over payload from the previous size",
+                (over - over0) / (n - n0) as f64
+            ),
+            _ => String::new(),
+        };
+        previous = Some((n, over));
         row.note = format!(
-            "RSS grew {:.1} MB for {:.1} MB payload: {:.0} B/entry over payload",
+            "RSS grew {:.1} MB for {:.1} MB payload: {:.0} B/entry over payload{marginal}",
             grown / 1e6,
             payload / 1e6,
-            (grown - payload) / n as f64
+            over / n as f64
         );
         rows.push(row);
         svc.stop().await.expect("stop");
