@@ -31,6 +31,9 @@ pub trait TailSink: Send + 'static {
     /// The next offset to read on `partition` (moves past transaction markers too).
     fn position(&mut self, _partition: i32, _next_offset: i64) {}
     fn caught_up(&mut self) {}
+    /// Called before the tail waits for more records: whatever the sink buffered must be
+    /// applied now (the store reader hands records to its applier thread in batches).
+    fn flush(&mut self) {}
 }
 
 /// Starts tailing `topic` into `sink` under [`super::supervise`]; the thread stops when
@@ -90,7 +93,14 @@ fn tail<S: TailSink>(
     let mut positions_read = Instant::now();
     while !shutdown.is_cancelled() {
         worker.beat();
-        let idle = match consumer.poll(Duration::from_millis(100)) {
+        let polled = match consumer.poll(Duration::ZERO) {
+            None => {
+                sink.flush();
+                consumer.poll(Duration::from_millis(100))
+            }
+            some => some,
+        };
+        let idle = match polled {
             Some(Ok(m)) => {
                 sink.record(&m);
                 sink.position(m.partition(), m.offset() + 1);

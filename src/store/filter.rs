@@ -142,6 +142,17 @@ pub struct Matcher {
 }
 
 impl Matcher {
+    /// The wanted symbols of the fields the view keeps per-value lists for, in the order
+    /// `[workflow_url, caller_ip, flow_control_key, label]` (empty: the field is not filtered).
+    pub fn indexed(&self) -> [&[Sym]; 4] {
+        [
+            &self.workflow_url,
+            &self.caller_ip,
+            &self.flow_control_key,
+            &self.label,
+        ]
+    }
+
     /// True when the entry matches. `run_id` gives the entry's run id; it is asked for only
     /// when a run id is wanted and the hashes agree.
     pub fn matches(&self, k: &FilterKeys<'_>, run_id: impl FnOnce() -> Option<String>) -> bool {

@@ -5,6 +5,7 @@
 pub mod filter;
 pub mod guard;
 pub mod keys;
+mod postings;
 pub mod reader;
 pub mod sweeper;
 pub mod view;

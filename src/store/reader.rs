@@ -1,7 +1,10 @@
 //! Feeds the store view from the store topic (see [`crate::kafka::tail`]): last write wins per
 //! `dlqId`, a tombstone removes. Ready once caught up with the topic's end at start.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{mpsc, Arc},
+    time::Instant,
+};
 
 use rdkafka::message::{BorrowedMessage, Message};
 use tokio_util::sync::CancellationToken;
@@ -14,7 +17,19 @@ use crate::{
     wire::{codec, pb::DlqEntry},
 };
 
-/// Starts the store reader on its own thread; it stops when `shutdown` is cancelled.
+/// Changes handed to the applier at once: one wake-up per batch, not per record (handing
+/// them over one at a time made the two threads wake each other for every record).
+const BATCH: usize = 256;
+/// Batches read but not yet applied, at most (about 10 MB of 1.3 KB entries).
+const IN_FLIGHT: usize = 32;
+
+/// Starts the store reader; it stops when `shutdown` is cancelled.
+///
+/// Two threads: the tail thread checks and copies each record (the first touch of bytes
+/// librdkafka just wrote, and the allocation), and an applier thread indexes the copies in
+/// order. A cold start applied about 116k entries/s on one thread (issue 13). Positions and
+/// "caught up" travel behind the records they follow, so the view never claims a position
+/// before the records up to it are applied.
 pub fn spawn(
     worker: crate::health::Worker,
     conn: KafkaConn,
@@ -22,36 +37,130 @@ pub fn spawn(
     view: Arc<StoreView>,
     shutdown: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let sink = StoreSink {
+    let (tx, rx) = mpsc::sync_channel(IN_FLIGHT);
+    let applier = Applier {
+        view: view.clone(),
+        started: Instant::now(),
+    };
+    let fallback = Applier {
         view,
         started: Instant::now(),
+    };
+    std::thread::Builder::new()
+        .name("store-apply".into())
+        .spawn(move || {
+            // Ends when the tail's sink (the sender) is dropped.
+            for batch in rx {
+                for op in batch {
+                    applier.apply(op);
+                }
+            }
+        })?;
+    let sink = StoreSink {
+        tx,
+        batch: Vec::with_capacity(BATCH),
+        fallback,
     };
     tail::spawn(worker, conn, topic, sink, shutdown)
 }
 
-struct StoreSink {
+/// One change to the view, in the store topic's order.
+enum Op {
+    Upsert {
+        partition: i32,
+        offset: i64,
+        raw: Box<[u8]>,
+    },
+    /// A decoded JSON entry.
+    UpsertEntry {
+        partition: i32,
+        offset: i64,
+        entry: Box<DlqEntry>,
+    },
+    Remove(Box<str>),
+    Position(i32, i64),
+    CaughtUp,
+}
+
+struct Applier {
     view: Arc<StoreView>,
     started: Instant,
 }
 
+impl Applier {
+    fn apply(&self, op: Op) {
+        let view = &self.view;
+        match op {
+            Op::Upsert {
+                partition,
+                offset,
+                raw,
+            } => view.upsert_raw(partition, offset, raw),
+            Op::UpsertEntry {
+                partition,
+                offset,
+                entry,
+            } => view.upsert(partition, offset, &entry),
+            Op::Remove(id) => {
+                view.remove(&id);
+            }
+            Op::Position(partition, next) => view.set_position(partition, next),
+            Op::CaughtUp => {
+                view.set_caught_up();
+                publish_gauges(view);
+                tracing::info!(
+                    entries = view.len(),
+                    payload_bytes = view.payload_bytes(),
+                    elapsed_ms = self.started.elapsed().as_millis() as u64,
+                    "store view caught up"
+                );
+            }
+        }
+    }
+}
+
+struct StoreSink {
+    tx: mpsc::SyncSender<Vec<Op>>,
+    batch: Vec<Op>,
+    /// Applies on the tail thread should the applier thread be gone (it panicked).
+    fallback: Applier,
+}
+
+impl StoreSink {
+    fn send(&mut self, op: Op) {
+        self.batch.push(op);
+        if self.batch.len() >= BATCH {
+            tail::TailSink::flush(self);
+        }
+    }
+}
+
 impl tail::TailSink for StoreSink {
     fn record(&mut self, m: &BorrowedMessage<'_>) {
-        apply(&self.view, m);
+        if let Some(op) = read(m) {
+            self.send(op);
+        }
     }
 
     fn position(&mut self, partition: i32, next_offset: i64) {
-        self.view.set_position(partition, next_offset);
+        self.send(Op::Position(partition, next_offset));
     }
 
     fn caught_up(&mut self) {
-        self.view.set_caught_up();
-        publish_gauges(&self.view);
-        tracing::info!(
-            entries = self.view.len(),
-            payload_bytes = self.view.payload_bytes(),
-            elapsed_ms = self.started.elapsed().as_millis() as u64,
-            "store view caught up"
-        );
+        self.send(Op::CaughtUp);
+        tail::TailSink::flush(self);
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        if let Err(mpsc::SendError(batch)) = self.tx.send(batch) {
+            for op in batch {
+                self.fallback.apply(op);
+            }
+        }
     }
 }
 
@@ -65,7 +174,8 @@ pub fn publish_gauges(view: &StoreView) {
     metrics::entries(view.len(), age);
 }
 
-fn apply(view: &StoreView, m: &BorrowedMessage<'_>) {
+/// The change a store record makes, checked; `None` (logged and counted) when it can't be read.
+fn read(m: &BorrowedMessage<'_>) -> Option<Op> {
     let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
         StoreIntegrityBreach {
             what: &format!(
@@ -75,39 +185,40 @@ fn apply(view: &StoreView, m: &BorrowedMessage<'_>) {
             ),
         }
         .emit();
-        return;
+        return None;
     };
     let Some(payload) = m.payload() else {
-        view.remove(key);
-        return;
+        return Some(Op::Remove(key.into()));
     };
     let ct = codec::content_type_of(m.headers());
     let (partition, offset) = (m.partition(), m.offset());
-    // Applied, or the other id the record holds, or the reason it can't be read.
-    let applied: Result<Option<String>, String> = match codec::detect(ct, payload) {
-        // Protobuf is kept as read, and only the index's fields are read, in place.
+    // The change, or the other id the record holds, or the reason it can't be read.
+    let applied: Result<Result<Op, String>, String> = match codec::detect(ct, payload) {
+        // Protobuf is kept as read (copied once), and only the index's fields are read.
         Ok(codec::Encoding::Protobuf) => match IndexKeys::read(payload) {
-            Ok(keys) if keys.dlq_id == key => {
-                view.upsert_keys(partition, offset, &keys, payload);
-                Ok(None)
-            }
-            Ok(keys) => Ok(Some(keys.dlq_id.to_string())),
+            Ok(keys) if keys.dlq_id == key => Ok(Ok(Op::Upsert {
+                partition,
+                offset,
+                raw: payload.into(),
+            })),
+            Ok(keys) => Ok(Err(keys.dlq_id.to_string())),
             Err(e) => Err(e.to_string()),
         },
         // JSON is decoded whole and kept as protobuf.
         Ok(codec::Encoding::Json) => match codec::decode::<DlqEntry>(ct, Some(payload)) {
-            Ok(entry) if entry.dlq_id == key => {
-                view.upsert(partition, offset, &entry);
-                Ok(None)
-            }
-            Ok(entry) => Ok(Some(entry.dlq_id)),
+            Ok(entry) if entry.dlq_id == key => Ok(Ok(Op::UpsertEntry {
+                partition,
+                offset,
+                entry: Box::new(entry),
+            })),
+            Ok(entry) => Ok(Err(entry.dlq_id)),
             Err(e) => Err(e.to_string()),
         },
         Err(e) => Err(e.to_string()),
     };
     match applied {
-        Ok(None) => {}
-        Ok(Some(id)) => StoreIntegrityBreach {
+        Ok(Ok(op)) => return Some(op),
+        Ok(Err(id)) => StoreIntegrityBreach {
             what: &format!(
                 "store record key `{key}` and dlqId `{id}` differ at partition {partition} \
                  offset {offset}; skipped"
@@ -122,4 +233,5 @@ fn apply(view: &StoreView, m: &BorrowedMessage<'_>) {
         }
         .emit(),
     }
+    None
 }

@@ -11,7 +11,6 @@ use std::{
     borrow::Borrow,
     collections::{BTreeSet, HashMap},
     hash::{BuildHasher, Hash},
-    ops::Bound,
     sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
@@ -23,8 +22,16 @@ use prost::Message;
 use super::{
     filter::{run_id_hash, Cursor, EntryFilter, FilterKeys, Matcher, Sym},
     keys::IndexKeys,
+    postings::{Key, Postings, Union},
 };
 use crate::{kafka::progress::ReadProgress, wire::pb::DlqEntry};
+
+/// The fields with per-value lists, as indices into [`Index::by_value`] (the order of
+/// [`Matcher::indexed`]).
+const URL: usize = 0;
+const CALLER_IP: usize = 1;
+const FLOW_CONTROL_KEY: usize = 2;
+const LABEL: usize = 3;
 
 /// The partition of a free slot (one whose entry was removed; reused by the next insert).
 const FREE: i32 = -1;
@@ -172,6 +179,10 @@ struct Index {
     deleted: FastSet<Box<str>>,
     strings: Symbols<Arc<str>>,
     label_sets: Symbols<Box<[Sym]>>,
+    /// Per indexed field ([`URL`], [`CALLER_IP`], [`FLOW_CONTROL_KEY`], [`LABEL`]: each label of
+    /// the set), per value: the keys of the entries holding it, in the order's order. Empty
+    /// strings are not listed (no filter asks for them).
+    by_value: [FastMap<Sym, Postings>; 4],
     payload_bytes: usize,
 }
 
@@ -202,9 +213,16 @@ impl Index {
         set
     }
 
-    /// Inserts (or replaces) the entry whose protobuf bytes are `raw`, its index fields
-    /// `entry` read from those same bytes.
-    fn insert(&mut self, partition: i32, offset: i64, entry: &IndexKeys<'_>, raw: &[u8]) {
+    /// Inserts (or replaces) the entry whose protobuf bytes are `raw` (kept as they are: no
+    /// copy); its index fields are read from them.
+    fn insert(&mut self, partition: i32, offset: i64, raw: Box<[u8]>) {
+        let entry = match IndexKeys::read(&raw) {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::error!(partition, offset, error = %e, "unreadable entry; skipped");
+                return;
+            }
+        };
         let id = entry.dlq_id;
         let hash = self.hasher.hash_one(id);
         self.remove_hashed(hash, id);
@@ -220,8 +238,8 @@ impl Index {
             );
             return;
         };
-        let slot = Slot {
-            raw: raw.into(),
+        let mut slot = Slot {
+            raw: Box::default(),
             id_at: id_at as u32,
             id_len: id.len() as u32,
             created_at: entry.created_at,
@@ -236,6 +254,8 @@ impl Index {
             caller_ip: self.strings.acquire(entry.caller_ip).0,
             flow_control_key: self.strings.acquire(entry.flow_control_key).0,
         };
+        drop(entry);
+        slot.raw = raw;
         self.payload_bytes += slot.raw.len();
         let created_at = slot.created_at;
         let i = match self.free_slots.pop() {
@@ -252,6 +272,47 @@ impl Index {
         self.by_id
             .insert_unique(hash, i, |&j| hasher.hash_one(slots[j as usize].id()));
         self.order.insert((created_at, i));
+        self.index_values(i, true);
+    }
+
+    /// Adds slot `i` to (or removes it from) the per-value lists of its values.
+    fn index_values(&mut self, i: u32, add: bool) {
+        let Index {
+            slots,
+            strings,
+            label_sets,
+            by_value,
+            ..
+        } = self;
+        let slot = &slots[i as usize];
+        let key = Key::new(slot.created_at, i);
+        let at = |s: u32| Key::new(slots[s as usize].created_at, s);
+        let labels = label_sets.get(slot.labels).map_or(&[][..], |l| &l[..]);
+        let fields = [
+            (URL, slot.workflow_url),
+            (CALLER_IP, slot.caller_ip),
+            (FLOW_CONTROL_KEY, slot.flow_control_key),
+        ];
+        let values = fields.into_iter().chain(labels.iter().map(|&l| (LABEL, l)));
+        for (field, sym) in values {
+            if strings.get(sym).is_none_or(|s| s.is_empty()) {
+                continue;
+            }
+            let lists = &mut by_value[field];
+            if add {
+                match lists.get_mut(&sym) {
+                    Some(p) => p.insert(key, at),
+                    None => {
+                        lists.insert(sym, Postings::new(key));
+                    }
+                }
+            } else if let Some(p) = lists.get_mut(&sym) {
+                p.remove(key, at);
+                if p.is_empty() {
+                    lists.remove(&sym);
+                }
+            }
+        }
     }
 
     /// Removes the entry `id`; true when it was there.
@@ -268,6 +329,7 @@ impl Index {
             return false;
         };
         let (i, _) = found.remove();
+        self.index_values(i, false);
         let slot = std::mem::replace(&mut self.slots[i as usize], Slot::free());
         self.free_slots.push(i);
         self.order.remove(&(slot.created_at, i));
@@ -289,11 +351,11 @@ impl Index {
     /// refuses cost no more than the check.
     fn walk(
         &self,
+        candidates: impl Iterator<Item = (i64, u32)>,
         after: Option<&Cursor>,
         keep: impl Fn(&Slot) -> bool,
         mut visit: impl FnMut(i64, &Slot) -> bool,
     ) {
-        let lower = after.map_or(Bound::Unbounded, |c| Bound::Included((c.created_at, 0)));
         let mut group: Vec<(&str, u32)> = Vec::new();
         let mut flush = |t: i64, group: &mut Vec<(&str, u32)>| -> bool {
             group.sort_unstable();
@@ -308,7 +370,7 @@ impl Index {
             true
         };
         let mut current = None;
-        for &(t, i) in self.order.range((lower, Bound::Unbounded)) {
+        for (t, i) in candidates {
             let slot = &self.slots[i as usize];
             if !keep(slot) {
                 continue;
@@ -348,6 +410,44 @@ impl Index {
                 .ok()
                 .map(|k| k.workflow_run_id.to_string())
         })
+    }
+
+    /// The keys, from `lower` on and in the order's order, of a superset of the entries `m`
+    /// matches: with `use_index`, those of the filtered field whose wanted values the fewest
+    /// entries hold (a rare value's matches only); else every entry.
+    fn candidates<'a>(
+        &'a self,
+        m: &'a Matcher,
+        lower: (i64, u32),
+        use_index: bool,
+    ) -> Box<dyn Iterator<Item = (i64, u32)> + 'a> {
+        let best = m
+            .indexed()
+            .into_iter()
+            .enumerate()
+            .filter(|(_, wanted)| use_index && !wanted.is_empty())
+            .map(|(field, wanted)| {
+                let held: usize = wanted
+                    .iter()
+                    .filter_map(|s| self.by_value[field].get(s))
+                    .map(Postings::len)
+                    .sum();
+                (held, field, wanted)
+            })
+            .min_by_key(|(held, ..)| *held);
+        match best {
+            Some((held, field, wanted)) if held < self.order.len() => {
+                let lower = Key::new(lower.0, lower.1);
+                let lists = wanted
+                    .iter()
+                    .filter_map(|s| self.by_value[field].get(s))
+                    .map(move |p| {
+                        p.from(lower, |s| Key::new(self.slots[s as usize].created_at, s))
+                    });
+                Box::new(Union::new(lists).map(Key::get))
+            }
+            _ => Box::new(self.order.range(lower..).copied()),
+        }
     }
 
     fn matcher(&self, filter: &EntryFilter) -> Option<Matcher> {
@@ -398,17 +498,14 @@ impl StoreView {
 
     /// Applies an entry read from the store topic at `partition`/`offset`.
     pub fn upsert(&self, partition: i32, offset: i64, entry: &DlqEntry) {
-        let raw = entry.encode_to_vec();
-        // Our own encoding of a decoded entry: its index fields read.
-        if let Ok(keys) = IndexKeys::read(&raw) {
-            self.write().insert(partition, offset, &keys, &raw);
-        }
+        let raw = entry.encode_to_vec().into_boxed_slice();
+        self.write().insert(partition, offset, raw);
     }
 
-    /// Applies a protobuf-encoded entry as read from the store topic, given its index fields
-    /// ([`IndexKeys`], read by the caller from the same bytes): the bytes are kept as read.
-    pub fn upsert_keys(&self, partition: i32, offset: i64, entry: &IndexKeys<'_>, raw: &[u8]) {
-        self.write().insert(partition, offset, entry, raw);
+    /// Applies a protobuf-encoded entry as read from the store topic (the caller checked it
+    /// reads: [`IndexKeys::read`]); the bytes are kept as they are.
+    pub fn upsert_raw(&self, partition: i32, offset: i64, raw: Box<[u8]>) {
+        self.write().insert(partition, offset, raw);
     }
 
     /// Applies a tombstone.
@@ -458,13 +555,26 @@ impl StoreView {
 
     /// Entries matching `filter`, ordered by `created_at` then `dlqId`, after `cursor`.
     pub fn list(&self, filter: &EntryFilter, cursor: Option<&Cursor>, count: usize) -> Page {
+        self.list_with(filter, cursor, count, true)
+    }
+
+    /// [`StoreView::list`], walking a per-value list or (without `use_index`) every entry.
+    fn list_with(
+        &self,
+        filter: &EntryFilter,
+        cursor: Option<&Cursor>,
+        count: usize,
+        use_index: bool,
+    ) -> Page {
         let ix = self.read();
         let mut page = Page::default();
         let Some(matcher) = ix.matcher(filter) else {
             return page;
         };
         let mut last = None;
+        let lower = cursor.map_or((i64::MIN, 0), |c| (c.created_at, 0));
         ix.walk(
+            ix.candidates(&matcher, lower, use_index),
             cursor,
             |slot| ix.matches(&matcher, slot),
             |created_at, slot| {
@@ -492,9 +602,8 @@ impl StoreView {
         let Some(matcher) = ix.matcher(filter) else {
             return Vec::new();
         };
-        ix.order
-            .iter()
-            .map(|&(_, i)| &ix.slots[i as usize])
+        ix.candidates(&matcher, (i64::MIN, 0), true)
+            .map(|(_, i)| &ix.slots[i as usize])
             .filter(|slot| ix.matches(&matcher, slot))
             .map(|slot| slot.id().to_string())
             .collect()
@@ -701,6 +810,168 @@ mod tests {
         assert_eq!(v.get("d").unwrap().dlq_id, "d");
         assert_eq!(v.expired_ids(1_001), ["d"]);
         assert_eq!(v.oldest_created_at(), Some(1));
+    }
+
+    /// Every per-value list holds exactly the keys of the live entries with that value.
+    fn check_lists(v: &StoreView) {
+        let ix = v.read();
+        let mut want: [std::collections::BTreeMap<Sym, Vec<(i64, u32)>>; 4] = Default::default();
+        for &(t, i) in &ix.order {
+            let s = &ix.slots[i as usize];
+            let labels = ix.label_sets.get(s.labels).unwrap();
+            let values = [
+                (URL, s.workflow_url),
+                (CALLER_IP, s.caller_ip),
+                (FLOW_CONTROL_KEY, s.flow_control_key),
+            ]
+            .into_iter()
+            .chain(labels.iter().map(|&l| (LABEL, l)));
+            for (field, sym) in values {
+                if !ix.strings.get(sym).unwrap().is_empty() {
+                    want[field].entry(sym).or_default().push((t, i));
+                }
+            }
+        }
+        for (field, want) in want.iter().enumerate() {
+            assert_eq!(ix.by_value[field].len(), want.len(), "field {field}");
+            for (sym, keys) in want {
+                let got: Vec<_> = ix.by_value[field][sym]
+                    .from(Key::new(i64::MIN, 0), |s| {
+                        Key::new(ix.slots[s as usize].created_at, s)
+                    })
+                    .map(Key::get)
+                    .collect();
+                assert_eq!(&got, keys, "field {field} value {sym}");
+            }
+        }
+    }
+
+    #[test]
+    fn indexed_filters_page_exactly_like_a_full_scan_over_random_entries() {
+        use crate::wire::pb::{Filter, FlowControl};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let v = StoreView::new();
+        let urls = ["u0", "u1", "u2", "u3", "u4"];
+        let pick = |rng: &mut rand::rngs::StdRng, n: usize, prefix: &str| -> String {
+            match rng.random_range(0..n + 1) {
+                0 => String::new(),
+                k => format!("{prefix}{}", k - 1),
+            }
+        };
+        for round in 0..40 {
+            for step in 0..150 {
+                let id = format!("id-{}", rng.random_range(0..300));
+                if rng.random_range(0..10) < 3 {
+                    v.remove(&id);
+                    continue;
+                }
+                let mut e = entry(&id, rng.random_range(0..40), urls[rng.random_range(0..5)]);
+                let ev = e.event.as_mut().unwrap();
+                ev.caller_ip = pick(&mut rng, 60, "ip");
+                ev.flow_control = Some(FlowControl {
+                    key: pick(&mut rng, 25, "fc"),
+                    ..Default::default()
+                });
+                ev.labels = (0..rng.random_range(0..4))
+                    .map(|_| pick(&mut rng, 6, "l"))
+                    .collect();
+                v.upsert(0, round * 1000 + step, &e);
+            }
+            check_lists(&v);
+            for _ in 0..25 {
+                let mut f = Filter::default();
+                let values = |rng: &mut rand::rngs::StdRng, n: usize, prefix: &str| {
+                    let k = rng.random_range(0..3);
+                    (0..k)
+                        .map(|_| format!("{prefix}{}", rng.random_range(0..n + 1)))
+                        .collect::<Vec<_>>()
+                };
+                match rng.random_range(0..6) {
+                    0 => f.flow_control_key = values(&mut rng, 25, "fc"),
+                    1 => f.caller_ip = values(&mut rng, 60, "ip"),
+                    2 => f.label = values(&mut rng, 6, "l"),
+                    3 => f.workflow_url = values(&mut rng, 5, "u"),
+                    4 => {
+                        f.label = values(&mut rng, 6, "l");
+                        f.flow_control_key = values(&mut rng, 25, "fc");
+                        f.workflow_url = values(&mut rng, 5, "u");
+                    }
+                    _ => {
+                        f.caller_ip = values(&mut rng, 60, "ip");
+                        f.from_date = rng.random_range(0..20);
+                        f.to_date = f.from_date + rng.random_range(0..20);
+                    }
+                }
+                let f = filter(f);
+                let mut scan = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let p = v.list_with(&f, cursor.as_ref(), 1000, false);
+                    scan.extend(ids(&p));
+                    if p.next.is_none() {
+                        break;
+                    }
+                    cursor = p.next;
+                }
+                // The same filter through the index, a page of random size at a time.
+                let count = rng.random_range(1..8);
+                let mut indexed = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let p = v.list(&f, cursor.as_ref(), count);
+                    assert!(p.entries.len() <= count);
+                    indexed.extend(ids(&p));
+                    if p.next.is_none() {
+                        break;
+                    }
+                    cursor = p.next;
+                }
+                assert_eq!(indexed, scan, "{f:?}");
+                let mut matching = v.matching_ids(&f);
+                let mut want = scan.clone();
+                matching.sort();
+                want.sort();
+                assert_eq!(matching, want, "{f:?}");
+            }
+        }
+        // Everything removed: no list is left behind.
+        for i in 0..300 {
+            v.remove(&format!("id-{i}"));
+        }
+        check_lists(&v);
+        assert!(v.read().by_value.iter().all(|m| m.is_empty()));
+    }
+
+    #[test]
+    fn an_overwrite_moves_an_entry_between_value_lists() {
+        let v = StoreView::new();
+        let with_fc = |id: &str, t: i64, fc: &str| {
+            let mut e = entry(id, t, "u");
+            e.event.as_mut().unwrap().flow_control = Some(crate::wire::pb::FlowControl {
+                key: fc.into(),
+                ..Default::default()
+            });
+            e
+        };
+        let by_fc = |k: &str| {
+            filter(crate::wire::pb::Filter {
+                flow_control_key: vec![k.into()],
+                ..Default::default()
+            })
+        };
+        v.upsert(0, 1, &with_fc("a", 1, "k1"));
+        v.upsert(0, 2, &with_fc("b", 2, "k1"));
+        assert_eq!(ids(&v.list(&by_fc("k1"), None, 10)), ["a", "b"]);
+        v.upsert(0, 3, &with_fc("a", 3, "k2"));
+        assert_eq!(ids(&v.list(&by_fc("k1"), None, 10)), ["b"]);
+        assert_eq!(ids(&v.list(&by_fc("k2"), None, 10)), ["a"]);
+        v.upsert(0, 4, &with_fc("b", 2, ""));
+        assert!(v.list(&by_fc("k1"), None, 10).entries.is_empty());
+        check_lists(&v);
+        v.remove("a");
+        assert!(v.list(&by_fc("k2"), None, 10).entries.is_empty());
+        check_lists(&v);
     }
 
     #[test]

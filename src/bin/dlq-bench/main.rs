@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! deploy/dev/kafka.sh start
-//! cargo run --release --bin dlq-bench -- all          # or: ingest | redrive | cold-start | queries | latency
+//! cargo run --release --bin dlq-bench -- all          # or: ingest | redrive | cold-start | memory-curve | queries | latency
 //! ```
 
 mod data;
@@ -42,6 +42,8 @@ enum Scenario {
     Ingest,
     Redrive,
     ColdStart,
+    /// View memory over payload per entry at several sizes (`--curve-sizes`).
+    MemoryCurve,
     Queries,
     Latency,
     All,
@@ -60,6 +62,9 @@ struct Args {
     redrive_entries: u64,
     #[arg(long, default_value_t = 1_000_000)]
     cold_entries: u64,
+    /// Entry counts for `memory-curve`.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    curve_sizes: Vec<u64>,
     #[arg(long, default_value_t = 10)]
     query_seconds: u64,
     #[arg(long, default_value_t = 20)]
@@ -328,14 +333,12 @@ impl Counter {
 
 // ---- 3. cold start, 4. queries ----
 
-async fn cold_start(a: &Args, then_queries: bool) {
-    let t = tag();
-    let cfg = bench_config(a, &t);
-    create_topics(&cfg, &[]).await;
-    let n = a.cold_entries;
+/// Writes `n` stored entries to the store topic of `cfg` (created here); returns payload bytes.
+async fn load_store(a: &Args, cfg: &Config, t: &str, n: u64) -> u64 {
+    create_topics(cfg, &[]).await;
     let retention = cfg.retention.as_millis() as i64;
-    let bytes = data::load(&a.bootstrap, &cfg.topics.store, n, |i| {
-        let ev = data::failure(i, &t);
+    data::load(&a.bootstrap, &cfg.topics.store, n, |i| {
+        let ev = data::failure(i, t);
         let id = dlq_id_for_event(&ev.event_id);
         let created = ev.failed_at + i as i64;
         let entry = pb::DlqEntry {
@@ -348,7 +351,72 @@ async fn cold_start(a: &Args, then_queries: bool) {
             source_offset: i as i64,
         };
         (id, entry.encode_to_vec())
-    });
+    })
+}
+
+extern "C" {
+    /// glibc: returns free heap memory to the system, so a run's RSS growth is not hidden by
+    /// memory the previous run freed.
+    fn malloc_trim(pad: usize) -> i32;
+}
+
+/// The view's memory over its payload per entry, at each of `--curve-sizes` entries: flat is the
+/// target (issue 13). Each size is a fresh store topic and a fresh service in this process.
+async fn memory_curve(a: &Args) {
+    let mut rows = Vec::new();
+    let mut previous: Option<(u64, f64)> = None;
+    for &n in &a.curve_sizes {
+        let t = tag();
+        let cfg = bench_config(a, &t);
+        load_store(a, &cfg, &t, n).await;
+        // SAFETY: glibc's malloc_trim only returns free pages; it has no preconditions.
+        unsafe { malloc_trim(0) };
+        let (rss_before, _) = rss_kb();
+        reset_peak();
+        let started = Instant::now();
+        let svc = start(cfg).await;
+        let took = started.elapsed();
+        // What the service holds now, not the fetch buffers it read through (freed, but kept
+        // by glibc until trimmed: tens of MB whatever the size, which swamps 10,000 entries).
+        // SAFETY: as above.
+        unsafe { malloc_trim(0) };
+        let (rss_after, peak) = rss_kb();
+        let payload = svc.view.payload_bytes() as f64;
+        let grown = (rss_after.saturating_sub(rss_before) * 1024) as f64;
+        let mut row = Row::timed(&format!("{n} entries"), svc.view.len() as u64, took);
+        row.peak_rss_mb = mb(peak);
+        let over = grown - payload;
+        let marginal = match previous {
+            Some((n0, over0)) if n > n0 => format!(
+                "; {:.0} B/entry over payload from the previous size",
+                (over - over0) / (n - n0) as f64
+            ),
+            _ => String::new(),
+        };
+        previous = Some((n, over));
+        row.note = format!(
+            "RSS grew {:.1} MB for {:.1} MB payload: {:.0} B/entry over payload{marginal}",
+            grown / 1e6,
+            payload / 1e6,
+            over / n as f64
+        );
+        rows.push(row);
+        svc.stop().await.expect("stop");
+        // SAFETY: as above.
+        unsafe { malloc_trim(0) };
+    }
+    table(
+        "3b. view memory per entry by size (start → ready)",
+        &rows,
+        0,
+    );
+}
+
+async fn cold_start(a: &Args, then_queries: bool) {
+    let t = tag();
+    let cfg = bench_config(a, &t);
+    let n = a.cold_entries;
+    let bytes = load_store(a, &cfg, &t, n).await;
     reset_peak();
     let (records, read_bytes, took) = bare_read(&a.bootstrap, &cfg.topics.store);
     let mut base = Row::timed(
@@ -660,6 +728,9 @@ async fn main() {
     }
     if matches!(a.scenario, Scenario::Redrive | Scenario::All) {
         redrive(&a).await;
+    }
+    if a.scenario == Scenario::MemoryCurve {
+        memory_curve(&a).await;
     }
     if matches!(
         a.scenario,

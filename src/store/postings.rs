@@ -1,0 +1,361 @@
+//! Per-value lists of the view's entries in listing order, so a filter on a rare value walks
+//! its matches only instead of every entry (issue 13: a 1-in-1,000 `flowControlKey` filter
+//! walked ~100,000 slots per page).
+//!
+//! A list holds slot numbers (4 bytes) sorted by `(created_at, slot)` — the listing order's own
+//! keys, read from the slots through `at` — in chunks of at most [`CHUNK`], each chunk's first
+//! key kept beside it so finding the chunk reads no slot. New entries land near the end, among
+//! slots just written (in cache). A list of one key (a value only one entry has: a caller IP,
+//! say) is kept inline, without an allocation. Chunks grow by small exact steps and shrink when
+//! half empty: about 4.5 bytes per key whatever the order of inserts and removals (12-byte
+//! keys cost ~55 B per entry over four fields, more than the memory target left).
+
+use std::cmp::Ordering;
+
+/// Most keys in one chunk (6 KiB): inserting or removing moves at most this many.
+pub const CHUNK: usize = 512;
+
+/// `(created_at, slot)` in 12 bytes (a tuple would be padded to 16).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    hi: i32,
+    lo: u32,
+    slot: u32,
+}
+
+impl Key {
+    pub fn new(created_at: i64, slot: u32) -> Key {
+        Key {
+            hi: (created_at >> 32) as i32,
+            lo: created_at as u32,
+            slot,
+        }
+    }
+
+    pub fn get(self) -> (i64, u32) {
+        (((self.hi as i64) << 32) | self.lo as i64, self.slot)
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.hi, self.lo, self.slot).cmp(&(other.hi, other.lo, other.slot))
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+#[derive(Debug)]
+pub struct Chunk {
+    first: Key,
+    keys: Vec<u32>,
+}
+
+/// The keys of the entries holding one value, sorted.
+#[derive(Debug)]
+pub enum Postings {
+    One(Key),
+    Many { chunks: Vec<Chunk>, len: usize },
+}
+
+impl Postings {
+    pub fn new(key: Key) -> Postings {
+        Postings::One(key)
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Postings::One(_) => 1,
+            Postings::Many { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `key` (not already present); `at(slot)` is the key of a listed slot.
+    pub fn insert(&mut self, key: Key, at: impl Fn(u32) -> Key) {
+        let (chunks, len) = match self {
+            Postings::One(k) => {
+                let mut keys = Vec::with_capacity(4);
+                keys.push(k.slot);
+                *self = Postings::Many {
+                    chunks: vec![Chunk { first: *k, keys }],
+                    len: 1,
+                };
+                return self.insert(key, at);
+            }
+            Postings::Many { chunks, len } => (chunks, len),
+        };
+        *len += 1;
+        if chunks.is_empty() {
+            let mut keys = Vec::with_capacity(4);
+            keys.push(key.slot);
+            chunks.push(Chunk { first: key, keys });
+            return;
+        }
+        // The last chunk whose first key is below `key` (or the first chunk).
+        let ci = chunks.partition_point(|c| c.first < key).saturating_sub(1);
+        let last = ci + 1 == chunks.len();
+        let c = &mut chunks[ci];
+        let pos = match c.keys.last() {
+            // Past the chunk's end (most inserts): one read of a recent slot.
+            Some(&l) if at(l) < key => c.keys.len(),
+            _ => c.keys.partition_point(|&k| at(k) < key),
+        };
+        if c.keys.len() == CHUNK {
+            if pos == CHUNK && last {
+                // Appending past the end: a new chunk, leaving this one full.
+                let mut keys = Vec::with_capacity(16);
+                keys.push(key.slot);
+                chunks.push(Chunk { first: key, keys });
+                return;
+            }
+            let right = c.keys.split_off(CHUNK / 2);
+            c.keys.shrink_to(CHUNK / 2 + CHUNK / 16);
+            let right = Chunk {
+                first: at(right[0]),
+                keys: right,
+            };
+            chunks.insert(ci + 1, right);
+            let ci = if pos > CHUNK / 2 { ci + 1 } else { ci };
+            let pos = if pos > CHUNK / 2 {
+                pos - CHUNK / 2
+            } else {
+                pos
+            };
+            return Self::put(&mut chunks[ci], pos, key);
+        }
+        Self::put(c, pos, key);
+    }
+
+    fn put(c: &mut Chunk, pos: usize, key: Key) {
+        if c.keys.len() == c.keys.capacity() {
+            let n = c.keys.len();
+            c.keys.reserve_exact((n / 8).max(4).min(CHUNK - n).max(1));
+        }
+        c.keys.insert(pos, key.slot);
+        if pos == 0 {
+            c.first = key;
+        }
+    }
+
+    /// Removes `key`; true when it was there. `at` as for [`Postings::insert`].
+    pub fn remove(&mut self, key: Key, at: impl Fn(u32) -> Key) -> bool {
+        let (chunks, len) = match self {
+            Postings::One(k) => {
+                if *k != key {
+                    return false;
+                }
+                *self = Postings::Many {
+                    chunks: Vec::new(),
+                    len: 0,
+                };
+                return true;
+            }
+            Postings::Many { chunks, len } => (chunks, len),
+        };
+        let ci = chunks.partition_point(|c| c.first <= key);
+        let Some(ci) = ci.checked_sub(1) else {
+            return false;
+        };
+        let n_chunks = chunks.len();
+        let next_len = chunks.get(ci + 1).map_or(usize::MAX, |c| c.keys.len());
+        let c = &mut chunks[ci];
+        let Ok(pos) = c.keys.binary_search_by(|&k| at(k).cmp(&key)) else {
+            return false;
+        };
+        *len -= 1;
+        c.keys.remove(pos);
+        if c.keys.is_empty() {
+            chunks.remove(ci);
+            return true;
+        }
+        if pos == 0 {
+            c.first = at(c.keys[0]);
+        }
+        if c.keys.len() < c.keys.capacity() / 2 {
+            let n = c.keys.len();
+            c.keys.shrink_to(n + n / 4);
+        }
+        // A small chunk joins its right neighbour when both fit in one.
+        if c.keys.len() < CHUNK / 8 && ci + 1 < n_chunks && c.keys.len() + next_len <= CHUNK {
+            let next = chunks.remove(ci + 1);
+            let c = &mut chunks[ci];
+            c.keys.reserve_exact(next.keys.len());
+            c.keys.extend_from_slice(&next.keys);
+        }
+        if *len == 1 {
+            let k = chunks[0].first;
+            *self = Postings::One(k);
+        }
+        true
+    }
+
+    /// The keys at or after `lower`, in order. `at` as for [`Postings::insert`].
+    pub fn from<'a>(
+        &'a self,
+        lower: Key,
+        at: impl Fn(u32) -> Key + 'a,
+    ) -> impl Iterator<Item = Key> + 'a {
+        let (one, chunks): (Option<Key>, &[Chunk]) = match self {
+            Postings::One(k) => ((*k >= lower).then_some(*k), &[]),
+            Postings::Many { chunks, .. } => (None, &chunks[..]),
+        };
+        let ci = chunks
+            .partition_point(|c| c.first <= lower)
+            .saturating_sub(1);
+        let chunks = chunks.get(ci..).unwrap_or_default();
+        let skip = chunks
+            .first()
+            .map_or(0, |c| c.keys.partition_point(|&k| at(k) < lower));
+        one.into_iter().chain(
+            chunks
+                .iter()
+                .flat_map(|c| c.keys.iter().copied())
+                .skip(skip)
+                .map(at),
+        )
+    }
+}
+
+/// The union of sorted key streams, in order, each key once.
+pub struct Union<I: Iterator<Item = Key>> {
+    heads: Vec<(Option<Key>, I)>,
+    last: Option<Key>,
+}
+
+impl<I: Iterator<Item = Key>> Union<I> {
+    pub fn new(streams: impl IntoIterator<Item = I>) -> Self {
+        let heads = streams.into_iter().map(|mut s| (s.next(), s)).collect();
+        Union { heads, last: None }
+    }
+}
+
+impl<I: Iterator<Item = Key>> Iterator for Union<I> {
+    type Item = Key;
+
+    fn next(&mut self) -> Option<Key> {
+        loop {
+            let (i, _) = self
+                .heads
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (h, _))| h.map(|h| (i, h)))
+                .min_by_key(|(_, h)| *h)?;
+            let (head, stream) = &mut self.heads[i];
+            let k = head.take()?;
+            *head = stream.next();
+            if self.last != Some(k) {
+                self.last = Some(k);
+                return Some(k);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeSet;
+
+    fn check(p: &Postings, oracle: &BTreeSet<(i64, u32)>, at: impl Fn(u32) -> Key) {
+        assert_eq!(p.len(), oracle.len());
+        let all: Vec<_> = p.from(Key::new(i64::MIN, 0), &at).map(Key::get).collect();
+        let want: Vec<_> = oracle.iter().copied().collect();
+        assert_eq!(all, want);
+        if let Postings::Many { chunks, .. } = p {
+            for c in chunks {
+                assert!(!c.keys.is_empty() && c.keys.len() <= CHUNK);
+                assert_eq!(c.first, at(c.keys[0]));
+            }
+        }
+    }
+
+    #[test]
+    fn keys_order_like_tuples_including_negative_times() {
+        let ts = [i64::MIN, -5, -1, 0, 1, 1 << 32, (1 << 32) + 1, i64::MAX];
+        for a in ts {
+            for b in ts {
+                for (s, t) in [(0u32, 1u32), (1, 0), (3, 3)] {
+                    assert_eq!(Key::new(a, s).cmp(&Key::new(b, t)), (a, s).cmp(&(b, t)));
+                    assert_eq!(Key::new(a, s).get(), (a, s));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_inserts_removes_and_ranges_agree_with_a_btree() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for round in 0..20 {
+            let span = [10i64, 1000, 100_000][round % 3];
+            let mut oracle = BTreeSet::new();
+            let times = std::cell::RefCell::new(std::collections::HashMap::new());
+            let at = |s: u32| Key::new(times.borrow()[&s], s);
+            let first = (rng.random_range(0..span), 0u32);
+            let mut p = Postings::new(Key::new(first.0, first.1));
+            oracle.insert(first);
+            times.borrow_mut().insert(first.1, first.0);
+            for step in 0..6000u32 {
+                // Mostly appends near the end (how entries arrive), some anywhere, removals.
+                let r = rng.random_range(0..10);
+                if r < 4 || oracle.is_empty() {
+                    let t = if r < 2 {
+                        rng.random_range(0..span)
+                    } else {
+                        span + step as i64 / 3
+                    };
+                    let k = (t, step + 1);
+                    if oracle.insert(k) {
+                        times.borrow_mut().insert(k.1, k.0);
+                        p.insert(Key::new(k.0, k.1), at);
+                    }
+                } else if r < 8 {
+                    let nth = rng.random_range(0..oracle.len());
+                    let k = *oracle.iter().nth(nth).unwrap();
+                    oracle.remove(&k);
+                    assert!(p.remove(Key::new(k.0, k.1), at));
+                } else {
+                    times.borrow_mut().insert(u32::MAX, -1);
+                    assert!(!p.remove(Key::new(-1, u32::MAX), at));
+                    let lower = (rng.random_range(-1..span * 2), rng.random_range(0..9000));
+                    let got: Vec<_> = p
+                        .from(Key::new(lower.0, lower.1), at)
+                        .map(Key::get)
+                        .collect();
+                    let want: Vec<_> = oracle.range(lower..).copied().collect();
+                    assert_eq!(got, want);
+                }
+            }
+            check(&p, &oracle, at);
+            // Emptied from the front, as expiry does.
+            for k in std::mem::take(&mut oracle) {
+                assert!(p.remove(Key::new(k.0, k.1), at));
+            }
+            assert!(p.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_union_is_sorted_and_has_each_key_once() {
+        let a = [1, 3, 5, 7].map(|t| Key::new(t, 0));
+        let b = [2, 3, 6].map(|t| Key::new(t, 0));
+        let got: Vec<_> = Union::new([a.iter().copied(), b.iter().copied()])
+            .map(|k| k.get().0)
+            .collect();
+        assert_eq!(got, [1, 2, 3, 5, 6, 7]);
+    }
+}
