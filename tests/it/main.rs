@@ -2,8 +2,9 @@
 //! area. Every test runs on the embedded broker, or on the real Apache Kafka named by
 //! `KAFKA_BOOTSTRAP` (`deploy/dev/kafka.sh`). Tests that need what only a real broker has, or
 //! node / python / prometheus, are `#[ignore = "…"]` with the reason, so plain `cargo test`
-//! reports them as skipped; `.ci/run` runs them (`-- --include-ignored`). The broker-restart
-//! test stops the broker, so `.ci/run` runs it alone (`--skip broker_restart` in the main pass).
+//! reports them as skipped; `.ci/run` runs them (`-- --include-ignored`). Two run alone: the
+//! broker-restart test stops the broker, and the Prometheus test counts process-global metrics
+//! (`--skip broker_restart --skip prometheus::` in the main pass).
 
 #[macro_use]
 mod common;

@@ -185,7 +185,10 @@ impl Drop for Prometheus {
     }
 }
 
-#[ignore = "needs Debian's prometheus (or PROMETHEUS_BIN); .ci/run runs it"]
+/// Metrics are process-global, so the counts it checks include every service in the process:
+/// run it with no other test beside it (`cargo test --test it -- --include-ignored
+/// prometheus::`, as .ci/run does).
+#[ignore = "needs Debian's prometheus (or PROMETHEUS_BIN) and no other test in its process; .ci/run runs it alone"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prometheus_scrapes_entries_and_command_counters() {
     let bin = prometheus_binary().expect(
