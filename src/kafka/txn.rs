@@ -157,10 +157,6 @@ impl TxnBatch {
         self.open
     }
 
-    pub fn records(&self) -> usize {
-        self.records
-    }
-
     /// Marks a consumed record as handled by this transaction (its output, if any, already sent).
     pub fn consumed(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), TxnError> {
         self.ensure_open()?;
