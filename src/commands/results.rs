@@ -64,11 +64,7 @@ impl Pipeline<'_> {
             done,
             requested_by: cmd.requested_by.clone(),
             completed_at: crate::now_ms(),
-            page_cursor: if done {
-                cmd.page_cursor.clone()
-            } else {
-                String::new()
-            },
+            page_cursor: cmd.page_cursor.clone(),
         }
     }
 

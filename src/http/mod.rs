@@ -3,6 +3,7 @@
 //! `Authorization: Bearer <token>`.
 
 mod auth;
+pub mod dedup;
 pub mod dlq;
 pub mod error;
 pub mod messages;
