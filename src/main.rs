@@ -109,8 +109,12 @@ where
     let out: &mut dyn std::io::Write = &mut stdout;
     let outcome = runtime.block_on(async {
         let code = command(&mut *out).await?;
-        out.flush().map_err(cli::CliError::Output)?;
-        Ok(code)
+        // A command's exit code stands whether or not its reader is still there (`failures
+        // send` says 1 for invalid input either way).
+        match out.flush() {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(cli::CliError::Output(e)),
+            _ => Ok(code),
+        }
     });
     match outcome {
         Ok(code) => code,
