@@ -53,12 +53,12 @@ pub struct DlqMessage {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_function_state: Option<String>,
     /// QStash: headers sent with the failure callback.
-    #[serde(skip_serializing_if = "HeaderMap::is_empty")]
+    #[serde(default, skip_serializing_if = "HeaderMap::is_empty")]
     pub failure_callback_header: HeaderMap,
     /// QStash: the per-delivery callback URL, and its headers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback: Option<String>,
-    #[serde(skip_serializing_if = "HeaderMap::is_empty")]
+    #[serde(default, skip_serializing_if = "HeaderMap::is_empty")]
     pub callback_header: HeaderMap,
     /// QStash: the URL group (a.k.a. topic) it was sent to.
     #[serde(skip_serializing_if = "Option::is_none")]
