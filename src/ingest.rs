@@ -8,7 +8,7 @@
 //! offsets, so a record is never skipped and never stored twice.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
-    events::{Event, FailureStored, RecordRejected, RejectReason},
+    events::{Event, FailureStored, NewSignature, RecordRejected, RejectReason, StatusClass},
     health::Worker,
     kafka::{
         pipeline, rejected,
@@ -218,6 +218,9 @@ impl Decider<'_> {
         let (topic, partition, offset) = source;
         Outcome::Store(Box::new(DlqEntry {
             dlq_id,
+            // Computed once here and stored: an entry keeps its group when the normaliser
+            // changes, and a cold start reads 16 bytes instead of normalising a message.
+            signature: crate::signature::of_event(&ev),
             event: Some(ev),
             created_at: now_ms,
             expires_at: now_ms.saturating_add(self.retention.as_millis() as i64),
@@ -268,6 +271,7 @@ impl Ingest {
         let mut handler = IngestHandler {
             ingest: self,
             recent: HashMap::new(),
+            recent_signatures: HashSet::new(),
             encoding: Encoding::from(cfg.output_encoding),
         };
         pipeline::run(&spec, &txn, &consumer, &mut handler, shutdown, worker)
@@ -278,6 +282,7 @@ impl Ingest {
         m: &BorrowedMessage<'_>,
         txn: &mut TxnBatch,
         recent: &mut HashMap<String, Instant>,
+        recent_signatures: &mut HashSet<String>,
         encoding: Encoding,
     ) -> Result<(), IngestError> {
         let cfg = &self.cfg;
@@ -310,11 +315,27 @@ impl Ingest {
                     }),
                 })?;
                 recent.insert(dlq_id, Instant::now());
+                // A kind of failure neither the view nor this pipeline's recent writes hold.
+                // Two instances storing the first two of a new kind at once may both count
+                // it: the alert is on any increase, so a double count changes nothing.
+                let new_signature = (!self.view.has_signature(&entry.signature)
+                    && recent_signatures.insert(entry.signature.clone()))
+                .then(|| {
+                    let ev = entry.event.as_ref();
+                    NewSignature {
+                        signature: entry.signature.clone(),
+                        status_class: StatusClass::of(ev.map_or(0, |e| e.response_status)),
+                        workflow_url: ev.map_or(String::new(), |e| e.workflow_url.clone()),
+                    }
+                });
                 txn.on_commit(move || {
                     FailureStored {
                         latency_seconds: latency,
                     }
-                    .emit()
+                    .emit();
+                    if let Some(event) = new_signature {
+                        event.emit();
+                    }
                 });
             }
             Outcome::ForwardReport(report) => {
@@ -370,6 +391,8 @@ struct IngestHandler<'a> {
     ingest: &'a Ingest,
     /// Ids this pipeline wrote that the view may not show yet.
     recent: HashMap<String, Instant>,
+    /// Signatures this pipeline stored that the view may not show yet (counted as new once).
+    recent_signatures: HashSet<String>,
     encoding: Encoding,
 }
 
@@ -382,10 +405,22 @@ impl pipeline::Handler for IngestHandler<'_> {
         m: &BorrowedMessage<'_>,
         txn: &mut TxnBatch,
     ) -> Result<(), IngestError> {
-        self.ingest.handle(m, txn, &mut self.recent, self.encoding)
+        self.ingest.handle(
+            m,
+            txn,
+            &mut self.recent,
+            &mut self.recent_signatures,
+            self.encoding,
+        )
     }
 
     fn committed(&mut self) {
+        // Once the view holds a signature it answers for it; until then (or if its entries
+        // are gone again) this set does.
+        if self.recent_signatures.len() > 1_000 {
+            let view = &self.ingest.view;
+            self.recent_signatures.retain(|s| !view.has_signature(s));
+        }
         // Written ids the view has shown, or that are old, need no remembering.
         if self.recent.len() > 10_000 {
             let view = &self.ingest.view;

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod kafka;
 pub mod metrics;
 pub mod republish;
+pub mod signature;
 pub mod store;
 pub mod telemetry;
 pub mod wire;

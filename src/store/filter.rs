@@ -18,9 +18,20 @@ pub enum FilterError {
 /// A string as the view keeps it: a number standing for it (see [`crate::store::view`]).
 pub type Sym = u32;
 
+/// Highest `--max-redrives`; redrive counts are kept clamped just above it, so parked or not is
+/// exact for every setting while the counts add few combinations to [`Traits`].
+pub const MAX_REDRIVES_LIMIT: u32 = 100;
+
+/// Whether an entry whose run was redriven `redrive_count` times is parked under
+/// `max_redrives` (0: the guard is off).
+pub fn is_parked(redrive_count: i32, max_redrives: u32) -> bool {
+    max_redrives > 0 && i64::from(redrive_count) >= i64::from(max_redrives)
+}
+
 /// Fields of an entry that many entries share, kept by the view as one symbol per distinct
-/// combination (4 bytes per entry for all five; a filter on them resolves to the set of
-/// combinations it accepts). The strings are the view's symbols.
+/// combination (4 bytes per entry for all seven; a filter on them resolves to the set of
+/// combinations it accepts). The strings are the view's symbols. The signature is here too:
+/// a DLQ holds few kinds of failure, and it mostly follows the response status anyway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Traits {
     pub callback_state: i32,
@@ -28,6 +39,15 @@ pub struct Traits {
     pub topic_name: Sym,
     pub queue_name: Sym,
     pub schedule_id: Sym,
+    pub signature: Sym,
+    /// `redrive_count` clamped to `0..=MAX_REDRIVES_LIMIT + 1`.
+    pub redrives: u8,
+}
+
+impl Traits {
+    pub fn clamp_redrives(redrive_count: i32) -> u8 {
+        redrive_count.clamp(0, MAX_REDRIVES_LIMIT as i32 + 1) as u8
+    }
 }
 
 impl From<&Traits> for Traits {
@@ -103,6 +123,8 @@ pub struct EntryFilter {
     schedule_id: Vec<String>,
     queue_name: Vec<String>,
     response_status: Vec<i32>,
+    signature: Vec<String>,
+    parked: Option<bool>,
 }
 
 fn nonempty(values: &[String]) -> Vec<String> {
@@ -158,6 +180,8 @@ impl EntryFilter {
             schedule_id: nonempty(&f.schedule_id),
             queue_name: nonempty(&f.queue_name),
             response_status,
+            signature: nonempty(&f.signature),
+            parked: f.parked,
         })
     }
 
@@ -168,7 +192,12 @@ impl EntryFilter {
 
     /// The filter in the view's terms: each wanted string as its symbol. `None` when a field
     /// wants only strings no entry has: nothing can match, and nothing needs to be scanned.
-    pub fn resolve(&self, symbol: impl Fn(&str) -> Option<Sym>) -> Option<Matcher> {
+    /// `max_redrives` says which entries are parked.
+    pub fn resolve(
+        &self,
+        symbol: impl Fn(&str) -> Option<Sym>,
+        max_redrives: u32,
+    ) -> Option<Matcher> {
         let resolve = |wanted: &[String]| -> Option<Vec<Sym>> {
             let syms: Vec<Sym> = wanted.iter().filter_map(|w| symbol(w)).collect();
             (wanted.is_empty() || !syms.is_empty()).then_some(syms)
@@ -191,6 +220,9 @@ impl EntryFilter {
             schedule_id: resolve(&self.schedule_id)?,
             queue_name: resolve(&self.queue_name)?,
             response_status: self.response_status.clone(),
+            signature: resolve(&self.signature)?,
+            parked: self.parked,
+            max_redrives,
             traits_allowed: None,
         })
     }
@@ -213,19 +245,24 @@ pub struct Matcher {
     schedule_id: Vec<Sym>,
     queue_name: Vec<Sym>,
     response_status: Vec<i32>,
+    signature: Vec<Sym>,
+    parked: Option<bool>,
+    max_redrives: u32,
     /// Per [`Traits`] symbol, whether it is accepted; `None` when no traits field is filtered.
     traits_allowed: Option<Vec<bool>>,
 }
 
 impl Matcher {
     /// The wanted symbols of the fields the view keeps per-value lists for, in the order
-    /// `[workflow_url, caller_ip, flow_control_key, label]` (empty: the field is not filtered).
-    pub fn indexed(&self) -> [&[Sym]; 4] {
+    /// `[workflow_url, caller_ip, flow_control_key, label, signature]` (empty: the field is not
+    /// filtered).
+    pub fn indexed(&self) -> [&[Sym]; 5] {
         [
             &self.workflow_url,
             &self.caller_ip,
             &self.flow_control_key,
             &self.label,
+            &self.signature,
         ]
     }
 
@@ -235,7 +272,9 @@ impl Matcher {
             && self.response_status.is_empty()
             && self.topic_name.is_empty()
             && self.schedule_id.is_empty()
-            && self.queue_name.is_empty())
+            && self.queue_name.is_empty()
+            && self.signature.is_empty()
+            && self.parked.is_none())
     }
 
     /// Whether an entry with these traits passes the traits fields of the filter.
@@ -248,6 +287,10 @@ impl Matcher {
             && any_of(&self.topic_name, &t.topic_name)
             && any_of(&self.schedule_id, &t.schedule_id)
             && any_of(&self.queue_name, &t.queue_name)
+            && any_of(&self.signature, &t.signature)
+            && self
+                .parked
+                .is_none_or(|p| p == is_parked(t.redrives.into(), self.max_redrives))
     }
 
     /// Sets which traits symbols pass (see [`Matcher::accepts_traits`]), as the view resolved

@@ -22,6 +22,7 @@ mod entry {
     pub const EVENT: u32 = 2;
     pub const CREATED_AT: u32 = 3;
     pub const EXPIRES_AT: u32 = 4;
+    pub const SIGNATURE: u32 = 8;
 }
 
 /// `FailureEvent` fields (dlq.proto).
@@ -34,7 +35,10 @@ mod event {
     pub const LABELS: u32 = 12;
     pub const FLOW_CONTROL: u32 = 13;
     pub const RESPONSE_STATUS: u32 = 16;
+    pub const FAILED_STEP: u32 = 15;
     pub const FAILURE_CALLBACK_INFO: u32 = 20;
+    pub const ERROR_MESSAGE: u32 = 22;
+    pub const REDRIVE_COUNT: u32 = 23;
     pub const TOPIC_NAME: u32 = 24;
     pub const QUEUE_NAME: u32 = 25;
     pub const SCHEDULE_ID: u32 = 26;
@@ -42,6 +46,9 @@ mod event {
     pub const FLOW_CONTROL_KEY: u32 = 1;
     /// `FailureCallbackInfo.state`.
     pub const CALLBACK_STATE: u32 = 1;
+    /// `Step.step_name`, `Step.step_type`.
+    pub const STEP_NAME: u32 = 2;
+    pub const STEP_TYPE: u32 = 3;
 }
 
 /// What the view needs of an entry, borrowed from its encoded bytes.
@@ -62,6 +69,13 @@ pub struct IndexKeys<'a> {
     pub topic_name: &'a str,
     pub queue_name: &'a str,
     pub schedule_id: &'a str,
+    /// The stored signature (empty on entries stored before signatures existed).
+    pub signature: &'a str,
+    pub redrive_count: i32,
+    /// What a signature is computed from when none is stored.
+    pub step_name: &'a str,
+    pub step_type: &'a str,
+    pub error_message: &'a str,
 }
 
 /// One field of a protobuf message.
@@ -140,11 +154,27 @@ impl<'a> IndexKeys<'a> {
                 entry::CREATED_AT => k.created_at = varint(v)? as i64,
                 entry::EXPIRES_AT => k.expires_at = varint(v)? as i64,
                 entry::EVENT => k.read_event(bytes(v)?)?,
+                entry::SIGNATURE => k.signature = text(bytes(v)?)?,
                 _ => {}
             }
             Ok(())
         })?;
         Ok(k)
+    }
+
+    /// The entry's signature: the stored one, or — for an entry stored before signatures
+    /// existed — computed now from the same fields ingest uses, so old entries group too.
+    pub fn signature(&self) -> std::borrow::Cow<'a, str> {
+        if !self.signature.is_empty() {
+            return std::borrow::Cow::Borrowed(self.signature);
+        }
+        std::borrow::Cow::Owned(crate::signature::signature(&crate::signature::Parts {
+            workflow_url: self.workflow_url,
+            step_name: self.step_name,
+            step_type: self.step_type,
+            response_status: self.response_status,
+            error_message: self.error_message,
+        }))
     }
 
     fn read_event(&mut self, raw: &'a [u8]) -> Result<(), KeysError> {
@@ -158,6 +188,16 @@ impl<'a> IndexKeys<'a> {
                 event::TOPIC_NAME => self.topic_name = text(bytes(v)?)?,
                 event::QUEUE_NAME => self.queue_name = text(bytes(v)?)?,
                 event::SCHEDULE_ID => self.schedule_id = text(bytes(v)?)?,
+                event::ERROR_MESSAGE => self.error_message = text(bytes(v)?)?,
+                event::REDRIVE_COUNT => self.redrive_count = varint(v)? as i32,
+                event::FAILED_STEP => fields(bytes(v)?, |tag, v| {
+                    match tag {
+                        event::STEP_NAME => self.step_name = text(bytes(v)?)?,
+                        event::STEP_TYPE => self.step_type = text(bytes(v)?)?,
+                        _ => {}
+                    }
+                    Ok(())
+                })?,
                 event::CALLER_IP => self.caller_ip = text(bytes(v)?)?,
                 event::LABELS => self.labels.push(text(bytes(v)?)?),
                 event::FLOW_CONTROL => fields(bytes(v)?, |tag, v| {
@@ -217,8 +257,16 @@ mod tests {
                 topic_name: "group-a".into(),
                 queue_name: format!("q-{}", n % 2),
                 schedule_id: "scd_1".into(),
+                failed_step: Some(crate::wire::pb::Step {
+                    step_name: format!("step-{}", n % 3),
+                    step_type: "Run".into(),
+                    ..Default::default()
+                }),
+                error_message: format!("failed {n} times"),
+                redrive_count: (n % 4) as i32,
                 ..Default::default()
             }),
+            signature: format!("{n:016x}"),
         }
     }
 
@@ -247,6 +295,15 @@ mod tests {
             topic_name: ev.map_or("", |v| &v.topic_name),
             queue_name: ev.map_or("", |v| &v.queue_name),
             schedule_id: ev.map_or("", |v| &v.schedule_id),
+            signature: &e.signature,
+            redrive_count: ev.map_or(0, |v| v.redrive_count),
+            step_name: ev
+                .and_then(|v| v.failed_step.as_ref())
+                .map_or("", |s| &s.step_name),
+            step_type: ev
+                .and_then(|v| v.failed_step.as_ref())
+                .map_or("", |s| &s.step_type),
+            error_message: ev.map_or("", |v| &v.error_message),
         }
     }
 

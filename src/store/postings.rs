@@ -203,6 +203,19 @@ impl Postings {
         true
     }
 
+    /// The first and the last key: the oldest and the newest holder of the value, read without
+    /// a walk (a group's first and last seen). `at` as for [`Postings::insert`].
+    pub fn ends(&self, at: impl Fn(u32) -> Key) -> Option<(Key, Key)> {
+        match self {
+            Postings::One(k) => Some((*k, *k)),
+            Postings::Many { chunks, .. } => {
+                let first = chunks.first()?.first;
+                let last = chunks.last()?.keys.last().map(|&s| at(s))?;
+                Some((first, last))
+            }
+        }
+    }
+
     /// The keys at or after `lower`, in order. `at` as for [`Postings::insert`].
     pub fn from<'a>(
         &'a self,

@@ -20,7 +20,7 @@ use hashbrown::{DefaultHashBuilder, HashMap as FastMap, HashSet as FastSet, Hash
 use prost::Message;
 
 use super::{
-    filter::{key_hash, Cursor, EntryFilter, FilterKeys, Matcher, Order, Sym, Traits},
+    filter::{key_hash, Cursor, EntryFilter, FilterError, FilterKeys, Matcher, Order, Sym, Traits},
     keys::IndexKeys,
     postings::{Key, Postings, Union},
 };
@@ -32,6 +32,9 @@ const URL: usize = 0;
 const CALLER_IP: usize = 1;
 const FLOW_CONTROL_KEY: usize = 2;
 const LABEL: usize = 3;
+/// The failure signature: its list is the group, and keeps the group's aggregates (count,
+/// first and last seen) without a scan.
+const SIGNATURE: usize = 4;
 
 /// The partition of a free slot (one whose entry was removed; reused by the next insert).
 const FREE: i32 = -1;
@@ -50,7 +53,8 @@ struct Slot {
     workflow_run_id_hash: u32,
     message_id_hash: u32,
     partition: i32,
-    /// Callback state, response status, topic, queue and schedule: one [`Traits`] symbol.
+    /// Callback state, response status, topic, queue, schedule, signature and redrive count:
+    /// one [`Traits`] symbol.
     traits: Sym,
     workflow_url: Sym,
     caller_ip: Sym,
@@ -184,10 +188,12 @@ struct Index {
     label_sets: Symbols<Box<[Sym]>>,
     traits: Symbols<Traits>,
     /// Per indexed field ([`URL`], [`CALLER_IP`], [`FLOW_CONTROL_KEY`], [`LABEL`]: each label of
-    /// the set), per value: the keys of the entries holding it, in the order's order. Empty
-    /// strings are not listed (no filter asks for them).
-    by_value: [FastMap<Sym, Postings>; 4],
+    /// the set, [`SIGNATURE`]), per value: the keys of the entries holding it, in the order's
+    /// order. Empty strings are not listed (no filter asks for them).
+    by_value: [FastMap<Sym, Postings>; 5],
     payload_bytes: usize,
+    /// `--max-redrives`: which entries the `parked` filter means (0: none).
+    max_redrives: u32,
 }
 
 impl Index {
@@ -218,13 +224,15 @@ impl Index {
     }
 
     /// The traits of an entry, held once more (with their strings).
-    fn acquire_traits(&mut self, e: &IndexKeys<'_>) -> Sym {
+    fn acquire_traits(&mut self, e: &IndexKeys<'_>, signature: &str) -> Sym {
         let t = Traits {
             callback_state: e.callback_state,
             response_status: e.response_status,
             topic_name: self.strings.acquire(e.topic_name).0,
             queue_name: self.strings.acquire(e.queue_name).0,
             schedule_id: self.strings.acquire(e.schedule_id).0,
+            signature: self.strings.acquire(signature).0,
+            redrives: Traits::clamp_redrives(e.redrive_count),
         };
         let (sym, new) = self.traits.acquire(&t);
         if !new {
@@ -235,7 +243,7 @@ impl Index {
     }
 
     fn release_trait_strings(&mut self, t: &Traits) {
-        for sym in [t.topic_name, t.queue_name, t.schedule_id] {
+        for sym in [t.topic_name, t.queue_name, t.schedule_id, t.signature] {
             self.strings.release(sym);
         }
     }
@@ -265,6 +273,7 @@ impl Index {
             );
             return;
         };
+        let signature = entry.signature();
         let mut slot = Slot {
             raw: Box::default(),
             id_at: id_at as u32,
@@ -278,10 +287,11 @@ impl Index {
             message_id_hash: key_hash(entry.message_id),
             workflow_created_at: entry.workflow_created_at,
             labels: self.acquire_labels(&entry.labels),
-            traits: self.acquire_traits(&entry),
+            traits: self.acquire_traits(&entry, &signature),
             caller_ip: self.strings.acquire(entry.caller_ip).0,
             flow_control_key: self.strings.acquire(entry.flow_control_key).0,
         };
+        drop(signature);
         drop(entry);
         slot.raw = raw;
         self.payload_bytes += slot.raw.len();
@@ -309,6 +319,7 @@ impl Index {
             slots,
             strings,
             label_sets,
+            traits,
             by_value,
             ..
         } = self;
@@ -316,10 +327,12 @@ impl Index {
         let key = Key::new(slot.created_at, i);
         let at = |s: u32| Key::new(slots[s as usize].created_at, s);
         let labels = label_sets.get(slot.labels).map_or(&[][..], |l| &l[..]);
+        let signature = traits.get(slot.traits).map_or(0, |t| t.signature);
         let fields = [
             (URL, slot.workflow_url),
             (CALLER_IP, slot.caller_ip),
             (FLOW_CONTROL_KEY, slot.flow_control_key),
+            (SIGNATURE, signature),
         ];
         let values = fields.into_iter().chain(labels.iter().map(|&l| (LABEL, l)));
         for (field, sym) in values {
@@ -502,7 +515,7 @@ impl Index {
     }
 
     fn matcher(&self, filter: &EntryFilter) -> Option<Matcher> {
-        let mut m = filter.resolve(|s| self.strings.lookup(s))?;
+        let mut m = filter.resolve(|s| self.strings.lookup(s), self.max_redrives)?;
         if m.filters_traits() {
             // Few distinct combinations: decide each once, then a scan tests one flag.
             let allowed: Vec<bool> = self
@@ -518,6 +531,56 @@ impl Index {
         }
         Some(m)
     }
+}
+
+/// One kind of failure: the entries sharing a signature (docs/design.md §5 *Groups*).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub signature: String,
+    pub count: u64,
+    /// The `created_at` of the group's oldest and newest entries.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// The newest entry of the group: its fields describe the group.
+    pub sample: Option<DlqEntry>,
+}
+
+/// Where a page of groups ends. Groups are ordered by count, largest first, then signature;
+/// the next page starts after this one, so a cursor stays usable while counts change (a group
+/// that grew past it is not shown again, one that shrank below it may be).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupCursor {
+    pub count: u64,
+    pub signature: String,
+}
+
+impl GroupCursor {
+    pub fn encode(&self) -> String {
+        use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+        URL_SAFE_NO_PAD.encode(format!("g:{}:{}", self.count, self.signature))
+    }
+
+    pub fn decode(text: &str) -> Result<GroupCursor, FilterError> {
+        use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+        let raw = URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .map_err(|_| FilterError::Cursor)?;
+        let raw = String::from_utf8(raw).map_err(|_| FilterError::Cursor)?;
+        let rest = raw.strip_prefix("g:").ok_or(FilterError::Cursor)?;
+        let (count, signature) = rest.split_once(':').ok_or(FilterError::Cursor)?;
+        Ok(GroupCursor {
+            count: count.parse().map_err(|_| FilterError::Cursor)?,
+            signature: signature.to_string(),
+        })
+    }
+}
+
+/// One page of groups.
+#[derive(Debug, Clone, Default)]
+pub struct GroupPage {
+    pub groups: Vec<Group>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<GroupCursor>,
 }
 
 /// What the view knows of a `dlqId`.
@@ -678,6 +741,101 @@ impl StoreView {
                 true
             },
         );
+        page
+    }
+
+    /// Sets `--max-redrives`: which entries the `parked` filter means.
+    pub fn set_max_redrives(&self, max_redrives: u32) {
+        self.write().max_redrives = max_redrives;
+    }
+
+    /// True when some entry has this signature (ingest counts a signature the DLQ has not
+    /// held before).
+    pub fn has_signature(&self, signature: &str) -> bool {
+        let ix = self.read();
+        ix.strings
+            .lookup(signature)
+            .is_some_and(|s| ix.by_value[SIGNATURE].contains_key(&s))
+    }
+
+    /// The groups of the entries matching `filter`, largest first, `count` after `after`.
+    /// Unfiltered, each group's figures are read from its signature's list (no entry is
+    /// visited: the answer costs the number of groups); filtered, the matching entries are
+    /// scanned, through a per-value list when the filter has one.
+    pub fn groups(
+        &self,
+        filter: &EntryFilter,
+        after: Option<&GroupCursor>,
+        count: usize,
+    ) -> GroupPage {
+        let ix = self.read();
+        let at = |s: u32| Key::new(ix.slots[s as usize].created_at, s);
+        // (count, signature, oldest key, newest key)
+        let mut found: Vec<(u64, Sym, (i64, u32), (i64, u32))> = Vec::new();
+        if filter.is_empty() {
+            for (sym, list) in &ix.by_value[SIGNATURE] {
+                if let Some((first, last)) = list.ends(at) {
+                    found.push((list.len() as u64, *sym, first.get(), last.get()));
+                }
+            }
+        } else {
+            let Some(m) = ix.matcher(filter) else {
+                return GroupPage::default();
+            };
+            let mut by_sig: FastMap<Sym, (u64, (i64, u32), (i64, u32))> = FastMap::default();
+            for key in ix.candidates(&m, (i64::MIN, 0), Order::EarliestFirst, true) {
+                let slot = &ix.slots[key.1 as usize];
+                if !ix.matches(&m, slot) {
+                    continue;
+                }
+                let Some(t) = ix.traits.get(slot.traits) else {
+                    continue;
+                };
+                // Candidates come oldest first: the first seen stays, the last moves on.
+                by_sig
+                    .entry(t.signature)
+                    .and_modify(|g| {
+                        g.0 += 1;
+                        g.2 = key;
+                    })
+                    .or_insert((1, key, key));
+            }
+            found.extend(by_sig.into_iter().map(|(s, (n, f, l))| (n, s, f, l)));
+        }
+        let mut named: Vec<_> = found
+            .into_iter()
+            .map(|(n, sym, first, last)| {
+                let sig = ix.strings.get(sym).map_or("", |s| &**s);
+                (n, sig, first, last)
+            })
+            .collect();
+        named.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let start = after.map_or(0, |c| {
+            named.partition_point(|g| {
+                (std::cmp::Reverse(g.0), g.1) <= (std::cmp::Reverse(c.count), c.signature.as_str())
+            })
+        });
+        let rest = named.get(start..).unwrap_or_default();
+        let mut page = GroupPage::default();
+        for (n, sig, first, last) in rest.iter().take(count) {
+            let sample = ix
+                .slots
+                .get(last.1 as usize)
+                .and_then(|s| DlqEntry::decode(&s.raw[..]).ok());
+            page.groups.push(Group {
+                signature: sig.to_string(),
+                count: *n,
+                first_seen: first.0,
+                last_seen: last.0,
+                sample,
+            });
+        }
+        if rest.len() > count {
+            page.next = page.groups.last().map(|g| GroupCursor {
+                count: g.count,
+                signature: g.signature.clone(),
+            });
+        }
         page
     }
 
@@ -1012,7 +1170,7 @@ mod tests {
     /// Every per-value list holds exactly the keys of the live entries with that value.
     fn check_lists(v: &StoreView) {
         let ix = v.read();
-        let mut want: [std::collections::BTreeMap<Sym, Vec<(i64, u32)>>; 4] = Default::default();
+        let mut want: [std::collections::BTreeMap<Sym, Vec<(i64, u32)>>; 5] = Default::default();
         for &(t, i) in &ix.order {
             let s = &ix.slots[i as usize];
             let labels = ix.label_sets.get(s.labels).unwrap();
@@ -1020,6 +1178,7 @@ mod tests {
                 (URL, s.workflow_url),
                 (CALLER_IP, s.caller_ip),
                 (FLOW_CONTROL_KEY, s.flow_control_key),
+                (SIGNATURE, ix.traits.get(s.traits).unwrap().signature),
             ]
             .into_iter()
             .chain(labels.iter().map(|&l| (LABEL, l)));
@@ -1197,6 +1356,104 @@ mod tests {
         v.remove("a");
         assert!(v.list(&by_fc("k2"), None, 10).entries.is_empty());
         check_lists(&v);
+    }
+
+    /// An entry of kind `kind` (0..3) whose message carries `n` in several shapes.
+    fn failing(id: &str, t: i64, kind: usize, n: i64, redrives: i32) -> DlqEntry {
+        let mut e = entry(id, t, &format!("https://app/api/{kind}?run={n}"));
+        let ev = e.event.as_mut().unwrap();
+        ev.error_message = format!("step {kind} failed for order-{n} after {}ms", n * 7);
+        ev.response_status = 500 + kind as i32;
+        ev.redrive_count = redrives;
+        // Stored entries carry their signature; half of these are "old" ones without it,
+        // which the view computes.
+        if n % 2 == 0 {
+            e.signature = crate::signature::of_event(ev);
+        }
+        e
+    }
+
+    #[test]
+    fn groups_count_kinds_of_failure_from_their_lists_and_follow_removals_and_filters() {
+        let v = StoreView::new();
+        for n in 0..90 {
+            // Kind 0 holds 45, kind 1 holds 30, kind 2 holds 15.
+            let kind = match n {
+                0..45 => 0,
+                45..75 => 1,
+                _ => 2,
+            };
+            v.upsert(0, n, &failing(&format!("id-{n:03}"), 100 + n, kind, n, 0));
+        }
+        let all = v.groups(&EntryFilter::all(), None, 10);
+        let counts: Vec<u64> = all.groups.iter().map(|g| g.count).collect();
+        assert_eq!(counts, [45, 30, 15]);
+        assert!(all.next.is_none());
+        let big = &all.groups[0];
+        assert_eq!((big.first_seen, big.last_seen), (100, 144));
+        assert_eq!(big.sample.as_ref().unwrap().dlq_id, "id-044", "the newest");
+        assert!(v.has_signature(&big.signature));
+        // Paged one at a time, the same groups in the same order.
+        let mut paged = Vec::new();
+        let mut cursor = None;
+        loop {
+            let p = v.groups(&EntryFilter::all(), cursor.as_ref(), 1);
+            paged.extend(p.groups.into_iter().map(|g| g.signature));
+            match p.next {
+                Some(c) => cursor = Some(GroupCursor::decode(&c.encode()).unwrap()),
+                None => break,
+            }
+        }
+        let sigs: Vec<_> = all.groups.iter().map(|g| g.signature.clone()).collect();
+        assert_eq!(paged, sigs);
+        // The signature filters a listing, through its list.
+        let by_sig = filter(crate::wire::pb::Filter {
+            signature: vec![sigs[2].clone()],
+            ..Default::default()
+        });
+        assert_eq!(v.matching_ids(&by_sig).len(), 15);
+        // A filtered groups query scans: entries created at or after 130.
+        let recent = filter(crate::wire::pb::Filter {
+            from_date: 130,
+            ..Default::default()
+        });
+        let g = v.groups(&recent, None, 10);
+        let counts: Vec<u64> = g.groups.iter().map(|g| g.count).collect();
+        assert_eq!(counts, [30, 15, 15]);
+        assert_eq!(g.groups[2].first_seen, 130);
+        // Removing a group's newest entry moves its last seen; removing all drops it.
+        v.remove("id-044");
+        let g = v.groups(&EntryFilter::all(), None, 1);
+        assert_eq!((g.groups[0].count, g.groups[0].last_seen), (44, 143));
+        for n in 75..90 {
+            v.remove(&format!("id-{n:03}"));
+        }
+        assert!(!v.has_signature(&sigs[2]));
+        assert_eq!(v.groups(&EntryFilter::all(), None, 10).groups.len(), 2);
+        check_lists(&v);
+    }
+
+    #[test]
+    fn parked_entries_are_those_redriven_max_redrives_times() {
+        let v = StoreView::new();
+        v.set_max_redrives(3);
+        for (n, redrives) in [0, 2, 3, 7].into_iter().enumerate() {
+            v.upsert(
+                0,
+                n as i64,
+                &failing(&format!("p{n}"), n as i64, 0, 1, redrives),
+            );
+        }
+        let parked = |p: bool| {
+            v.matching_ids(&filter(crate::wire::pb::Filter {
+                parked: Some(p),
+                ..Default::default()
+            }))
+        };
+        assert_eq!(parked(true), ["p2", "p3"]);
+        assert_eq!(parked(false), ["p0", "p1"]);
+        v.set_max_redrives(0);
+        assert!(parked(true).is_empty(), "the guard is off");
     }
 
     #[test]
