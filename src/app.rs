@@ -113,6 +113,7 @@ impl Service {
             .clone()
             .unwrap_or_else(|| generate_token().into());
         let view = Arc::new(StoreView::new());
+        view.set_max_redrives(cfg.max_redrives);
         let health = Arc::new(Health::new(view.clone()));
         let shutdown = CancellationToken::new();
 

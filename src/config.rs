@@ -134,6 +134,9 @@ pub struct Config {
     pub partitions: i32,
     pub replication_factor: i32,
     pub max_per_second: f64,
+    /// The redrive guard: an entry whose run was already redriven this many times is parked
+    /// (skipped by bulk restart and resume; acted on only by id with `force`). 0: off.
+    pub max_redrives: u32,
     pub output_encoding: OutputEncoding,
     pub log_format: LogFormat,
     pub max_record_bytes: usize,
@@ -164,6 +167,7 @@ impl Default for Config {
             partitions: 12,
             replication_factor: -1,
             max_per_second: 100.0,
+            max_redrives: 3,
             output_encoding: OutputEncoding::Protobuf,
             log_format: LogFormat::Text,
             max_record_bytes: MIB,
@@ -266,6 +270,11 @@ settings! {
         /// Default republish velocity of a command (entries per second).
         #[arg(long, env = "DLQ_MAX_PER_SECOND")]
         pub max_per_second: Option<f64>,
+        /// Park an entry whose run was already redriven this many times: bulk restart and
+        /// resume skip it, only a restart by id with `force` acts on it; 0 turns the guard
+        /// off [default: 3, at most 100].
+        #[arg(long, env = "DLQ_MAX_REDRIVES")]
+        pub max_redrives: Option<u32>,
         #[arg(long, env = "DLQ_OUTPUT_ENCODING", value_enum)]
         pub output_encoding: Option<OutputEncoding>,
         #[arg(long, env = "DLQ_LOG_FORMAT", value_enum)]
@@ -433,6 +442,7 @@ impl Config {
             partitions: s.partitions.unwrap_or(d.partitions),
             replication_factor: s.replication_factor.unwrap_or(d.replication_factor),
             max_per_second: s.max_per_second.unwrap_or(d.max_per_second),
+            max_redrives: s.max_redrives.unwrap_or(d.max_redrives),
             output_encoding: s.output_encoding.unwrap_or(d.output_encoding),
             log_format: s.log_format.unwrap_or(d.log_format),
             max_record_bytes: s.max_record_bytes.unwrap_or(d.max_record_bytes),
@@ -505,6 +515,9 @@ impl Config {
         }
         if !(self.max_per_second.is_finite() && self.max_per_second > 0.0) {
             return Err(invalid("max_per_second", "must be a positive number"));
+        }
+        if self.max_redrives > crate::store::filter::MAX_REDRIVES_LIMIT {
+            return Err(invalid("max_redrives", "must be between 0 (off) and 100"));
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.max_record_bytes) {
             return Err(invalid(
@@ -620,8 +633,8 @@ mod tests {
             assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(&env)), "--{long}");
             count += 1;
         }
-        // `--config` and the 25 settings (the `[kafka]` table has no flag).
-        assert_eq!(count, 26);
+        // `--config` and the 26 settings (the `[kafka]` table has no flag).
+        assert_eq!(count, 27);
         let help = cmd.clone().render_long_help().to_string();
         for flag in [
             "--txn-max-bytes",
@@ -631,6 +644,27 @@ mod tests {
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }
+    }
+
+    #[test]
+    fn max_redrives_comes_from_any_layer_and_is_bounded() {
+        assert_eq!(layered(&[], &[], "").max_redrives, 3);
+        assert_eq!(layered(&[], &[], "max_redrives = 5").max_redrives, 5);
+        assert_eq!(
+            layered(&[], &[("DLQ_MAX_REDRIVES", "0")], "max_redrives = 5").max_redrives,
+            0
+        );
+        assert_eq!(
+            layered(&["--max-redrives", "7"], &[("DLQ_MAX_REDRIVES", "0")], "").max_redrives,
+            7
+        );
+        let too_many =
+            Config::from_settings(parse(&["--max-redrives", "101"], &[]).settings).expect("parses");
+        assert!(too_many
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_redrives"));
     }
 
     #[test]

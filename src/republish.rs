@@ -1,8 +1,22 @@
 //! Republishing: the `WorkflowExecution` a recovery action sends to the executions topic.
 
 use crate::wire::pb::{
-    recovery_command::Action, workflow_execution::Kind, DlqEntry, Overrides, WorkflowExecution,
+    recovery_command::Action, workflow_execution::Kind, DlqEntry, FailureEvent, Overrides,
+    WorkflowExecution,
 };
+
+/// The earlier entries of a failed run, oldest first: the chain the platform carried into the
+/// failure event (`lineage`), ending with the entry it was redriven from. A platform that sets
+/// only `redriven_from_dlq_id` gives a chain of one; the chain is never looked up in the store,
+/// where earlier entries are gone (recovered entries are tombstoned).
+pub fn lineage(ev: &FailureEvent) -> Vec<String> {
+    let mut chain = ev.lineage.clone();
+    let from = ev.redriven_from_dlq_id.trim();
+    if !from.is_empty() && chain.last().map(String::as_str) != Some(from) {
+        chain.push(from.to_string());
+    }
+    chain
+}
 
 /// The execution kind an action republishes, if it republishes at all.
 pub fn kind_of(action: Action) -> Option<Kind> {
@@ -55,6 +69,11 @@ pub fn execution(
         source_workflow_run_id: ev.workflow_run_id.clone(),
         command_id: command_id.to_string(),
         redrive_count: ev.redrive_count.saturating_add(1),
+        lineage: {
+            let mut chain = lineage(&ev);
+            chain.push(entry.dlq_id.clone());
+            chain
+        },
         failure: (kind == Kind::FailureCallback).then_some(ev),
     }
 }
@@ -98,6 +117,24 @@ mod tests {
         let r = execution(&entry(), Kind::Resume, None, "n".into(), 1, "c");
         assert_eq!(r.steps.len(), 1);
         assert_eq!(r.steps[0].out, b"o");
+    }
+
+    #[test]
+    fn the_execution_carries_the_chain_of_earlier_entries_and_this_one() {
+        assert!(execution(&entry(), Kind::Restart, None, "n".into(), 1, "c")
+            .lineage
+            .eq(&["d"]));
+        let mut e = entry();
+        let ev = e.event.as_mut().unwrap();
+        ev.redriven_from_dlq_id = "b".into();
+        ev.lineage = vec!["a".into()];
+        assert_eq!(lineage(ev), ["a", "b"]);
+        let r = execution(&e, Kind::Resume, None, "n".into(), 1, "c");
+        assert_eq!(r.lineage, ["a", "b", "d"]);
+        // A platform that already appended the source to the chain is not doubled.
+        let ev = e.event.as_mut().unwrap();
+        ev.lineage = vec!["a".into(), "b".into()];
+        assert_eq!(lineage(ev), ["a", "b"]);
     }
 
     #[test]

@@ -112,7 +112,12 @@ impl Pipeline<'_> {
             Some(_) => None,
         };
         let now = crate::now_ms();
-        let (entry, republish, write) = match decide::decide(action, dlq_id, entry, first, now) {
+        let guard = decide::Guard {
+            max_redrives: self.w.cfg.max_redrives,
+            force: cmd.force,
+        };
+        let decision = decide::decide(action, dlq_id, entry, first, now, guard);
+        let (entry, republish, write) = match decision {
             Decision::NotFound(detail) => {
                 count_item(t, action, Status::NotFound);
                 return Ok(outcome(dlq_id, Status::NotFound, detail));
@@ -120,6 +125,10 @@ impl Pipeline<'_> {
             Decision::AlreadyDone(item) => {
                 count_item(t, action, Status::Skipped);
                 return Ok(item);
+            }
+            Decision::Parked(detail) => {
+                count_item(t, action, Status::Skipped);
+                return Ok(outcome(dlq_id, Status::Skipped, detail));
             }
             Decision::Rejected(detail) => {
                 count_item(t, action, Status::Rejected);

@@ -4,6 +4,7 @@
 
 use crate::{
     republish::kind_of,
+    store::filter::is_parked,
     wire::pb::{
         failure_callback_info::State as CbState, item_outcome::Status, recovery_command::Action,
         workflow_execution::Kind, DlqEntry, ItemOutcome,
@@ -27,6 +28,9 @@ pub enum Decision {
     AlreadyDone(ItemOutcome),
     /// The entry is there but the action does not apply to it.
     Rejected(String),
+    /// The entry is parked (redriven `--max-redrives` times already) and the command does not
+    /// `force`: left alone, reported as skipped with why.
+    Parked(String),
     /// Republish a run of `republish` kind built from `entry` (none for a delete), and write
     /// the entry's new state.
     Act {
@@ -44,6 +48,15 @@ fn callback_state(entry: &DlqEntry) -> i32 {
         .map_or(0, |i| i.state)
 }
 
+/// The redrive guard as it applies to one command (docs/design.md §4 *Redrive guard*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Guard {
+    /// `--max-redrives` (0: off).
+    pub max_redrives: u32,
+    /// The command's `force`: act on a parked entry too.
+    pub force: bool,
+}
+
 /// Decides `action` on `dlq_id`. `entry` is the entry as this instance knows it (its own
 /// writes first); `first` is this command's earlier outcome for it, if the ledger has one.
 pub fn decide(
@@ -52,6 +65,7 @@ pub fn decide(
     entry: Option<DlqEntry>,
     first: Option<ItemOutcome>,
     now_ms: i64,
+    guard: Guard,
 ) -> Decision {
     let Some(entry) = entry else {
         return match first {
@@ -124,7 +138,19 @@ pub fn decide(
                 write: Written::Updated(Box::new(marked)),
             }
         }
-        Action::Restart | Action::Resume | Action::Delete => Decision::Act {
+        Action::Restart | Action::Resume => {
+            let redrives = entry.event.as_ref().map_or(0, |e| e.redrive_count);
+            if !guard.force && is_parked(redrives, guard.max_redrives) {
+                return Decision::Parked(format!("parked: redriven {redrives} times"));
+            }
+            Decision::Act {
+                entry: Box::new(entry),
+                republish: kind_of(action),
+                write: Written::Deleted,
+            }
+        }
+        // Deleting a parked entry is what an operator does with a poison run: never guarded.
+        Action::Delete => Decision::Act {
             entry: Box::new(entry),
             republish: kind_of(action),
             write: Written::Deleted,
@@ -163,7 +189,14 @@ mod tests {
             (Action::Delete, None),
         ] {
             let e = entry(NOW + 1, "", None);
-            let d = decide(action, "dlq-1", Some(e.clone()), None, NOW);
+            let d = decide(
+                action,
+                "dlq-1",
+                Some(e.clone()),
+                None,
+                NOW,
+                Guard::default(),
+            );
             assert_eq!(
                 d,
                 Decision::Act {
@@ -178,7 +211,7 @@ mod tests {
 
     #[test]
     fn a_missing_entry_is_not_found_unless_this_command_already_acted_on_it() {
-        let d = decide(Action::Restart, "dlq-1", None, None, NOW);
+        let d = decide(Action::Restart, "dlq-1", None, None, NOW, Guard::default());
         assert!(matches!(d, Decision::NotFound(s) if s.contains("was not found")));
 
         let first = ItemOutcome {
@@ -187,8 +220,14 @@ mod tests {
             workflow_run_id: "wfr-first".into(),
             ..Default::default()
         };
-        let Decision::AlreadyDone(item) = decide(Action::Restart, "dlq-1", None, Some(first), NOW)
-        else {
+        let Decision::AlreadyDone(item) = decide(
+            Action::Restart,
+            "dlq-1",
+            None,
+            Some(first),
+            NOW,
+            Guard::default(),
+        ) else {
             panic!("a re-read command reports its first outcome");
         };
         assert_eq!(item.status, Status::Skipped as i32);
@@ -204,11 +243,49 @@ mod tests {
                 Some(entry(expires_at, "", None)),
                 None,
                 NOW,
+                Guard::default(),
             );
             assert!(matches!(d, Decision::NotFound(s) if s.contains("expired")));
         }
         // 0 means it never expires.
-        let d = decide(Action::Delete, "dlq-1", Some(entry(0, "", None)), None, NOW);
+        let d = decide(
+            Action::Delete,
+            "dlq-1",
+            Some(entry(0, "", None)),
+            None,
+            NOW,
+            Guard::default(),
+        );
+        assert!(matches!(d, Decision::Act { .. }));
+    }
+
+    #[test]
+    fn a_parked_entry_is_skipped_by_restart_and_resume_unless_forced_and_deletable() {
+        let mut e = entry(0, "", None);
+        e.event.as_mut().unwrap().redrive_count = 3;
+        let guard = Guard {
+            max_redrives: 3,
+            force: false,
+        };
+        for action in [Action::Restart, Action::Resume] {
+            let d = decide(action, "dlq-1", Some(e.clone()), None, NOW, guard);
+            assert_eq!(d, Decision::Parked("parked: redriven 3 times".into()));
+            let forced = Guard {
+                force: true,
+                ..guard
+            };
+            let d = decide(action, "dlq-1", Some(e.clone()), None, NOW, forced);
+            assert!(matches!(d, Decision::Act { .. }), "{action:?} forced");
+        }
+        let d = decide(Action::Delete, "dlq-1", Some(e.clone()), None, NOW, guard);
+        assert!(matches!(d, Decision::Act { .. }));
+        // Below the bound, or with the guard off (0), it is acted on.
+        e.event.as_mut().unwrap().redrive_count = 2;
+        let d = decide(Action::Restart, "dlq-1", Some(e.clone()), None, NOW, guard);
+        assert!(matches!(d, Decision::Act { .. }));
+        e.event.as_mut().unwrap().redrive_count = 50;
+        let off = Guard::default();
+        let d = decide(Action::Restart, "dlq-1", Some(e), None, NOW, off);
         assert!(matches!(d, Decision::Act { .. }));
     }
 
@@ -220,6 +297,7 @@ mod tests {
             Some(entry(0, "", None)),
             None,
             NOW,
+            Guard::default(),
         );
         assert!(matches!(d, Decision::Rejected(_)));
     }
@@ -232,6 +310,7 @@ mod tests {
             Some(entry(0, "", Some(CbState::CallbackFail))),
             None,
             NOW,
+            Guard::default(),
         );
         assert!(matches!(no_callback, Decision::Rejected(s) if s.contains("no failure callback")));
 
@@ -241,6 +320,7 @@ mod tests {
             Some(entry(0, "https://cb", Some(CbState::CallbackInprogress))),
             None,
             NOW,
+            Guard::default(),
         );
         assert!(matches!(in_progress, Decision::Rejected(s) if s.contains("CALLBACK_INPROGRESS")));
 
@@ -255,6 +335,7 @@ mod tests {
             Some(failed.clone()),
             None,
             NOW,
+            Guard::default(),
         )
         else {
             panic!("a failed callback is retried and the entry kept");

@@ -46,6 +46,8 @@ pub enum Invalid {
     Filter(String),
     #[error("max_per_second must be zero (service default) or a positive number")]
     Rate,
+    #[error("`force` acts on parked entries one by one: it needs the dlq_ids selector")]
+    ForceNeedsIds,
     #[error("`{field}` is {len} bytes, at most {max} allowed")]
     TooLong {
         field: &'static str,
@@ -65,6 +67,7 @@ impl Invalid {
             Invalid::AllFalse => "all_false",
             Invalid::Filter(_) => "invalid_filter",
             Invalid::Rate => "invalid_rate",
+            Invalid::ForceNeedsIds => "force_needs_ids",
             Invalid::TooLong { .. } => "too_long",
         }
     }
@@ -170,6 +173,11 @@ pub fn validate(cmd: &RecoveryCommand) -> Result<ValidCommand, Invalid> {
         Some(Selector::All(true)) => Selection::All,
         Some(Selector::All(false)) => return Err(Invalid::AllFalse),
     };
+    // The redrive guard holds for every filter and `all`: a parked run is redriven only by
+    // someone who named it.
+    if cmd.force && !matches!(selection, Selection::Ids(_)) {
+        return Err(Invalid::ForceNeedsIds);
+    }
     Ok(ValidCommand { action, selection })
 }
 
