@@ -8,8 +8,8 @@
 use metrics::{counter, histogram};
 
 use crate::metrics::{
-    COMMANDS, COMMAND_LATENCY, EXPIRED, INGESTED, INGEST_LATENCY, ITEMS, REJECTED, REPUBLISHED,
-    STORE_INTEGRITY_ERRORS, TRANSACTIONS, WORKER_RESTARTS,
+    COMMANDS, COMMAND_LATENCY, EXPIRED, INGESTED, INGEST_LATENCY, ITEMS, NEW_SIGNATURES, REJECTED,
+    REPUBLISHED, STORE_INTEGRITY_ERRORS, TRANSACTIONS, WORKER_RESTARTS,
 };
 
 /// A closed set of label values: `as_str` is the label, `LABELS` every one of them in order.
@@ -149,6 +149,26 @@ labels!(
     }
 );
 
+labels!(
+    /// The class of a failure's response status: a bounded stand-in for the signature, which
+    /// is unbounded and so never a label.
+    StatusClass {
+        Client => "4xx",
+        Server => "5xx",
+        Other => "other",
+    }
+);
+
+impl StatusClass {
+    pub fn of(status: i32) -> StatusClass {
+        match status {
+            400..=499 => StatusClass::Client,
+            500..=599 => StatusClass::Server,
+            _ => StatusClass::Other,
+        }
+    }
+}
+
 /// Something that happened, logged and counted in one place.
 pub trait Event {
     fn emit(self);
@@ -238,6 +258,25 @@ impl Event for FailureStored {
         if let Some(l) = self.latency_seconds {
             histogram!(INGEST_LATENCY).record(l);
         }
+    }
+}
+
+/// A failure of a kind the DLQ did not hold was stored: a new signature (a new group).
+pub struct NewSignature {
+    pub signature: String,
+    pub status_class: StatusClass,
+    pub workflow_url: String,
+}
+
+impl Event for NewSignature {
+    fn emit(self) {
+        tracing::warn!(
+            signature = %self.signature,
+            workflow_url = %self.workflow_url,
+            status_class = self.status_class.as_str(),
+            "a new kind of failure entered the DLQ"
+        );
+        counter!(NEW_SIGNATURES, "status_class" => self.status_class.as_str()).increment(1);
     }
 }
 

@@ -18,7 +18,7 @@ use crate::{
     config::Topics,
     events::{
         CommandAction, CommandOutcome, CommandSelector, ItemAction, ItemStatus, RejectReason,
-        RepublishKind, TxnOutcome, WorkerKind, WorkerOutcome,
+        RepublishKind, StatusClass, TxnOutcome, WorkerKind, WorkerOutcome,
     },
 };
 
@@ -26,6 +26,7 @@ pub const ENTRIES: &str = "dlq_entries";
 pub const OLDEST_ENTRY_AGE: &str = "dlq_oldest_entry_age_seconds";
 pub const INGESTED: &str = "dlq_ingested_total";
 pub const REJECTED: &str = "dlq_rejected_total";
+pub const NEW_SIGNATURES: &str = "dlq_failure_signatures_new_total";
 pub const COMMANDS: &str = "dlq_commands_total";
 pub const ITEMS: &str = "dlq_items_total";
 pub const REPUBLISHED: &str = "dlq_republished_total";
@@ -52,6 +53,7 @@ pub const COMMAND_FAILURE_OUTCOMES: &[&str] = CommandOutcome::FAILURES;
 pub const ITEM_STATUSES: &[&str] = ItemStatus::LABELS;
 pub const REPUBLISH_KINDS: &[&str] = RepublishKind::LABELS;
 pub const TXN_OUTCOMES: &[&str] = TxnOutcome::LABELS;
+pub const STATUS_CLASSES: &[&str] = StatusClass::LABELS;
 /// Why a record of either input topic was rejected.
 pub const REJECT_REASONS: &[&str] = RejectReason::LABELS;
 
@@ -188,6 +190,15 @@ pub const CATALOGUE: &[Def] = &[
         &[("kind", Values::Fixed(REPUBLISH_KINDS))],
     ),
     def(
+        NEW_SIGNATURES,
+        Kind::Counter,
+        Unit::Count,
+        "Failures of a kind the DLQ did not hold (a signature no entry had) stored by this \
+         instance, by the class of their response status: alert on any increase. The signature \
+         itself is in the log line and `GET /v2/workflows/dlq/groups`.",
+        &[("status_class", Values::Fixed(STATUS_CLASSES))],
+    ),
+    def(
         EXPIRED,
         Kind::Counter,
         Unit::Count,
@@ -319,6 +330,9 @@ fn init_global_series() {
     }
     for kind in REPUBLISH_KINDS {
         counter!(REPUBLISHED, "kind" => *kind).increment(0);
+    }
+    for class in STATUS_CLASSES {
+        counter!(NEW_SIGNATURES, "status_class" => *class).increment(0);
     }
     for action in ACTIONS {
         for status in ITEM_STATUSES {

@@ -19,16 +19,18 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     dedup,
     messages::{
-        CallbackCanceled, DeleteResponse, DlqMessage, ErrorBody, ListResponse, PublishResponse,
-        RetryResponse, WorkflowRun, WorkflowRunsResponse,
+        CallbackCanceled, DeleteResponse, DlqMessage, ErrorBody, FailureGroup, GroupStep,
+        GroupsResponse, ListResponse, PublishResponse, RetryResponse, SkippedEntry, WorkflowRun,
+        WorkflowRunsResponse,
     },
     overrides,
-    query::{parse_query, Target, MAX_IDS},
+    query::{parse_groups_query, parse_query, Target, MAX_IDS},
     ApiError, AppState,
 };
 use crate::{
     commands::submit::SubmitError,
-    store::{filter::Order, EntryState},
+    signature::{normalise_message, url_without_query},
+    store::{filter::Order, view::Group, EntryState},
     wire::{
         ids::new_run_id,
         pb::{
@@ -52,6 +54,9 @@ const VIEW_CATCH_UP: Duration = Duration::from_secs(5);
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v2/dlq", get(list).delete(delete_bulk))
+        // Under both prefixes, as every read route is; the static segment wins over `{dlq_id}`.
+        .route("/v2/workflows/dlq/groups", get(groups))
+        .route("/v2/dlq/groups", get(groups))
         .route("/v2/workflows/dlq", get(list).delete(delete_bulk))
         .route("/v2/dlq/{dlq_id}", get(get_one).delete(delete_one))
         .route(
@@ -112,6 +117,35 @@ pub struct FilterParams {
     /// HTTP status of the last failed delivery.
     #[param(explode = true, style = Form)]
     responseStatus: Option<Vec<i32>>,
+    /// Failure signature (16 hex digits, from `GET /v2/workflows/dlq/groups`).
+    #[param(explode = true, style = Form)]
+    signature: Option<Vec<String>>,
+    /// `true`: only parked entries (redriven `--max-redrives` times); `false`: none of them.
+    parked: Option<bool>,
+}
+
+/// Single-entry restart and resume: act on a parked entry too.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ForceParams {
+    /// `true`: restart or resume the entry even if it is parked (redriven `--max-redrives`
+    /// times). Only here, one entry at a time: bulk actions always skip parked entries.
+    force: Option<bool>,
+}
+
+/// Paging through groups.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct GroupPageParams {
+    /// From the previous answer.
+    cursor: Option<String>,
+    /// Default and maximum 100.
+    #[param(minimum = 1, maximum = 100)]
+    count: Option<i64>,
+    /// Sent by the SDKs; accepted and ignored.
+    source: Option<String>,
 }
 
 /// Paging: an opaque cursor from the previous answer, and the page size.
@@ -183,7 +217,7 @@ pub async fn list(
             found.reverse();
         }
         return Ok(Json(ListResponse {
-            messages: found.iter().map(DlqMessage::from).collect(),
+            messages: found.iter().map(|e| message(&s, e)).collect(),
             cursor: None,
         }));
     }
@@ -191,9 +225,60 @@ pub async fn list(
         .view
         .list_in(&q.compiled, q.order, q.cursor.as_ref(), q.count);
     Ok(Json(ListResponse {
-        messages: page.entries.iter().map(DlqMessage::from).collect(),
+        messages: page.entries.iter().map(|e| message(&s, e)).collect(),
         cursor: page.next.map(|c| c.encode()),
     }))
+}
+
+fn message(s: &AppState, e: &crate::wire::pb::DlqEntry) -> DlqMessage {
+    DlqMessage::guarded(e, s.cfg.max_redrives)
+}
+
+/// Failure groups: the entries by signature (the same kind of failure), largest first,
+/// narrowed by the usual filters.
+#[utoipa::path(get, path = "/v2/workflows/dlq/groups", tag = "dlq",
+    params(FilterParams, GroupPageParams),
+    responses(
+        (status = 200, description = "One page of groups; `cursor` is absent on the last", body = GroupsResponse),
+        (status = 400, description = "A malformed parameter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 503, description = "The view is still loading", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn groups(
+    State(s): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<GroupsResponse>, ApiError> {
+    let q = parse_groups_query(raw.as_deref())?;
+    view_ready(&s)?;
+    let page = s.view.groups(&q.filter, q.cursor.as_ref(), q.count);
+    Ok(Json(GroupsResponse {
+        groups: page.groups.into_iter().map(group).collect(),
+        cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+fn group(g: Group) -> FailureGroup {
+    let ev = g
+        .sample
+        .as_ref()
+        .and_then(|e| e.event.clone())
+        .unwrap_or_default();
+    FailureGroup {
+        signature: g.signature,
+        count: g.count,
+        first_seen: g.first_seen,
+        last_seen: g.last_seen,
+        workflow_url: url_without_query(&ev.workflow_url).to_string(),
+        failed_step: ev.failed_step.as_ref().map(|st| GroupStep {
+            step_name: st.step_name.clone(),
+            step_type: st.step_type.clone(),
+        }),
+        response_status: ev.response_status,
+        error_pattern: normalise_message(&ev.error_message),
+        error_sample: ev.error_message,
+        sample_dlq_id: g.sample.map(|e| e.dlq_id).unwrap_or_default(),
+    }
 }
 
 fn not_found(dlq_id: &str) -> ApiError {
@@ -217,7 +302,7 @@ pub async fn get_one(
     view_ready(&s)?;
     s.view
         .get(&dlq_id)
-        .map(|e| Json(DlqMessage::from(&e)))
+        .map(|e| Json(message(&s, &e)))
         .ok_or_else(|| not_found(&dlq_id))
 }
 
@@ -229,6 +314,8 @@ struct Acted {
     ok: Vec<String>,
     /// Refused by the command consumer (e.g. no failed callback to re-run), with why.
     refused: Vec<(String, String)>,
+    /// Of those, the ones left alone (`SKIPPED`: parked), with why.
+    skipped: Vec<(String, String)>,
     /// Gone by the time the command consumer got to them.
     vanished: Vec<String>,
     cursor: Option<String>,
@@ -243,6 +330,7 @@ async fn act(
     target: Target,
     overrides: Option<Overrides>,
     dedup: Option<String>,
+    force: bool,
 ) -> Result<Acted, ApiError> {
     view_ready(s)?;
     if !s.ledger.is_caught_up() {
@@ -295,6 +383,7 @@ async fn act(
             runs: Vec::new(),
             ok: Vec::new(),
             refused: Vec::new(),
+            skipped: Vec::new(),
             vanished: Vec::new(),
             cursor,
         });
@@ -321,6 +410,7 @@ async fn act(
             Default::default()
         },
         page_cursor: cursor.clone().unwrap_or_default(),
+        force,
         ..Default::default()
     };
     let result = s
@@ -352,6 +442,7 @@ fn sort_outcomes(
         runs: Vec::new(),
         ok: Vec::new(),
         refused: Vec::new(),
+        skipped: Vec::new(),
         vanished: Vec::new(),
         cursor,
     };
@@ -368,6 +459,11 @@ fn sort_outcomes(
                 acted.ok.push(item.dlq_id.clone());
             }
             Status::NotFound => acted.vanished.push(item.dlq_id.clone()),
+            Status::Skipped => {
+                let why = (item.dlq_id.clone(), item.detail.clone());
+                acted.skipped.push(why.clone());
+                acted.refused.push(why);
+            }
             _ => acted
                 .refused
                 .push((item.dlq_id.clone(), item.detail.clone())),
@@ -415,14 +511,17 @@ async fn act_on_one(
     action: Action,
     dlq_id: String,
     headers: &HeaderMap,
+    force: bool,
 ) -> Result<Acted, ApiError> {
     let overrides = match action {
         Action::Restart | Action::Resume => overrides::parse(headers)?,
         _ => None,
     };
-    let dedup = dedup::command_id(headers, &format!("{} {dlq_id}", action.as_str_name()))?;
+    let forced = if force { " force" } else { "" };
+    let request = format!("{} {dlq_id}{forced}", action.as_str_name());
+    let dedup = dedup::command_id(headers, &request)?;
     let target = Target::Ids(vec![dlq_id.clone()]);
-    let acted = act(s, action, target, overrides, dedup).await?;
+    let acted = act(s, action, target, overrides, dedup, force).await?;
     if let Some((_, why)) = acted.refused.first() {
         return Err(ApiError::BadRequest(format!(
             "DLQ message `{dlq_id}` cannot be acted on: {why}"
@@ -432,6 +531,33 @@ async fn act_on_one(
         return Err(not_found(&dlq_id));
     }
     Ok(acted)
+}
+
+/// The one query parameter of a single-entry restart or resume: `force=true|false`. Anything
+/// else is a 400, as on every route (a misspelt `froce` must not quietly not force).
+fn parse_force(raw: Option<&str>) -> Result<bool, ApiError> {
+    let mut force = false;
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "force" => {
+                force = match v.trim() {
+                    "true" => true,
+                    "false" => false,
+                    other => {
+                        return Err(ApiError::BadRequest(format!(
+                            "`force` must be `true` or `false`, got `{other}`"
+                        )))
+                    }
+                }
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter `{other}`"
+                )))
+            }
+        }
+    }
+    Ok(force)
 }
 
 fn single_run(acted: Acted, dlq_id: &str) -> Result<Json<WorkflowRun>, ApiError> {
@@ -453,10 +579,16 @@ async fn runs_bulk(
     let overrides = overrides::parse(headers)?;
     let request = format!("{} {}", action.as_str_name(), raw.unwrap_or_default());
     let dedup = dedup::command_id(headers, &request)?;
-    let acted = act(s, action, q.into_target(), overrides, dedup).await?;
+    let acted = act(s, action, q.into_target(), overrides, dedup, false).await?;
     Ok(Json(WorkflowRunsResponse {
         workflow_runs: acted.runs,
         cursor: acted.cursor,
+        skipped: acted.skipped.len() as u64,
+        skipped_entries: acted
+            .skipped
+            .into_iter()
+            .map(|(dlq_id, reason)| SkippedEntry { dlq_id, reason })
+            .collect(),
     }))
 }
 
@@ -498,7 +630,7 @@ pub async fn resume_bulk(
 
 /// Restart one entry.
 #[utoipa::path(post, path = "/v2/workflows/dlq/restart/{dlqId}", tag = "dlq",
-    params(("dlqId" = String, Path)),
+    params(("dlqId" = String, Path), ForceParams),
     responses(
         (status = 200, body = WorkflowRun),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -508,15 +640,17 @@ pub async fn resume_bulk(
 pub async fn restart_one(
     State(s): State<Arc<AppState>>,
     Path(dlq_id): Path<String>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRun>, ApiError> {
-    let acted = act_on_one(&s, Action::Restart, dlq_id.clone(), &headers).await?;
+    let force = parse_force(raw.as_deref())?;
+    let acted = act_on_one(&s, Action::Restart, dlq_id.clone(), &headers, force).await?;
     single_run(acted, &dlq_id)
 }
 
 /// Resume one entry.
 #[utoipa::path(post, path = "/v2/workflows/dlq/resume/{dlqId}", tag = "dlq",
-    params(("dlqId" = String, Path)),
+    params(("dlqId" = String, Path), ForceParams),
     responses(
         (status = 200, body = WorkflowRun),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -526,9 +660,11 @@ pub async fn restart_one(
 pub async fn resume_one(
     State(s): State<Arc<AppState>>,
     Path(dlq_id): Path<String>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRun>, ApiError> {
-    let acted = act_on_one(&s, Action::Resume, dlq_id.clone(), &headers).await?;
+    let force = parse_force(raw.as_deref())?;
+    let acted = act_on_one(&s, Action::Resume, dlq_id.clone(), &headers, force).await?;
     single_run(acted, &dlq_id)
 }
 
@@ -548,7 +684,14 @@ pub async fn callback_one(
     Path(dlq_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRun>, ApiError> {
-    let acted = act_on_one(&s, Action::RetryFailureCallback, dlq_id.clone(), &headers).await?;
+    let acted = act_on_one(
+        &s,
+        Action::RetryFailureCallback,
+        dlq_id.clone(),
+        &headers,
+        false,
+    )
+    .await?;
     single_run(acted, &dlq_id)
 }
 
@@ -567,7 +710,7 @@ pub async fn delete_one(
     Path(dlq_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<DeleteResponse>, ApiError> {
-    let acted = act_on_one(&s, Action::Delete, dlq_id, &headers).await?;
+    let acted = act_on_one(&s, Action::Delete, dlq_id, &headers, false).await?;
     Ok(Json(DeleteResponse {
         deleted: acted.ok.len() as u64,
         cursor: None,
@@ -623,7 +766,7 @@ pub async fn delete_bulk(
             )));
         }
     }
-    let acted = act(&s, Action::Delete, q.into_target(), None, dedup).await?;
+    let acted = act(&s, Action::Delete, q.into_target(), None, dedup, false).await?;
     Ok(Json(DeleteResponse {
         deleted: acted.ok.len() as u64,
         cursor: acted.cursor,
@@ -648,7 +791,14 @@ pub async fn cancel_callback(
     Path(dlq_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<CallbackCanceled>), ApiError> {
-    act_on_one(&s, Action::CancelFailureCallback, dlq_id.clone(), &headers).await?;
+    act_on_one(
+        &s,
+        Action::CancelFailureCallback,
+        dlq_id.clone(),
+        &headers,
+        false,
+    )
+    .await?;
     Ok((
         StatusCode::FOUND,
         Json(CallbackCanceled {
@@ -677,7 +827,7 @@ fn published(runs: Vec<WorkflowRun>) -> Vec<PublishResponse> {
 /// Retry one message (QStash): re-delivered as a resume of its run. Takes the override headers
 /// of restart and resume.
 #[utoipa::path(post, path = "/v2/dlq/retry/{dlqId}", tag = "dlq",
-    params(("dlqId" = String, Path)),
+    params(("dlqId" = String, Path), ForceParams),
     responses(
         (status = 201, body = PublishResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -687,9 +837,11 @@ fn published(runs: Vec<WorkflowRun>) -> Vec<PublishResponse> {
 pub async fn retry_one(
     State(s): State<Arc<AppState>>,
     Path(dlq_id): Path<String>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
-    let acted = act_on_one(&s, Action::Resume, dlq_id.clone(), &headers).await?;
+    let force = parse_force(raw.as_deref())?;
+    let acted = act_on_one(&s, Action::Resume, dlq_id.clone(), &headers, force).await?;
     let run = single_run(acted, &dlq_id)?.0;
     let mut one = published(vec![run]);
     let first = one

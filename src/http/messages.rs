@@ -92,6 +92,19 @@ pub struct DlqMessage {
     pub expires_at: i64,
     /// How many times this run was already recovered from the DLQ.
     pub redrive_count: i32,
+    /// Redriven `--max-redrives` times already: bulk restart and resume skip it; restart or
+    /// resume it by id with `force=true`. (Absent from servers before 0.x: read as false.)
+    #[serde(default)]
+    pub parked: bool,
+    /// The kind of failure (`GET /v2/workflows/dlq/groups`): 16 hex digits.
+    #[serde(default)]
+    pub signature: String,
+    /// The entry this run was redriven from, when the platform said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redriven_from_dlq_id: Option<String>,
+    /// Every earlier entry of this run, oldest first (they are gone from the DLQ: recovered).
+    #[serde(default)]
+    pub lineage: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -156,6 +169,60 @@ pub struct WorkflowRun {
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowRunsResponse {
     pub workflow_runs: Vec<WorkflowRun>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Entries of this page left alone, e.g. parked ones (`parked: redriven N times`).
+    #[serde(default)]
+    pub skipped: u64,
+    /// Each skipped entry and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_entries: Vec<SkippedEntry>,
+}
+
+/// An entry an action left alone, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedEntry {
+    pub dlq_id: String,
+    pub reason: String,
+}
+
+/// The failed step a group's entries share.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupStep {
+    pub step_name: String,
+    pub step_type: String,
+}
+
+/// One kind of failure: the entries sharing a signature.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureGroup {
+    /// 16 hex digits; `signature=` filters lists and actions to this group.
+    pub signature: String,
+    /// Entries in the group (that match the query's filters).
+    pub count: u64,
+    /// When its oldest and newest entries entered the DLQ (unix ms).
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// The workflow URL, without its query string.
+    pub workflow_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<GroupStep>,
+    pub response_status: i32,
+    /// The newest entry's error message, as it was.
+    pub error_sample: String,
+    /// The error message as grouped: values replaced by `<*>`.
+    pub error_pattern: String,
+    /// The newest entry of the group.
+    pub sample_dlq_id: String,
+}
+
+/// `GET /v2/workflows/dlq/groups`: one page of groups, largest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GroupsResponse {
+    pub groups: Vec<FailureGroup>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
 }
@@ -238,6 +305,15 @@ impl From<&Step> for StepInfo {
     }
 }
 
+impl DlqMessage {
+    /// The message of `e` with `parked` set for `max_redrives`.
+    pub fn guarded(e: &DlqEntry, max_redrives: u32) -> DlqMessage {
+        let mut m = DlqMessage::from(e);
+        m.parked = crate::store::filter::is_parked(m.redrive_count, max_redrives);
+        m
+    }
+}
+
 impl From<&DlqEntry> for DlqMessage {
     fn from(e: &DlqEntry) -> DlqMessage {
         let ev = e.event.clone().unwrap_or_default();
@@ -301,6 +377,15 @@ impl From<&DlqEntry> for DlqMessage {
             error_message: ev.error_message.clone(),
             expires_at: e.expires_at,
             redrive_count: ev.redrive_count,
+            // Set by the handler, which knows `--max-redrives` (`DlqMessage::guarded`).
+            parked: false,
+            signature: if e.signature.is_empty() {
+                crate::signature::of_event(&ev)
+            } else {
+                e.signature.clone()
+            },
+            redriven_from_dlq_id: nonempty(&ev.redriven_from_dlq_id),
+            lineage: crate::republish::lineage(&ev),
         }
     }
 }

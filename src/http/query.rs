@@ -4,7 +4,7 @@
 //! Stricter than a lenient web API on purpose: an unknown parameter or an empty value is a 400,
 //! never ignored — on a bulk action, a misspelt filter that was ignored would act on everything.
 
-use crate::store::{filter::Order, Cursor, EntryFilter};
+use crate::store::{filter::Order, view::GroupCursor, Cursor, EntryFilter};
 use crate::wire::pb::Filter;
 
 use super::ApiError;
@@ -141,6 +141,19 @@ pub fn parse_query(raw: Option<&str>) -> Result<DlqQuery, ApiError> {
             "scheduleId" => f.schedule_id.extend(values("scheduleId", &v)?),
             "queueName" => f.queue_name.extend(values("queueName", &v)?),
             "responseStatus" => f.response_status.extend(ints("responseStatus", &v)?),
+            // Failure groups and the redrive guard.
+            "signature" => f.signature.extend(values("signature", &v)?),
+            "parked" => {
+                f.parked = Some(match v.trim() {
+                    "true" => true,
+                    "false" => false,
+                    other => {
+                        return Err(ApiError::BadRequest(format!(
+                            "`parked` must be `true` or `false`, got `{other}`"
+                        )))
+                    }
+                })
+            }
             "order" => {
                 order = Some(Order::parse(v.trim()).ok_or_else(|| {
                     ApiError::BadRequest(format!(
@@ -211,6 +224,48 @@ pub fn parse_query(raw: Option<&str>) -> Result<DlqQuery, ApiError> {
     })
 }
 
+/// A parsed groups query: the usual filters, and a page of groups.
+#[derive(Debug)]
+pub struct GroupsQuery {
+    pub filter: EntryFilter,
+    pub cursor: Option<GroupCursor>,
+    pub count: usize,
+}
+
+/// Parses the query of `GET …/groups`: the filters of [`parse_query`], a groups cursor (not a
+/// listing one: groups are ordered by size) and `count`; no `dlqIds` or `order`.
+pub fn parse_groups_query(raw: Option<&str>) -> Result<GroupsQuery, ApiError> {
+    let mut cursor = None;
+    let mut rest = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "cursor" => {
+                if !v.trim().is_empty() {
+                    cursor = Some(
+                        GroupCursor::decode(&v)
+                            .map_err(|_| ApiError::BadRequest(format!("invalid cursor `{v}`")))?,
+                    );
+                }
+            }
+            "dlqIds" | "dlqId" | "order" => {
+                return Err(ApiError::BadRequest(format!(
+                    "`{k}` does not apply to groups"
+                )))
+            }
+            _ => {
+                rest.append_pair(&k, &v);
+            }
+        }
+    }
+    let rest = rest.finish();
+    let q = parse_query(Some(&rest))?;
+    Ok(GroupsQuery {
+        filter: q.compiled,
+        cursor,
+        count: q.count,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +304,26 @@ mod tests {
     }
 
     #[test]
+    fn signature_and_parked_filter_and_groups_take_their_own_cursor() {
+        let q = parse_query(Some("signature=00ff00ff00ff00ff,1234&parked=false")).unwrap();
+        assert_eq!(q.filter.signature, ["00ff00ff00ff00ff", "1234"]);
+        assert_eq!(q.filter.parked, Some(false));
+        let c = GroupCursor {
+            count: 7,
+            signature: "abc".into(),
+        };
+        let g =
+            parse_groups_query(Some(&format!("cursor={}&label=x&count=3", c.encode()))).unwrap();
+        assert_eq!(g.cursor, Some(c));
+        assert_eq!(g.count, 3);
+        assert!(!g.filter.is_empty());
+        for bad in ["order=latestFirst", "dlqIds=a", "cursor=%%%", "nope=1"] {
+            let err = parse_groups_query(Some(bad)).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
     fn no_ids_and_no_filter_is_one_page_of_everything() {
         let q = parse_query(Some("count=7")).unwrap();
         match q.into_target() {
@@ -279,6 +354,8 @@ mod tests {
             ("messageId=", "`messageId` must not be empty"),
             ("dlqIds=", "`dlqIds` must not be empty"),
             ("dlqIds=a&label=x", "give either `dlqIds` or filters, not both"),
+            ("parked=yes", "`parked` must be `true` or `false`, got `yes`"),
+            ("signature=", "`signature` must not be empty"),
         ] {
             let err = parse_query(Some(query)).unwrap_err();
             assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{query}");
