@@ -72,8 +72,13 @@ impl Ledger {
         if rec.page_cursor.is_empty() {
             rec.page_cursor = r.page_cursor.clone();
         }
-        let duplicate_answer =
-            !r.items.is_empty() && r.items.iter().all(|i| i.status == Status::Skipped as i32);
+        // The answer to a duplicate (`Pipeline::duplicate`: every item SKIPPED as
+        // "duplicate: …"). Other SKIPPED items — a parked entry left alone — are a command's
+        // own first outcome, which its waiter needs.
+        let duplicate_answer = !r.items.is_empty()
+            && r.items
+                .iter()
+                .all(|i| i.status == Status::Skipped as i32 && i.detail.starts_with("duplicate: "));
         if r.done && duplicate_answer {
             // The answer to a repeated delivery: it says nothing about the first one's progress.
         } else if r.done {

@@ -27,7 +27,7 @@ use super::{dlq, messages};
     paths(
         dlq::list, dlq::get_one, dlq::delete_one, dlq::delete_bulk,
         dlq::restart_bulk, dlq::resume_bulk, dlq::restart_one, dlq::resume_one,
-        dlq::callback_one, dlq::cancel_callback, dlq::retry_one, dlq::retry_bulk,
+        dlq::callback_one, dlq::cancel_callback, dlq::retry_one, dlq::retry_bulk, dlq::groups,
         super::healthz, super::readyz, super::metrics_text, super::status, openapi_json,
     ),
     components(schemas(
@@ -35,7 +35,8 @@ use super::{dlq, messages};
         messages::StepInfo, messages::ListResponse, messages::WorkflowRun,
         messages::WorkflowRunsResponse, messages::DeleteResponse, messages::ErrorBody,
         messages::PublishResponse, messages::RetryResponse, messages::CallbackCanceled,
-        dlq::DeleteIdsBody,
+        messages::SkippedEntry, messages::FailureGroup, messages::GroupStep,
+        messages::GroupsResponse, dlq::DeleteIdsBody,
     )),
     modifiers(&BearerAuth),
     tags((name = "dlq", description = "Upstash Workflow's DLQ dialect"),
@@ -80,6 +81,7 @@ pub fn document() -> Document {
     for (from, to) in [
         ("/v2/workflows/dlq", "/v2/dlq"),
         ("/v2/workflows/dlq/{dlqId}", "/v2/dlq/{dlqId}"),
+        ("/v2/workflows/dlq/groups", "/v2/dlq/groups"),
     ] {
         if let Some(item) = doc.paths.paths.get(from) {
             let copy = alias(item, "_v2_dlq");

@@ -439,6 +439,8 @@ async fn the_openapi_document_lists_every_route_the_server_serves() {
         ("/v2/workflows/dlq/callback/{dlqId}", vec!["post", "delete"]),
         ("/v2/dlq/retry", vec!["post"]),
         ("/v2/dlq/retry/{dlqId}", vec!["post"]),
+        ("/v2/workflows/dlq/groups", vec!["get"]),
+        ("/v2/dlq/groups", vec!["get"]),
         ("/v1/status", vec!["get"]),
         ("/openapi.json", vec!["get"]),
         ("/healthz", vec!["get"]),
@@ -454,7 +456,7 @@ async fn the_openapi_document_lists_every_route_the_server_serves() {
     }
     assert_eq!(
         paths.len(),
-        16,
+        18,
         "documented routes: {:?}",
         paths.keys().collect::<Vec<_>>()
     );

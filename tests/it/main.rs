@@ -15,6 +15,7 @@ mod cli;
 mod commands;
 mod deploy;
 mod foundation;
+mod groups;
 mod hostile;
 mod http_api;
 mod ingest;

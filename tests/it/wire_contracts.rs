@@ -130,7 +130,7 @@ fn callback_info() -> pb::FailureCallbackInfo {
     }
 }
 
-/// A `FailureEvent` with every one of its 29 fields set to a non-default value.
+/// A `FailureEvent` with every one of its 31 fields set to a non-default value.
 fn failure_event() -> pb::FailureEvent {
     pb::FailureEvent {
         event_id: s("evt-01HZX"),
@@ -166,6 +166,8 @@ fn failure_event() -> pb::FailureEvent {
         callback: s("https://app.example.com/api/on-delivery"),
         callback_header: headers(&[("X-Cb", &["1"])]),
         failure_callback_header: headers(&[("X-Fcb", &["2", "3"])]),
+        redriven_from_dlq_id: s("dlq-prev"),
+        lineage: strings(&["dlq-first", "dlq-prev"]),
     }
 }
 
@@ -185,6 +187,8 @@ fn filter() -> pb::Filter {
         schedule_id: strings(&["scd_1"]),
         queue_name: strings(&["q1", "q2"]),
         response_status: vec![500, 503],
+        signature: strings(&["0123456789abcdef"]),
+        parked: Some(false), // set but false: must survive as set
     }
 }
 
@@ -217,6 +221,7 @@ fn recovery_command(selector: Selector) -> pb::RecoveryCommand {
         ]
         .into(),
         page_cursor: s("MTcwMDAwMDAwMDAwMDpkbHEtYWE"),
+        force: true,
     }
 }
 
@@ -251,6 +256,7 @@ fn workflow_execution() -> pb::WorkflowExecution {
         command_id: s("cmd-7"),
         redrive_count: 3,
         failure: Some(failure_event()),
+        lineage: strings(&["dlq-first", "dlq-prev"]),
     }
 }
 
@@ -283,6 +289,7 @@ fn every_message_round_trips_through_protobuf_and_json() {
         source_topic: s("workflow.failures"),
         source_partition: 11,
         source_offset: i64::MAX - 1,
+        signature: s("0123456789abcdef"),
     });
     assert_round_trips(&filter());
     assert_round_trips(&overrides());
@@ -441,10 +448,12 @@ fn json_field_names_are_lower_camel_case() {
         "failedAt",
         "errorMessage",
         "redriveCount",
+        "redrivenFromDlqId",
+        "lineage",
     ] {
         assert!(obj.contains_key(key), "missing `{key}` in {v}");
     }
-    assert_eq!(obj.len(), 23, "one key per field: {v}");
+    assert_eq!(obj.len(), 31, "one key per field: {v}");
     assert!(
         obj.keys().all(|k| !k.contains('_')),
         "no snake_case keys: {v}"

@@ -74,7 +74,8 @@ pub fn failure(n: u64, tag: &str) -> pb::FailureEvent {
             .collect(),
         failed_step: Some(pb::Step {
             step_id: 4,
-            step_name: "ship-order".into(),
+            // With the 8 URLs: 40 kinds of failure (signatures), as groups see them.
+            step_name: ["ship-order", "notify", "refund", "audit", "sync"][(n % 5) as usize].into(),
             step_type: "Call".into(),
             ..Default::default()
         }),
@@ -88,8 +89,11 @@ pub fn failure(n: u64, tag: &str) -> pb::FailureEvent {
             ..Default::default()
         }),
         failed_at: now,
-        error_message: "HTTP 503 from https://carrier.example.com/v2/shipments after 3 retries"
-            .into(),
+        // The shipment id and retry count vary; the signature strips them.
+        error_message: format!(
+            "HTTP 503 from https://carrier.example.com/v2/shipments/shp_{n:08} after {} retries",
+            1 + n % 3
+        ),
         redrive_count: 0,
         // QStash's identity: what a QStash-side failure carries (filters match on these).
         topic_name: String::new(),
