@@ -6,7 +6,7 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::http::messages::{
-    DeleteResponse, DlqMessage, ListResponse, WorkflowRun, WorkflowRunsResponse,
+    DeleteResponse, DlqMessage, GroupsResponse, ListResponse, WorkflowRun, WorkflowRunsResponse,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +136,31 @@ impl DlqClient {
             r = r.header(*k, v);
         }
         self.send(r).await
+    }
+
+    /// `verb` (`restart` or `resume`) on one entry, with `force=true`: a parked entry too.
+    pub async fn act_forced(
+        &self,
+        verb: &str,
+        dlq_id: &str,
+        headers: &[(&'static str, String)],
+    ) -> Result<WorkflowRun, CliError> {
+        let mut r = self
+            .request(Method::POST, &format!("/v2/workflows/dlq/{verb}/{dlq_id}"))
+            .query(&[("force", "true")]);
+        for (k, v) in headers {
+            r = r.header(*k, v);
+        }
+        self.send(r).await
+    }
+
+    /// One page of failure groups.
+    pub async fn groups(&self, query: &[(String, String)]) -> Result<GroupsResponse, CliError> {
+        self.send(
+            self.request(Method::GET, "/v2/workflows/dlq/groups")
+                .query(query),
+        )
+        .await
     }
 
     pub async fn callback(&self, dlq_id: &str) -> Result<WorkflowRun, CliError> {

@@ -57,6 +57,20 @@ pub enum DlqCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Failure groups: the entries by kind of failure (signature), largest first.
+    Groups {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Groups per page (1–100).
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+        /// Start after this cursor (from a previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Follow the cursor to the last page.
+        #[arg(long)]
+        all: bool,
+    },
     /// Show one entry.
     Get { dlq_id: String },
     /// Restart runs from the beginning: by id, by filter, or --all.
@@ -93,6 +107,12 @@ pub struct FilterArgs {
     pub caller_ip: Vec<String>,
     #[arg(long)]
     pub flow_control_key: Vec<String>,
+    /// A failure signature (`dlq groups`): the entries of that group.
+    #[arg(long)]
+    pub signature: Vec<String>,
+    /// `true`: only parked entries (redriven `--max-redrives` times); `false`: none of them.
+    #[arg(long)]
+    pub parked: Option<bool>,
 }
 
 /// Which entries an action is for.
@@ -139,6 +159,10 @@ pub struct ActionArgs {
     /// Failure callback URL for the new run (`Upstash-Failure-Callback`).
     #[arg(long)]
     pub failure_callback: Option<String>,
+    /// Act on a parked entry (one redriven `--max-redrives` times) too. One entry id only:
+    /// bulk actions always skip parked entries.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `--order`: the API's `order` parameter.
@@ -181,6 +205,7 @@ impl FilterArgs {
             ("failureFunctionState", &self.failure_function_state),
             ("callerIp", &self.caller_ip),
             ("flowControlKey", &self.flow_control_key),
+            ("signature", &self.signature),
         ];
         for (name, values) in many {
             q.extend(values.iter().map(|v| (name.to_string(), v.clone())));
@@ -190,6 +215,9 @@ impl FilterArgs {
         }
         if let Some(v) = self.workflow_created_at {
             q.push(("workflowCreatedAt".into(), v.to_string()));
+        }
+        if let Some(v) = self.parked {
+            q.push(("parked".into(), v.to_string()));
         }
         Ok(q)
     }
@@ -285,6 +313,30 @@ pub async fn run(args: DlqArgs, out: &mut dyn Write) -> Result<(), CliError> {
             }
             output::messages(out, &messages, cursor.as_deref(), json)
         }
+        DlqCommand::Groups {
+            filter,
+            count,
+            cursor,
+            all,
+        } => {
+            let mut query = filter.query()?;
+            query.push(("count".into(), count.to_string()));
+            let mut cursor = cursor;
+            let mut groups = Vec::new();
+            loop {
+                let mut q = query.clone();
+                if let Some(c) = &cursor {
+                    q.push(("cursor".into(), c.clone()));
+                }
+                let page = client.groups(&q).await?;
+                groups.extend(page.groups);
+                cursor = page.cursor;
+                if !all || cursor.is_none() {
+                    break;
+                }
+            }
+            output::groups(out, &groups, cursor.as_deref(), json)
+        }
         DlqCommand::Get { dlq_id } => output::message(out, &client.get(&dlq_id).await?, json),
         DlqCommand::Restart(a) => return act(&client, "restart", a, json, out).await,
         DlqCommand::Resume(a) => return act(&client, "resume", a, json, out).await,
@@ -317,14 +369,42 @@ async fn act(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let headers = a.headers();
+    if a.force {
+        // The API forces one entry at a time only: a parked run is redriven by name.
+        let [dlq_id] = &a.select.dlq_ids[..] else {
+            return Err(CliError::Usage(
+                "--force acts on one entry: give exactly one entry id".into(),
+            ));
+        };
+        if !a.select.filter.is_empty() || a.select.all {
+            return Err(CliError::Usage(
+                "--force acts on one entry: no filters or --all".into(),
+            ));
+        }
+        let run = client.act_forced(verb, dlq_id, &headers).await?;
+        return output::runs(out, &[run], json)
+            .and_then(|()| out.flush())
+            .map_err(CliError::Output);
+    }
+    // Entries the server left alone (parked), summed over the pages.
+    let skipped = std::sync::atomic::AtomicU64::new(0);
     let (_, runs) = select_pages(client, &a.select, |q| {
         let headers = headers.clone();
+        let skipped = &skipped;
         async move {
             let r = client.act(verb, &q, &headers).await?;
+            skipped.fetch_add(r.skipped, std::sync::atomic::Ordering::Relaxed);
             Ok((r.workflow_runs.len() as u64, r.cursor, r.workflow_runs))
         }
     })
     .await?;
+    let skipped = skipped.into_inner();
+    if skipped > 0 {
+        output::warn(format_args!(
+            "skipped {skipped} entries (parked: already redriven --max-redrives times); \
+             list them with --parked true, act on one with its id and --force"
+        ));
+    }
     output::runs(out, &runs, json)
         .and_then(|()| out.flush())
         .map_err(CliError::Output)
@@ -462,6 +542,50 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, CliError::Usage(_)), "{err}");
         assert_eq!(calls, 0);
+    }
+
+    #[test]
+    fn signature_and_parked_are_filters_and_force_needs_one_id() {
+        let p = Probe::try_parse_from([
+            "x",
+            "restart",
+            "--signature",
+            "00ff00ff00ff00ff",
+            "--parked",
+            "false",
+        ])
+        .unwrap();
+        let DlqCommand::Restart(a) = p.dlq.command else {
+            panic!("restart")
+        };
+        assert_eq!(
+            a.select.filter.query().unwrap(),
+            [
+                ("signature".to_string(), "00ff00ff00ff00ff".to_string()),
+                ("parked".into(), "false".into()),
+            ]
+        );
+        assert!(Probe::try_parse_from(["x", "groups", "--label", "a", "--all"]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn force_is_refused_without_exactly_one_id() {
+        let client = DlqClient::new("http://127.0.0.1:9", None).unwrap();
+        for argv in [
+            &["x", "restart", "--force", "--all"][..],
+            &["x", "restart", "--force", "a", "b"],
+            &["x", "resume", "--force", "a", "--label", "l"],
+        ] {
+            let p = Probe::try_parse_from(argv).unwrap();
+            let (verb, a) = match p.dlq.command {
+                DlqCommand::Restart(a) => ("restart", a),
+                DlqCommand::Resume(a) => ("resume", a),
+                _ => panic!("action"),
+            };
+            let mut out = Vec::new();
+            let err = act(&client, verb, a, false, &mut out).await.unwrap_err();
+            assert!(matches!(err, CliError::Usage(_)), "{argv:?}: {err}");
+        }
     }
 
     #[test]

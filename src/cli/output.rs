@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 
-use crate::http::messages::{DlqMessage, WorkflowRun};
+use crate::http::messages::{DlqMessage, FailureGroup, WorkflowRun};
 
 /// Where results go: stdout, buffered (a long table is many small writes) and locked once.
 pub fn stdout() -> io::BufWriter<io::StdoutLock<'static>> {
@@ -66,6 +66,59 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 fn json<T: serde::Serialize>(w: &mut dyn Write, v: &T) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *w, v).map_err(io::Error::from)?;
     writeln!(w)
+}
+
+/// Failure groups, largest first.
+pub fn groups(
+    w: &mut dyn Write,
+    list: &[FailureGroup],
+    cursor: Option<&str>,
+    as_json: bool,
+) -> io::Result<()> {
+    if as_json {
+        return json(w, &serde_json::json!({ "groups": list, "cursor": cursor }));
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|g| {
+            vec![
+                g.count.to_string(),
+                g.signature.clone(),
+                time(g.last_seen),
+                g.response_status.to_string(),
+                g.failed_step
+                    .as_ref()
+                    .map(|s| s.step_name.clone())
+                    .unwrap_or_default(),
+                cut(&g.workflow_url, 40),
+                cut(&g.error_pattern, 50),
+            ]
+        })
+        .collect();
+    writeln!(
+        w,
+        "{}",
+        table(
+            &[
+                "COUNT",
+                "SIGNATURE",
+                "LAST SEEN",
+                "STATUS",
+                "FAILED STEP",
+                "URL",
+                "ERROR"
+            ],
+            &rows
+        )
+    )?;
+    match cursor {
+        Some(c) => writeln!(
+            w,
+            "{} groups; more with --cursor {c} (or --all); act on one with --signature",
+            list.len()
+        ),
+        None => writeln!(w, "{} groups; act on one with --signature", list.len()),
+    }
 }
 
 pub fn messages(

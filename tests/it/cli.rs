@@ -15,7 +15,7 @@ use common::{envelope, failure_event, read_topic, TestApp, TOKEN};
 use workflow_dlq::wire::ids::dlq_id_for_event;
 
 /// Runs `workflow-dlq dlq <args>` against the app; (exit code, stdout, stderr).
-async fn dlq(app: &TestApp, args: &[&str]) -> (i32, String, String) {
+pub(crate) async fn dlq(app: &TestApp, args: &[&str]) -> (i32, String, String) {
     let (base, args): (String, Vec<String>) = (
         app.base.clone(),
         args.iter().map(|s| s.to_string()).collect(),

@@ -339,3 +339,51 @@ async fn a_run_redriven_three_times_is_parked_skipped_by_restart_all_and_restart
     assert_eq!(forced.lineage, chain);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_cli_shows_groups_filters_by_signature_and_forces_a_parked_entry() {
+    use crate::cli::dlq;
+    let app = TestApp::spawn(test_config()).await;
+    let mut events: Vec<_> = (0..2)
+        .flat_map(|kind| (0..5).map(move |n| failure_of_kind(kind, n)))
+        .collect();
+    events[0].redrive_count = 3; // parked
+    let parked = dlq_id_for_event(&events[0].event_id);
+    app.ingest(&events, 0).await;
+
+    let (code, out, err) = dlq(&app, &["groups"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("COUNT"), "{out}");
+    assert!(out.contains("charge") && out.contains("label"), "{out}");
+    assert!(out.contains("2 groups"), "{out}");
+    let (code, out, err) = dlq(&app, &["--json", "groups", "--count", "1", "--all"]).await;
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    let groups = v["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    let pay = groups
+        .iter()
+        .find(|g| g["responseStatus"] == 502)
+        .and_then(|g| g["signature"].as_str())
+        .unwrap()
+        .to_string();
+
+    let (code, out, _) = dlq(&app, &["--json", "list", "--signature", &pay]).await;
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["messages"].as_array().unwrap().len(), 5);
+
+    // Restarting the group skips the parked entry and says so; --force restarts it.
+    let (code, out, err) = dlq(&app, &["--json", "restart", "--signature", &pay]).await;
+    assert_eq!(code, 0, "{err}");
+    let runs: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(runs.as_array().map(Vec::len), Some(4), "{out}");
+    assert!(err.contains("skipped 1 entries"), "{err}");
+    let (code, _, err) = dlq(&app, &["restart", "--force", "--all"]).await;
+    assert_eq!(code, 2, "a usage error: {err}");
+    let (code, out, err) = dlq(&app, &["--json", "restart", "--force", &parked]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&parked), "{out}");
+    assert_eq!(app.executions().len(), 5);
+    app.stop().await;
+}
