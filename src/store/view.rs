@@ -770,8 +770,10 @@ impl StoreView {
     ) -> GroupPage {
         let ix = self.read();
         let at = |s: u32| Key::new(ix.slots[s as usize].created_at, s);
-        // (count, signature, oldest key, newest key)
-        let mut found: Vec<(u64, Sym, (i64, u32), (i64, u32))> = Vec::new();
+        /// `(created_at, slot)`: a position in the listing order.
+        type At = (i64, u32);
+        // (count, signature, oldest, newest)
+        let mut found: Vec<(u64, Sym, At, At)> = Vec::new();
         if filter.is_empty() {
             for (sym, list) in &ix.by_value[SIGNATURE] {
                 if let Some((first, last)) = list.ends(at) {
@@ -782,7 +784,7 @@ impl StoreView {
             let Some(m) = ix.matcher(filter) else {
                 return GroupPage::default();
             };
-            let mut by_sig: FastMap<Sym, (u64, (i64, u32), (i64, u32))> = FastMap::default();
+            let mut by_sig: FastMap<Sym, (u64, At, At)> = FastMap::default();
             for key in ix.candidates(&m, (i64::MIN, 0), Order::EarliestFirst, true) {
                 let slot = &ix.slots[key.1 as usize];
                 if !ix.matches(&m, slot) {
