@@ -784,23 +784,46 @@ impl StoreView {
             let Some(m) = ix.matcher(filter) else {
                 return GroupPage::default();
             };
-            let mut by_sig: FastMap<Sym, (u64, At, At)> = FastMap::default();
-            for key in ix.candidates(&m, (i64::MIN, 0), Order::EarliestFirst, true) {
-                let slot = &ix.slots[key.1 as usize];
+            // Counted per traits symbol (a vector index, no hashing per entry), then folded
+            // into signatures (several combinations share one). Keys are compared, not
+            // assumed ordered, so a full scan can walk the slots in memory order.
+            let mut by_traits: Vec<(u64, At, At)> =
+                vec![(0, (i64::MAX, u32::MAX), (i64::MIN, 0)); ix.traits.values.len()];
+            let mut count = |slot: &Slot, key: At| {
                 if !ix.matches(&m, slot) {
-                    continue;
+                    return;
                 }
-                let Some(t) = ix.traits.get(slot.traits) else {
+                if let Some(g) = by_traits.get_mut(slot.traits as usize) {
+                    g.0 += 1;
+                    g.1 = g.1.min(key);
+                    g.2 = g.2.max(key);
+                }
+            };
+            if m.indexed().iter().any(|wanted| !wanted.is_empty()) {
+                for key in ix.candidates(&m, (i64::MIN, 0), Order::EarliestFirst, true) {
+                    count(&ix.slots[key.1 as usize], key);
+                }
+            } else {
+                // Every entry is a candidate: the slots in memory order beat the B-tree.
+                for (i, slot) in ix.slots.iter().enumerate() {
+                    if slot.partition != FREE {
+                        count(slot, (slot.created_at, i as u32));
+                    }
+                }
+            }
+            let mut by_sig: FastMap<Sym, (u64, At, At)> = FastMap::default();
+            for (t, g) in by_traits.into_iter().enumerate() {
+                let Some(traits) = ix.traits.get(t as Sym).filter(|_| g.0 > 0) else {
                     continue;
                 };
-                // Candidates come oldest first: the first seen stays, the last moves on.
                 by_sig
-                    .entry(t.signature)
-                    .and_modify(|g| {
-                        g.0 += 1;
-                        g.2 = key;
+                    .entry(traits.signature)
+                    .and_modify(|s| {
+                        s.0 += g.0;
+                        s.1 = s.1.min(g.1);
+                        s.2 = s.2.max(g.2);
                     })
-                    .or_insert((1, key, key));
+                    .or_insert(g);
             }
             found.extend(by_sig.into_iter().map(|(s, (n, f, l))| (n, s, f, l)));
         }
@@ -1456,6 +1479,92 @@ mod tests {
         assert_eq!(parked(false), ["p0", "p1"]);
         v.set_max_redrives(0);
         assert!(parked(true).is_empty(), "the guard is off");
+    }
+
+    /// The groups budget (≤ 10 ms p99 at 1,000,000 entries), measured in process:
+    /// `cargo test --release --lib -- --ignored groups_at_a_million --nocapture`.
+    #[test]
+    #[ignore = "a measurement: 1,000,000 entries, run in release"]
+    fn groups_at_a_million() {
+        use std::time::Instant;
+        let v = StoreView::new();
+        v.set_max_redrives(3);
+        let n = 1_000_000usize;
+        let started = Instant::now();
+        for i in 0..n {
+            let mut e = entry(&format!("dlq-{i:032x}"), 1_700_000_000_000 + i as i64, "");
+            let ev = e.event.as_mut().unwrap();
+            ev.workflow_url = format!("https://shop.example.com/api/checkout-{}", i % 8);
+            ev.labels = vec![format!("label-{}", i % 10)];
+            ev.queue_name = format!("queue-{}", i % 4);
+            ev.response_status = 503;
+            ev.redrive_count = (i % 5) as i32;
+            ev.failed_step = Some(crate::wire::pb::Step {
+                step_name: ["ship", "notify", "refund", "audit", "sync"][i % 5].into(),
+                ..Default::default()
+            });
+            ev.error_message = format!("HTTP 503 from carrier for shp_{i:08} after 3 retries");
+            e.signature = crate::signature::of_event(ev);
+            v.upsert(i as i32 % 12, i as i64, &e);
+        }
+        println!("loaded {n} entries in {:?}", started.elapsed());
+        let sig = v.groups(&EntryFilter::all(), None, 1).groups[0]
+            .signature
+            .clone();
+        let f = |f: crate::wire::pb::Filter| EntryFilter::compile(&f).unwrap();
+        let cases = [
+            ("groups, no filter", EntryFilter::all(), true),
+            (
+                "groups, label (1 in 10)",
+                f(crate::wire::pb::Filter {
+                    label: vec!["label-3".into()],
+                    ..Default::default()
+                }),
+                true,
+            ),
+            (
+                "groups, parked=true (2 in 5, scans every entry)",
+                f(crate::wire::pb::Filter {
+                    parked: Some(true),
+                    ..Default::default()
+                }),
+                true,
+            ),
+            (
+                "page of 100, signature (1 in 40)",
+                f(crate::wire::pb::Filter {
+                    signature: vec![sig],
+                    ..Default::default()
+                }),
+                false,
+            ),
+        ];
+        for (name, filter, groups) in cases {
+            let mut times: Vec<f64> = (0..50)
+                .map(|_| {
+                    let t = Instant::now();
+                    if groups {
+                        assert!(!v.groups(&filter, None, 100).groups.is_empty());
+                    } else {
+                        assert_eq!(v.list(&filter, None, 100).entries.len(), 100);
+                    }
+                    t.elapsed().as_secs_f64() * 1000.0
+                })
+                .collect();
+            times.sort_by(|a, b| a.total_cmp(b));
+            println!(
+                "{name}: p50 {:.3} ms, p99 {:.3} ms ({} groups)",
+                times[25],
+                times[49],
+                v.groups(&filter, None, 100).groups.len()
+            );
+        }
+        let ix = v.read();
+        println!(
+            "traits combinations {}, signature lists {}",
+            ix.traits.ids.len(),
+            ix.by_value[SIGNATURE].len()
+        );
     }
 
     #[test]
