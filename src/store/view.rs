@@ -1487,6 +1487,16 @@ mod tests {
     #[ignore = "a measurement: 1,000,000 entries, run in release"]
     fn groups_at_a_million() {
         use std::time::Instant;
+        fn rss_bytes() -> usize {
+            let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+            let pages: usize = statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            pages * 4096
+        }
+        let rss_before = rss_bytes();
         let v = StoreView::new();
         v.set_max_redrives(3);
         let n = 1_000_000usize;
@@ -1507,7 +1517,13 @@ mod tests {
             e.signature = crate::signature::of_event(ev);
             v.upsert(i as i32 % 12, i as i64, &e);
         }
-        println!("loaded {n} entries in {:?}", started.elapsed());
+        let over = (rss_bytes() - rss_before) as f64 - v.payload_bytes() as f64;
+        println!(
+            "loaded {n} entries in {:?}: payload {} B/entry, RSS over payload {:.0} B/entry",
+            started.elapsed(),
+            v.payload_bytes() / n,
+            over / n as f64
+        );
         let sig = v.groups(&EntryFilter::all(), None, 1).groups[0]
             .signature
             .clone();
