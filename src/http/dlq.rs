@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     body::Bytes,
-    extract::{Path, RawQuery, State},
+    extract::{Extension, Path, RawQuery, State},
     http::{HeaderMap, StatusCode},
     routing::{get, post},
     Json, Router,
@@ -17,6 +17,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
+    auth::Caller,
     dedup,
     messages::{
         CallbackCanceled, DeleteResponse, DlqMessage, ErrorBody, ListResponse, PublishResponse,
@@ -239,6 +240,7 @@ struct Acted {
 /// answered with its first outcome, acting on nothing.
 async fn act(
     s: &AppState,
+    caller: &Caller,
     action: Action,
     target: Target,
     overrides: Option<Overrides>,
@@ -312,7 +314,7 @@ async fn act(
         action: action as i32,
         selector: Some(Selector::DlqIds(Ids { ids: ids.clone() })),
         overrides,
-        requested_by: "http".into(),
+        requested_by: caller.requested_by(),
         reason,
         requested_at: crate::now_ms(),
         new_run_ids: if starts_runs {
@@ -412,6 +414,7 @@ async fn await_view(s: &AppState, action: Action, ok: &[String]) {
 /// that cannot be re-run or canceled).
 async fn act_on_one(
     s: &AppState,
+    caller: &Caller,
     action: Action,
     dlq_id: String,
     headers: &HeaderMap,
@@ -422,7 +425,7 @@ async fn act_on_one(
     };
     let dedup = dedup::command_id(headers, &format!("{} {dlq_id}", action.as_str_name()))?;
     let target = Target::Ids(vec![dlq_id.clone()]);
-    let acted = act(s, action, target, overrides, dedup).await?;
+    let acted = act(s, caller, action, target, overrides, dedup).await?;
     if let Some((_, why)) = acted.refused.first() {
         return Err(ApiError::BadRequest(format!(
             "DLQ message `{dlq_id}` cannot be acted on: {why}"
@@ -445,6 +448,7 @@ fn single_run(acted: Acted, dlq_id: &str) -> Result<Json<WorkflowRun>, ApiError>
 
 async fn runs_bulk(
     s: &AppState,
+    caller: &Caller,
     action: Action,
     raw: Option<String>,
     headers: &HeaderMap,
@@ -453,7 +457,7 @@ async fn runs_bulk(
     let overrides = overrides::parse(headers)?;
     let request = format!("{} {}", action.as_str_name(), raw.unwrap_or_default());
     let dedup = dedup::command_id(headers, &request)?;
-    let acted = act(s, action, q.into_target(), overrides, dedup).await?;
+    let acted = act(s, caller, action, q.into_target(), overrides, dedup).await?;
     Ok(Json(WorkflowRunsResponse {
         workflow_runs: acted.runs,
         cursor: acted.cursor,
@@ -465,6 +469,7 @@ async fn runs_bulk(
 #[utoipa::path(post, path = "/v2/workflows/dlq/restart", tag = "dlq",
     params(IdsParams, FilterParams, PageParams),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, description = "The runs started; `cursor` names the next page", body = WorkflowRunsResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "Some named entries do not exist", body = ErrorBody),
@@ -473,16 +478,18 @@ async fn runs_bulk(
     security(("bearer" = [])))]
 pub async fn restart_bulk(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRunsResponse>, ApiError> {
-    runs_bulk(&s, Action::Restart, raw, &headers).await
+    runs_bulk(&s, &caller, Action::Restart, raw, &headers).await
 }
 
 /// Resume entries from the point of failure (completed steps are replayed), like restart.
 #[utoipa::path(post, path = "/v2/workflows/dlq/resume", tag = "dlq",
     params(IdsParams, FilterParams, PageParams),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = WorkflowRunsResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -490,16 +497,18 @@ pub async fn restart_bulk(
     security(("bearer" = [])))]
 pub async fn resume_bulk(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRunsResponse>, ApiError> {
-    runs_bulk(&s, Action::Resume, raw, &headers).await
+    runs_bulk(&s, &caller, Action::Resume, raw, &headers).await
 }
 
 /// Restart one entry.
 #[utoipa::path(post, path = "/v2/workflows/dlq/restart/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path)),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = WorkflowRun),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -507,10 +516,11 @@ pub async fn resume_bulk(
     security(("bearer" = [])))]
 pub async fn restart_one(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRun>, ApiError> {
-    let acted = act_on_one(&s, Action::Restart, dlq_id.clone(), &headers).await?;
+    let acted = act_on_one(&s, &caller, Action::Restart, dlq_id.clone(), &headers).await?;
     single_run(acted, &dlq_id)
 }
 
@@ -518,6 +528,7 @@ pub async fn restart_one(
 #[utoipa::path(post, path = "/v2/workflows/dlq/resume/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path)),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = WorkflowRun),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -525,10 +536,11 @@ pub async fn restart_one(
     security(("bearer" = [])))]
 pub async fn resume_one(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRun>, ApiError> {
-    let acted = act_on_one(&s, Action::Resume, dlq_id.clone(), &headers).await?;
+    let acted = act_on_one(&s, &caller, Action::Resume, dlq_id.clone(), &headers).await?;
     single_run(acted, &dlq_id)
 }
 
@@ -536,6 +548,7 @@ pub async fn resume_one(
 #[utoipa::path(post, path = "/v2/workflows/dlq/callback/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path)),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = WorkflowRun),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -545,10 +558,18 @@ pub async fn resume_one(
     security(("bearer" = [])))]
 pub async fn callback_one(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRun>, ApiError> {
-    let acted = act_on_one(&s, Action::RetryFailureCallback, dlq_id.clone(), &headers).await?;
+    let acted = act_on_one(
+        &s,
+        &caller,
+        Action::RetryFailureCallback,
+        dlq_id.clone(),
+        &headers,
+    )
+    .await?;
     single_run(acted, &dlq_id)
 }
 
@@ -556,6 +577,7 @@ pub async fn callback_one(
 #[utoipa::path(delete, path = "/v2/workflows/dlq/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path)),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = DeleteResponse),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -564,10 +586,11 @@ pub async fn callback_one(
     security(("bearer" = [])))]
 pub async fn delete_one(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<DeleteResponse>, ApiError> {
-    let acted = act_on_one(&s, Action::Delete, dlq_id, &headers).await?;
+    let acted = act_on_one(&s, &caller, Action::Delete, dlq_id, &headers).await?;
     Ok(Json(DeleteResponse {
         deleted: acted.ok.len() as u64,
         cursor: None,
@@ -580,6 +603,7 @@ pub async fn delete_one(
     params(IdsParams, FilterParams, PageParams),
     request_body(content = Option<DeleteIdsBody>, content_type = "application/json"),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = DeleteResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, description = "Body too large"),
@@ -588,6 +612,7 @@ pub async fn delete_one(
     security(("bearer" = [])))]
 pub async fn delete_bulk(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -623,7 +648,7 @@ pub async fn delete_bulk(
             )));
         }
     }
-    let acted = act(&s, Action::Delete, q.into_target(), None, dedup).await?;
+    let acted = act(&s, &caller, Action::Delete, q.into_target(), None, dedup).await?;
     Ok(Json(DeleteResponse {
         deleted: acted.ok.len() as u64,
         cursor: acted.cursor,
@@ -636,6 +661,7 @@ pub async fn delete_bulk(
 #[utoipa::path(delete, path = "/v2/workflows/dlq/callback/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path)),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 302, description = "Canceled", body = CallbackCanceled),
         (status = 400, description = "No failure callback in progress", body = ErrorBody),
         (status = 401, body = ErrorBody),
@@ -645,10 +671,18 @@ pub async fn delete_bulk(
     security(("bearer" = [])))]
 pub async fn cancel_callback(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<CallbackCanceled>), ApiError> {
-    act_on_one(&s, Action::CancelFailureCallback, dlq_id.clone(), &headers).await?;
+    act_on_one(
+        &s,
+        &caller,
+        Action::CancelFailureCallback,
+        dlq_id.clone(),
+        &headers,
+    )
+    .await?;
     Ok((
         StatusCode::FOUND,
         Json(CallbackCanceled {
@@ -679,6 +713,7 @@ fn published(runs: Vec<WorkflowRun>) -> Vec<PublishResponse> {
 #[utoipa::path(post, path = "/v2/dlq/retry/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path)),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 201, body = PublishResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -686,10 +721,11 @@ fn published(runs: Vec<WorkflowRun>) -> Vec<PublishResponse> {
     security(("bearer" = [])))]
 pub async fn retry_one(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
-    let acted = act_on_one(&s, Action::Resume, dlq_id.clone(), &headers).await?;
+    let acted = act_on_one(&s, &caller, Action::Resume, dlq_id.clone(), &headers).await?;
     let run = single_run(acted, &dlq_id)?.0;
     let mut one = published(vec![run]);
     let first = one
@@ -703,6 +739,7 @@ pub async fn retry_one(
 #[utoipa::path(post, path = "/v2/dlq/retry", tag = "dlq",
     params(IdsParams, FilterParams, PageParams),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 201, description = "The messages re-delivered; `cursor` names the next page", body = RetryResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "Some named entries do not exist", body = ErrorBody),
@@ -711,10 +748,11 @@ pub async fn retry_one(
     security(("bearer" = [])))]
 pub async fn retry_bulk(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<RetryResponse>), ApiError> {
-    let Json(runs) = runs_bulk(&s, Action::Resume, raw, &headers).await?;
+    let Json(runs) = runs_bulk(&s, &caller, Action::Resume, raw, &headers).await?;
     Ok((
         StatusCode::CREATED,
         Json(RetryResponse {
