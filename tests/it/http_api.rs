@@ -570,14 +570,15 @@ async fn a_retried_action_with_the_same_deduplication_id_acts_once() {
 
     // A keyed page of `all`: the replay answers the same runs and the same cursor, and acts on
     // no further page.
-    let page = "/v2/workflows/dlq/resume?count=3";
+    // (Odd entries only: the even ones below must not be on this page.)
+    let page = "/v2/workflows/dlq/resume?count=3&label=label-1";
     let (_, p1) = call_keyed(&app, Method::POST, page, dedup, "k-3").await;
     let (_, p1_again) = call_keyed(&app, Method::POST, page, dedup, "k-3").await;
     assert_eq!(p1, p1_again);
     assert!(p1["cursor"].is_string(), "{p1}");
 
     // A delete replayed after it succeeded answers `deleted: 1` again, not 404.
-    let del = format!("/v2/workflows/dlq/{}", ids[11]);
+    let del = format!("/v2/workflows/dlq/{}", ids[10]);
     let (d1, body1) = call_keyed(&app, Method::DELETE, &del, dedup, "k-4").await;
     let (d2, body2) = call_keyed(&app, Method::DELETE, &del, dedup, "k-4").await;
     assert_eq!(
@@ -590,7 +591,7 @@ async fn a_retried_action_with_the_same_deduplication_id_acts_once() {
     let (s, _) = call_keyed(
         &app,
         Method::POST,
-        &format!("/v2/dlq/retry/{}", ids[10]),
+        &format!("/v2/dlq/retry/{}", ids[8]),
         dedup,
         "k-1",
     )
