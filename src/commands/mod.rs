@@ -65,13 +65,14 @@ use crate::{
     republish::execution,
     store::{EntryFilter, StoreView},
     wire::{
-        codec::{self, Encoding},
+        codec::{self, DecodeError, Encoding},
         ids::new_run_id,
         pb::{
             item_outcome::Status,
             recovery_command::{Action, Ids, Selector},
             CommandResult, DlqEntry, FailureCallbackReport, ItemOutcome, RecoveryCommand,
         },
+        strict,
     },
 };
 
@@ -401,10 +402,11 @@ impl Pipeline<'_> {
                 Err(e) => self.reject(m, e.reject_reason(), &e.to_string(), t),
             };
         }
-        let cmd: RecoveryCommand = match codec::decode(ct, m.payload()) {
-            Ok(c) => c,
-            Err(e) => return self.reject(m, e.reject_reason(), &e.to_string(), t),
-        };
+        let cmd: RecoveryCommand =
+            match codec::decode_strict(strict::RECOVERY_COMMAND, ct, m.payload()) {
+                Ok(c) => c,
+                Err(e) => return self.undecodable(m, &e, t),
+            };
         if cmd.command_id.len() > validate::MAX_ID_LEN {
             // No result can be keyed by it (and a cut id could name another command).
             let detail = format!(
@@ -427,6 +429,70 @@ impl Pipeline<'_> {
         {
             t.consumed(m.topic(), m.partition(), m.offset())?;
         }
+        Ok(())
+    }
+
+    /// A command that does not decode (or names a field or enum value the schema does not
+    /// have): answered with a final rejected result under its `commandId` when one can be read,
+    /// so a client waiting on the results topic is told; copied to the rejected topic otherwise.
+    /// Either way in this transaction, with its offset.
+    fn undecodable(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        e: &DecodeError,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
+        let ct = codec::content_type_of(m.headers());
+        let id = codec::command_id_hint(ct, m.payload())
+            // A longer id keys no result (see `handle`), and a sub-command is ours: never so.
+            .filter(|id| id.len() <= validate::MAX_ID_LEN)
+            .filter(|_| header(m, headers::PARENT).is_none());
+        let Some(command_id) = id else {
+            return self.reject(m, e.reject_reason(), &e.to_string(), t);
+        };
+        // What can still be read (a misspelt field leaves the rest decodable) goes into the
+        // result, so it says which action and requester it answers.
+        let lenient = codec::decode::<RecoveryCommand>(ct, m.payload()).unwrap_or_default();
+        let action = Action::try_from(lenient.action).unwrap_or(Action::Unspecified);
+        let cmd = RecoveryCommand {
+            command_id,
+            action: action as i32,
+            dry_run: lenient.dry_run,
+            requested_by: Some(lenient.requested_by)
+                .filter(|r| r.len() <= validate::MAX_ID_LEN)
+                .unwrap_or_default(),
+            requested_at: lenient.requested_at,
+            ..Default::default()
+        };
+        if self.w.ledger.is_processed(&cmd.command_id)
+            || self.processed_staged.contains(&cmd.command_id)
+        {
+            // The id was already answered: a re-read (or a re-used id) answers that first
+            // outcome, like any duplicate.
+            self.duplicate(&cmd, action, CommandSelector::Invalid, t)?;
+        } else {
+            let detail: String = format!("{}: {e}", e.result_code())
+                .chars()
+                .take(1024)
+                .collect();
+            tracing::warn!(
+                command_id = cmd.command_id,
+                partition = m.partition(),
+                offset = m.offset(),
+                error = %e,
+                "undecodable command rejected"
+            );
+            let item = outcome("", Status::Rejected, detail);
+            self.send_final(&cmd, vec![item], 0, 0, 1, t)?;
+            count_command(
+                t,
+                &cmd.command_id,
+                action,
+                CommandSelector::Invalid,
+                CommandOutcome::Rejected,
+            );
+        }
+        t.consumed(m.topic(), m.partition(), m.offset())?;
         Ok(())
     }
 
@@ -524,7 +590,9 @@ impl Pipeline<'_> {
             for chunk in chunks {
                 self.send_result(&cmd, chunk, matched, false, t)?;
             }
-            self.send_final(&cmd, last, matched, 0, 0, t)?;
+            // Each item is in one record: the chunks, or the final one when it holds them all.
+            // Every item of a dry run is OK ("would …"), so the totals say `matched` succeeded.
+            self.send_final(&cmd, last, matched, matched, 0, t)?;
             count_command(t, &cmd.command_id, action, selector, CommandOutcome::DryRun);
             return Ok(());
         }

@@ -285,8 +285,14 @@ mod tests {
     #[test]
     fn a_command_id_is_read_from_input_that_does_not_decode() {
         let hint = |raw: &str| command_id_hint(JSON_CT, Some(raw.as_bytes()));
-        assert_eq!(hint(r#"{"commandId":"c1","action":"#).as_deref(), Some("c1"));
-        assert_eq!(hint(r#"{"action":"EXPLODE","command_id":"c2"}"#).as_deref(), Some("c2"));
+        assert_eq!(
+            hint(r#"{"commandId":"c1","action":"#).as_deref(),
+            Some("c1")
+        );
+        assert_eq!(
+            hint(r#"{"action":"EXPLODE","command_id":"c2"}"#).as_deref(),
+            Some("c2")
+        );
         assert_eq!(hint(r#"{"commandId":"c3", oops}"#).as_deref(), Some("c3"));
         assert_eq!(hint(r#"{"commandId":7}"#), None);
         assert_eq!(hint(r#"{"commandId":"  "}"#), None);
@@ -310,7 +316,10 @@ mod tests {
         assert!(decode::<RecoveryCommand>(JSON_CT, Some(raw)).is_ok());
         let e = decode_strict::<RecoveryCommand>(strict::RECOVERY_COMMAND, JSON_CT, Some(raw))
             .unwrap_err();
-        assert_eq!(e.to_string(), r#"unknown field "dryrun" in RecoveryCommand"#);
+        assert_eq!(
+            e.to_string(),
+            r#"unknown field "dryrun" in RecoveryCommand"#
+        );
         assert_eq!(e.result_code(), "unknown_field");
         let ok = br#"{"commandId":"c","action":"RESTART","all":true,"dryRun":true}"#;
         let cmd =

@@ -118,7 +118,11 @@ pub fn check_json(name: &str, value: &serde_json::Value) -> Result<(), StrictErr
     check_message_json(name, value, short(name))
 }
 
-fn check_message_json(name: &str, value: &serde_json::Value, path: &str) -> Result<(), StrictError> {
+fn check_message_json(
+    name: &str,
+    value: &serde_json::Value,
+    path: &str,
+) -> Result<(), StrictError> {
     let (Some(schema), Some(object)) = (message(name), value.as_object()) else {
         return Ok(());
     };
@@ -301,15 +305,20 @@ mod tests {
 
     #[test]
     fn known_fields_by_json_or_proto_name_pass() {
-        cmd(json!({"commandId": "c", "action": 1, "dlqIds": {"ids": ["a"]}, "dry_run": true,
-            "overrides": {"flowControl": {"key": "k"}, "retries": 2}, "newRunIds": {"a": "r"}}))
+        cmd(
+            json!({"commandId": "c", "action": 1, "dlqIds": {"ids": ["a"]}, "dry_run": true,
+            "overrides": {"flowControl": {"key": "k"}, "retries": 2}, "newRunIds": {"a": "r"}}),
+        )
         .unwrap();
     }
 
     #[test]
     fn an_unknown_field_is_named_with_where_it_is() {
         let e = cmd(json!({"commandId": "c", "dryrun": true})).unwrap_err();
-        assert_eq!(e.to_string(), r#"unknown field "dryrun" in RecoveryCommand"#);
+        assert_eq!(
+            e.to_string(),
+            r#"unknown field "dryrun" in RecoveryCommand"#
+        );
         assert_eq!(e.code(), "unknown_field");
         let e = cmd(json!({"filter": {"workflowUrls": ["u"]}})).unwrap_err();
         assert_eq!(
@@ -333,7 +342,11 @@ mod tests {
             r#"unknown value "EXPLODE" for RecoveryCommand.action (enum Action: ACTION_UNSPECIFIED, RESTART, RESUME, RETRY_FAILURE_CALLBACK, DELETE)"#
         );
         let e = cmd(json!({"action": 99})).unwrap_err();
-        assert!(e.to_string().starts_with("unknown value 99 for RecoveryCommand.action"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("unknown value 99 for RecoveryCommand.action"),
+            "{e}"
+        );
         assert!(!e.to_string().contains("expected expected"));
     }
 
@@ -351,7 +364,9 @@ mod tests {
         let mut unknown = good.clone();
         unknown.extend([0x98, 0x06, 0x01]);
         assert_eq!(
-            check_protobuf(RECOVERY_COMMAND, &unknown).unwrap_err().to_string(),
+            check_protobuf(RECOVERY_COMMAND, &unknown)
+                .unwrap_err()
+                .to_string(),
             "unknown field number 99 in RecoveryCommand"
         );
         let bad_action = crate::wire::pb::RecoveryCommand {
@@ -367,7 +382,9 @@ mod tests {
         // Inside a nested message: Filter (4) holding field 15.
         let nested = [0x22, 0x02, 0x78, 0x01];
         assert_eq!(
-            check_protobuf(RECOVERY_COMMAND, &nested).unwrap_err().to_string(),
+            check_protobuf(RECOVERY_COMMAND, &nested)
+                .unwrap_err()
+                .to_string(),
             "unknown field number 15 in RecoveryCommand.filter"
         );
     }
