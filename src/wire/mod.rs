@@ -12,4 +12,9 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/workflow.dlq.v1.serde.rs"));
 }
 
+/// The `FileDescriptorSet` of `proto/` as `build.rs` compiled it: for clients in other languages
+/// that read and write the messages without generated code (tests/java uses it with
+/// protobuf-java's `DynamicMessage`).
+pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+
 pub use codec::{decode, encode, DecodeError, Encoding};
