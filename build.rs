@@ -29,7 +29,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_set)?
         .btree_map(["."])
-        // Producers may be newer than us: a field we don't know yet is not an error.
+        // Producers may be newer than us: a field we don't know yet is not an error. Commands
+        // are the exception, checked against `schema.rs` first (`wire::strict`).
         .ignore_unknown_fields()
         .build(&[".workflow.dlq.v1"])?;
     Ok(())
