@@ -256,8 +256,18 @@ fn command_answer(r: &Rec) -> Option<Answer> {
         .is_ok();
         return (!ok).then_some(Answer::Rejected);
     }
-    match workflow_dlq::wire::decode::<pb::RecoveryCommand>(r.content_type(), r.value.as_deref()) {
-        Err(_) => Some(Answer::Rejected),
+    // Commands are decoded strictly, and one that does not decode is still answered under its
+    // commandId when that can be read (docs/design.md §4 *Rejection*).
+    match workflow_dlq::wire::codec::decode_strict::<pb::RecoveryCommand>(
+        workflow_dlq::wire::strict::RECOVERY_COMMAND,
+        r.content_type(),
+        r.value.as_deref(),
+    ) {
+        Err(_) => Some(
+            workflow_dlq::wire::codec::command_id_hint(r.content_type(), r.value.as_deref())
+                .filter(|id| id.len() <= MAX_ID_LEN)
+                .map_or(Answer::Rejected, Answer::Result),
+        ),
         Ok(c) if c.command_id.len() > MAX_ID_LEN => Some(Answer::Rejected),
         Ok(c) => validate(&c).err().map(|_| Answer::Result(c.command_id)),
     }
