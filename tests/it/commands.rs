@@ -604,8 +604,10 @@ async fn misspelt_and_undecodable_commands_are_answered_with_a_rejected_result_n
             "undecodable: invalid JSON: ",
         ),
     ];
-    for (_, raw, _) in &cases {
-        publish_raw(&p, &topic, None, raw.as_bytes(), json, None).await;
+    // Keyed by command id, as the design asks of a command that is not one id: a re-sent copy
+    // below lands on the same partition, after the first.
+    for (id, raw, _) in &cases {
+        publish_raw(&p, &topic, Some(id.as_bytes()), raw.as_bytes(), json, None).await;
     }
     // Protobuf: an unknown field number (99) and an action outside the enum.
     let mut unknown_number =
@@ -637,7 +639,25 @@ async fn misspelt_and_undecodable_commands_are_answered_with_a_rejected_result_n
     // The consumer goes on; a re-used id answers the first outcome, acting on nothing.
     send_command(&p, &topic, &command("good", Action::Delete, ids(&[&id0]))).await;
     let again = r#"{"commandId":"typo-dryrun","action":"RESTART","all":true,"dryRun":true}"#;
-    publish_raw(&p, &topic, None, again.as_bytes(), json, None).await;
+    publish_raw(
+        &p,
+        &topic,
+        Some(b"typo-dryrun"),
+        again.as_bytes(),
+        json,
+        None,
+    )
+    .await;
+    // An undecodable command read again is a duplicate too, not a second rejection.
+    publish_raw(
+        &p,
+        &topic,
+        Some(b"explode"),
+        cases[4].1.as_bytes(),
+        json,
+        None,
+    )
+    .await;
 
     let expect = cases.iter().map(|(id, _, detail)| (*id, *detail)).chain([
         (
@@ -668,22 +688,31 @@ async fn misspelt_and_undecodable_commands_are_answered_with_a_rejected_result_n
     }
     let (done, _) = final_result(&app.bootstrap(), &app.topics().results, "good", MINUTE).await;
     assert_eq!(done.items[0].status, Status::Ok as i32);
-    // The second "typo-dryrun" (now spelt right) is a duplicate of the first: answered, not run.
-    eventually(MINUTE, "the re-used id answered", || async {
-        decode_all::<pb::CommandResult>(&read_topic(&app.bootstrap(), &app.topics().results))
+    // The second "typo-dryrun" (now spelt right) is a duplicate of the first: answered, not run;
+    // so is the second "explode".
+    eventually(MINUTE, "the re-used ids answered", || async {
+        let results =
+            decode_all::<pb::CommandResult>(&read_topic(&app.bootstrap(), &app.topics().results));
+        ["typo-dryrun", "explode"]
             .iter()
-            .filter(|r| r.command_id == "typo-dryrun")
-            .count()
-            == 2
+            .all(|id| results.iter().filter(|r| r.command_id == *id).count() == 2)
     })
     .await;
-    let typo: Vec<pb::CommandResult> =
-        decode_all::<pb::CommandResult>(&read_topic(&app.bootstrap(), &app.topics().results))
-            .into_iter()
-            .filter(|r| r.command_id == "typo-dryrun")
-            .collect();
-    assert_eq!(typo[1].items[0].status, Status::Skipped as i32, "{typo:?}");
-    assert!(typo[1].items[0].detail.starts_with("duplicate"));
+    for command_id in ["typo-dryrun", "explode"] {
+        let answers: Vec<pb::CommandResult> =
+            decode_all::<pb::CommandResult>(&read_topic(&app.bootstrap(), &app.topics().results))
+                .into_iter()
+                .filter(|r| r.command_id == command_id)
+                .collect();
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        assert_eq!(answers[0].items[0].status, Status::Rejected as i32);
+        assert_eq!(
+            answers[1].items[0].status,
+            Status::Skipped as i32,
+            "{answers:?}"
+        );
+        assert!(answers[1].items[0].detail.starts_with("duplicate"));
+    }
 
     app.wait_entries(1, MINUTE).await;
     assert!(executions(&app).is_empty(), "no rejected command acted");
