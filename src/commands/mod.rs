@@ -65,7 +65,7 @@ use crate::{
     republish::execution,
     store::{EntryFilter, StoreView},
     wire::{
-        codec::{self, DecodeError, Encoding},
+        codec::{self, Encoding},
         ids::new_run_id,
         pb::{
             item_outcome::Status,
@@ -389,7 +389,7 @@ impl Pipeline<'_> {
         let size = m.payload().map_or(0, <[u8]>::len);
         if size > max {
             let detail = format!("record of {size} bytes exceeds the maximum of {max}");
-            return self.reject(m, RejectReason::TooLarge, &detail, t);
+            return self.refuse(m, RejectReason::TooLarge, "too_large", &detail, t);
         }
         let ct = codec::content_type_of(m.headers());
         if header(m, headers::CALLBACK_REPORT).is_some() {
@@ -405,7 +405,9 @@ impl Pipeline<'_> {
         let cmd: RecoveryCommand =
             match codec::decode_strict(strict::RECOVERY_COMMAND, ct, m.payload()) {
                 Ok(c) => c,
-                Err(e) => return self.undecodable(m, &e, t),
+                Err(e) => {
+                    return self.refuse(m, e.reject_reason(), e.result_code(), &e.to_string(), t)
+                }
             };
         if cmd.command_id.len() > validate::MAX_ID_LEN {
             // No result can be keyed by it (and a cut id could name another command).
@@ -432,27 +434,37 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    /// A command that does not decode (or names a field or enum value the schema does not
-    /// have): answered with a final rejected result under its `commandId` when one can be read,
-    /// so a client waiting on the results topic is told; copied to the rejected topic otherwise.
-    /// Either way in this transaction, with its offset.
-    fn undecodable(
+    /// A command that cannot be acted on as it is — too large, undecodable, or naming a field or
+    /// enum value the schema does not have: answered with a final rejected result under its
+    /// `commandId` when one can be read, so a client waiting on the results topic is told;
+    /// copied to the rejected topic (with `reason`) otherwise. Either way in this transaction,
+    /// with its offset. `code` and `message` make the result's detail.
+    fn refuse(
         &mut self,
         m: &BorrowedMessage<'_>,
-        e: &DecodeError,
+        reason: RejectReason,
+        code: &str,
+        message: &str,
         t: &mut TxnBatch,
     ) -> Result<(), CommandError> {
         let ct = codec::content_type_of(m.headers());
+        // A sub-command is ours, and a callback report's field 1 is a dlqId: neither is a
+        // client's command to answer. A longer id keys no result (see `handle`).
+        let ours =
+            header(m, headers::PARENT).is_some() || header(m, headers::CALLBACK_REPORT).is_some();
         let id = codec::command_id_hint(ct, m.payload())
-            // A longer id keys no result (see `handle`), and a sub-command is ours: never so.
-            .filter(|id| id.len() <= validate::MAX_ID_LEN)
-            .filter(|_| header(m, headers::PARENT).is_none());
+            .filter(|id| id.len() <= validate::MAX_ID_LEN && !ours);
         let Some(command_id) = id else {
-            return self.reject(m, e.reject_reason(), &e.to_string(), t);
+            return self.reject(m, reason, message, t);
         };
         // What can still be read (a misspelt field leaves the rest decodable) goes into the
-        // result, so it says which action and requester it answers.
-        let lenient = codec::decode::<RecoveryCommand>(ct, m.payload()).unwrap_or_default();
+        // result, so it says which action and requester it answers; not from a record too
+        // large to be taken in.
+        let lenient = if reason == RejectReason::TooLarge {
+            RecoveryCommand::default()
+        } else {
+            codec::decode::<RecoveryCommand>(ct, m.payload()).unwrap_or_default()
+        };
         let action = Action::try_from(lenient.action).unwrap_or(Action::Unspecified);
         let cmd = RecoveryCommand {
             command_id,
@@ -471,16 +483,13 @@ impl Pipeline<'_> {
             // outcome, like any duplicate.
             self.duplicate(&cmd, action, CommandSelector::Invalid, t)?;
         } else {
-            let detail: String = format!("{}: {e}", e.result_code())
-                .chars()
-                .take(1024)
-                .collect();
+            let detail: String = format!("{code}: {message}").chars().take(1024).collect();
             tracing::warn!(
                 command_id = cmd.command_id,
                 partition = m.partition(),
                 offset = m.offset(),
-                error = %e,
-                "undecodable command rejected"
+                error = message,
+                "command refused before decoding"
             );
             let item = outcome("", Status::Rejected, detail);
             self.send_final(&cmd, vec![item], 0, 0, 1, t)?;

@@ -245,10 +245,18 @@ enum Answer {
 
 /// What the service must do with a command record; `None` for a valid command (not malformed).
 fn command_answer(r: &Rec) -> Option<Answer> {
+    // A client's command whose commandId can be read is answered by a result, whatever else is
+    // wrong with it (docs/design.md §4 *Rejection*); a callback report never is.
+    let report = r.headers.iter().any(|(k, _)| *k == "dlq.callback-report");
+    let by_id = || {
+        workflow_dlq::wire::codec::command_id_hint(r.content_type(), r.value.as_deref())
+            .filter(|id| id.len() <= MAX_ID_LEN)
+            .map_or(Answer::Rejected, Answer::Result)
+    };
     if r.value.as_ref().is_some_and(|v| v.len() > MAX_RECORD) {
-        return Some(Answer::Rejected);
+        return Some(if report { Answer::Rejected } else { by_id() });
     }
-    if r.headers.iter().any(|(k, _)| *k == "dlq.callback-report") {
+    if report {
         let ok = workflow_dlq::wire::decode::<pb::FailureCallbackReport>(
             r.content_type(),
             r.value.as_deref(),
@@ -263,11 +271,7 @@ fn command_answer(r: &Rec) -> Option<Answer> {
         r.content_type(),
         r.value.as_deref(),
     ) {
-        Err(_) => Some(
-            workflow_dlq::wire::codec::command_id_hint(r.content_type(), r.value.as_deref())
-                .filter(|id| id.len() <= MAX_ID_LEN)
-                .map_or(Answer::Rejected, Answer::Result),
-        ),
+        Err(_) => Some(by_id()),
         Ok(c) if c.command_id.len() > MAX_ID_LEN => Some(Answer::Rejected),
         Ok(c) => validate(&c).err().map(|_| Answer::Result(c.command_id)),
     }
