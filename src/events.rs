@@ -81,6 +81,7 @@ labels!(
         Restart => "restart",
         Resume => "resume",
         RetryFailureCallback => "retry_failure_callback",
+        CancelFailureCallback => "cancel_failure_callback",
         Delete => "delete",
         Unspecified => "unspecified",
         Unknown => "unknown",
@@ -124,6 +125,7 @@ labels!(
         Restart => "restart",
         Resume => "resume",
         RetryFailureCallback => "retry_failure_callback",
+        CancelFailureCallback => "cancel_failure_callback",
         Delete => "delete",
     }
 );

@@ -141,6 +141,39 @@ fn known_callback_state(info: &FailureCallbackInfo) -> Result<(), Rejection> {
     }
 }
 
+/// The checks on an input record that need no state: its size, its decoding, a failure's
+/// fields and bounds ([`validate_failure`]), a callback report's `info`. Ingest runs them on
+/// every record before looking at the store; `workflow-dlq failures send` runs them on every
+/// line before producing it, so a line it accepts is one ingest accepts (up to the stateful
+/// checks: duplicates, callback reports for entries not stored).
+pub fn check_record(
+    content_type: Option<&[u8]>,
+    value: Option<&[u8]>,
+    max_record_bytes: usize,
+) -> Result<Kind, Rejection> {
+    let size = value.map_or(0, <[u8]>::len);
+    if size > max_record_bytes {
+        return Err(Rejection::TooLarge {
+            size,
+            max: max_record_bytes,
+        });
+    }
+    let envelope: FailureEnvelope = codec::decode(content_type, value)?;
+    match envelope.kind {
+        Some(Kind::Failure(ev)) => Ok(Kind::Failure(validate_failure(ev)?)),
+        Some(Kind::CallbackReport(report)) => {
+            let Some(info) = report.info.as_ref() else {
+                return Err(Rejection::Invalid("callback report without `info`".into()));
+            };
+            known_callback_state(info)?;
+            Ok(Kind::CallbackReport(report))
+        }
+        None => Err(Rejection::Invalid(
+            "envelope has neither `failure` nor `callbackReport`".into(),
+        )),
+    }
+}
+
 /// What one input record turns into.
 #[derive(Debug)]
 pub enum Outcome {
@@ -170,26 +203,10 @@ impl Decider<'_> {
         source: (&str, i32, i64),
         now_ms: i64,
     ) -> Outcome {
-        let size = value.map_or(0, <[u8]>::len);
-        if size > self.max_record_bytes {
-            return Outcome::Reject(Rejection::TooLarge {
-                size,
-                max: self.max_record_bytes,
-            });
-        }
-        let envelope: FailureEnvelope = match codec::decode(content_type, value) {
-            Ok(e) => e,
-            Err(e) => return Outcome::Reject(e.into()),
-        };
-        match envelope.kind {
-            Some(Kind::Failure(ev)) => match validate_failure(ev) {
-                Ok(ev) => self.failure(ev, source, now_ms),
-                Err(r) => Outcome::Reject(r),
-            },
-            Some(Kind::CallbackReport(report)) => self.callback_report(report),
-            None => Outcome::Reject(Rejection::Invalid(
-                "envelope has neither `failure` nor `callbackReport`".into(),
-            )),
+        match check_record(content_type, value, self.max_record_bytes) {
+            Ok(Kind::Failure(ev)) => self.failure(ev, source, now_ms),
+            Ok(Kind::CallbackReport(report)) => self.callback_report(report),
+            Err(r) => Outcome::Reject(r),
         }
     }
 
@@ -210,13 +227,8 @@ impl Decider<'_> {
         }))
     }
 
+    /// `report` has passed [`check_record`]; what is left is whether its entry exists.
     fn callback_report(&self, report: FailureCallbackReport) -> Outcome {
-        let Some(info) = report.info.as_ref() else {
-            return Outcome::Reject(Rejection::Invalid("callback report without `info`".into()));
-        };
-        if let Err(r) = known_callback_state(info) {
-            return Outcome::Reject(r);
-        }
         if self.view.state(&report.dlq_id) == EntryState::Present
             || self.recent.contains_key(&report.dlq_id)
         {

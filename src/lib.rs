@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod republish;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod wire;
 
 pub use app::{Service, ServiceError};

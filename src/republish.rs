@@ -10,7 +10,7 @@ pub fn kind_of(action: Action) -> Option<Kind> {
         Action::Restart => Some(Kind::Restart),
         Action::Resume => Some(Kind::Resume),
         Action::RetryFailureCallback => Some(Kind::FailureCallback),
-        Action::Delete | Action::Unspecified => None,
+        Action::Delete | Action::CancelFailureCallback | Action::Unspecified => None,
     }
 }
 

@@ -23,6 +23,30 @@ pub enum CliError {
     Api { status: StatusCode, message: String },
     #[error("unexpected answer from {url}: {detail}")]
     Answer { url: String, detail: String },
+    /// Writing a result to stdout failed. A broken pipe (the reader went away, as in
+    /// `… | head -1`) is not reported: see [`CliError::is_broken_pipe`].
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
+    #[error("configuration error: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot read {what}: {source}")]
+    Input {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A Kafka client error, its text already masked of secret property values.
+    #[error("Kafka: {0}")]
+    Kafka(String),
+}
+
+impl CliError {
+    /// The reader of our stdout has gone away. Every result is printed after its work is
+    /// done, so nothing is left undone: the binary exits quietly with success instead of
+    /// reporting (or, as `println!` did, panicking about) output nobody wants any more.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
 }
 
 pub struct DlqClient {

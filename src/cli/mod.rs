@@ -1,16 +1,22 @@
 //! `workflow-dlq dlq …`: the DLQ from a terminal, over the HTTP API (so it works against any
 //! instance, with the same auth and semantics as the SDKs). Bulk operations follow the cursor
-//! to the end, with a progress bar on a terminal.
+//! to the end, with a progress bar on a terminal. `workflow-dlq failures send` ([`send`])
+//! produces failure events from JSON lines.
+//!
+//! Results are written through [`output`]'s writers, never `println!`, so a reader that goes
+//! away (`| head -1`) ends the binary quietly instead of with a panic.
 
 mod client;
-mod output;
+pub mod output;
+pub mod send;
 
-use std::time::Duration;
+use std::{io::Write, time::Duration};
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub use client::{CliError, DlqClient};
+pub use send::{FailuresArgs, FailuresCommand};
 
 #[derive(Debug, Args)]
 pub struct DlqArgs {
@@ -34,10 +40,13 @@ pub struct DlqArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
-    /// List entries, oldest first (one page, or every page with --all).
+    /// List entries, oldest first unless --order latest (one page, or every page with --all).
     List {
         #[command(flatten)]
         filter: FilterArgs,
+        /// Newest or oldest entries first (the server's default: earliest).
+        #[arg(long, value_enum)]
+        order: Option<Order>,
         /// Page size (1–100).
         #[arg(long, default_value_t = 100)]
         count: u32,
@@ -96,6 +105,10 @@ pub struct SelectArgs {
     /// Every entry (required when no id and no filter is given).
     #[arg(long)]
     pub all: bool,
+    /// Which end the pages start from: newest or oldest entries first (the server's default:
+    /// earliest). Not a filter: it never widens or narrows the selection.
+    #[arg(long, value_enum)]
+    pub order: Option<Order>,
     /// Entries per call when following the cursor (1–100).
     #[arg(long, default_value_t = 100)]
     pub count: u32,
@@ -126,6 +139,27 @@ pub struct ActionArgs {
     /// Failure callback URL for the new run (`Upstash-Failure-Callback`).
     #[arg(long)]
     pub failure_callback: Option<String>,
+}
+
+/// `--order`: the API's `order` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Order {
+    /// Newest entries first (`order=latestFirst`).
+    Latest,
+    /// Oldest entries first (`order=earliestFirst`).
+    Earliest,
+}
+
+impl Order {
+    /// The query pair. Only sent when `--order` is given, so a server without the parameter
+    /// still answers every command that does not use it.
+    fn query(order: Option<Order>) -> Option<(String, String)> {
+        let value = match order? {
+            Order::Latest => "latestFirst",
+            Order::Earliest => "earliestFirst",
+        };
+        Some(("order".into(), value.into()))
+    }
 }
 
 impl FilterArgs {
@@ -220,18 +254,20 @@ fn progress(total: Option<u64>, verb: &str) -> ProgressBar {
     bar
 }
 
-/// Runs one `dlq` command; the text to print on success.
-pub async fn run(args: DlqArgs) -> Result<(), CliError> {
+/// Runs one `dlq` command, printing its result on `out`.
+pub async fn run(args: DlqArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let client = DlqClient::new(&args.url, args.token.clone())?;
     let json = args.json;
     match args.command {
         DlqCommand::List {
             filter,
+            order,
             count,
             cursor,
             all,
         } => {
             let mut query = filter.query()?;
+            query.extend(Order::query(order));
             query.push(("count".into(), count.to_string()));
             let mut cursor = cursor;
             let mut messages = Vec::new();
@@ -247,14 +283,14 @@ pub async fn run(args: DlqArgs) -> Result<(), CliError> {
                     break;
                 }
             }
-            output::messages(&messages, cursor.as_deref(), json);
+            output::messages(out, &messages, cursor.as_deref(), json)
         }
-        DlqCommand::Get { dlq_id } => output::message(&client.get(&dlq_id).await?, json),
-        DlqCommand::Restart(a) => act(&client, "restart", a, json).await?,
-        DlqCommand::Resume(a) => act(&client, "resume", a, json).await?,
+        DlqCommand::Get { dlq_id } => output::message(out, &client.get(&dlq_id).await?, json),
+        DlqCommand::Restart(a) => return act(&client, "restart", a, json, out).await,
+        DlqCommand::Resume(a) => return act(&client, "resume", a, json, out).await,
         DlqCommand::Callback { dlq_id } => {
             let run = client.callback(&dlq_id).await?;
-            output::runs(&[run], json);
+            output::runs(out, &[run], json)
         }
         DlqCommand::Delete(select) => {
             let deleted = select_pages(&client, &select, |q| {
@@ -266,13 +302,20 @@ pub async fn run(args: DlqArgs) -> Result<(), CliError> {
             })
             .await?
             .0;
-            output::deleted(deleted, json);
+            output::deleted(out, deleted, json)
         }
     }
-    Ok(())
+    .and_then(|()| out.flush())
+    .map_err(CliError::Output)
 }
 
-async fn act(client: &DlqClient, verb: &str, a: ActionArgs, json: bool) -> Result<(), CliError> {
+async fn act(
+    client: &DlqClient,
+    verb: &str,
+    a: ActionArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     let headers = a.headers();
     let (_, runs) = select_pages(client, &a.select, |q| {
         let headers = headers.clone();
@@ -282,8 +325,9 @@ async fn act(client: &DlqClient, verb: &str, a: ActionArgs, json: bool) -> Resul
         }
     })
     .await?;
-    output::runs(&runs, json);
-    Ok(())
+    output::runs(out, &runs, json)
+        .and_then(|()| out.flush())
+        .map_err(CliError::Output)
 }
 
 /// Calls `page` for the selected entries: once for ids, else following the cursor to the end.
@@ -305,11 +349,12 @@ where
                 "give entry ids, or filters, or --all — not several".into(),
             ));
         }
-        let q = s
+        let mut q: Vec<(String, String)> = s
             .dlq_ids
             .iter()
             .map(|id| ("dlqIds".to_string(), id.clone()))
             .collect();
+        q.extend(Order::query(s.order));
         let (n, _, runs) = page(q).await?;
         return Ok((n, runs));
     }
@@ -330,6 +375,7 @@ where
     };
     let bar = progress(total, "working");
     let mut base = s.filter.query()?;
+    base.extend(Order::query(s.order));
     base.push(("count".into(), s.count.to_string()));
     let (mut done, mut runs, mut cursor) = (0u64, Vec::new(), None::<String>);
     loop {
@@ -370,6 +416,52 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Probe::command().debug_assert();
+    }
+
+    #[tokio::test]
+    async fn order_is_passed_on_list_and_bulk_actions_and_is_not_a_filter() {
+        let p = Probe::try_parse_from(["x", "list", "--order", "latest"]).unwrap();
+        let DlqCommand::List { order, .. } = p.dlq.command else {
+            panic!("list")
+        };
+        assert_eq!(
+            Order::query(order),
+            Some(("order".into(), "latestFirst".into()))
+        );
+        assert_eq!(Order::query(None), None, "not sent unless asked for");
+
+        let client = DlqClient::new("http://127.0.0.1:9", None).unwrap();
+        let select = |argv: &[&str]| {
+            let p = Probe::try_parse_from(argv).unwrap();
+            let DlqCommand::Restart(a) = p.dlq.command else {
+                panic!("restart")
+            };
+            a.select
+        };
+        // A bulk action by filter carries the order on every page.
+        let s = select(&["x", "restart", "--label", "a", "--order", "earliest"]);
+        let mut seen = Vec::new();
+        select_pages(&client, &s, |q| {
+            seen.push(q);
+            async { Ok((0, None, Vec::new())) }
+        })
+        .await
+        .unwrap();
+        assert!(
+            seen[0].contains(&("order".into(), "earliestFirst".into())),
+            "{seen:?}"
+        );
+        // `--order` alone selects nothing: acting on everything still needs --all.
+        let s = select(&["x", "restart", "--order", "latest"]);
+        let mut calls = 0;
+        let err = select_pages(&client, &s, |_| {
+            calls += 1;
+            async { Ok((0, None, Vec::new())) }
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, CliError::Usage(_)), "{err}");
+        assert_eq!(calls, 0);
     }
 
     #[test]

@@ -1,6 +1,25 @@
 //! What the CLI prints: a readable table by default, JSON with `--json`.
+//!
+//! Everything goes through a `Write` and returns its error, never `println!`: `println!`
+//! panics when stdout is a closed pipe (`workflow-dlq dlq list | head -1`). The caller maps the
+//! error to [`CliError::Output`](super::CliError::Output), and a broken pipe ends the binary
+//! quietly.
+
+use std::io::{self, Write};
 
 use crate::http::messages::{DlqMessage, WorkflowRun};
+
+/// Where results go: stdout, buffered (a long table is many small writes) and locked once.
+pub fn stdout() -> io::BufWriter<io::StdoutLock<'static>> {
+    io::BufWriter::new(io::stdout().lock())
+}
+
+/// A line on stderr that cannot panic: if stderr itself is gone there is nowhere left to
+/// report anything, so the error is dropped (`eprintln!` would panic instead).
+pub fn warn(args: std::fmt::Arguments<'_>) {
+    let mut e = io::stderr().lock();
+    let _ = e.write_fmt(args).and_then(|()| e.write_all(b"\n"));
+}
 
 fn time(ms: i64) -> String {
     if ms <= 0 {
@@ -44,17 +63,22 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n")
 }
 
-fn json<T: serde::Serialize>(v: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    );
+fn json<T: serde::Serialize>(w: &mut dyn Write, v: &T) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *w, v).map_err(io::Error::from)?;
+    writeln!(w)
 }
 
-pub fn messages(list: &[DlqMessage], cursor: Option<&str>, as_json: bool) {
+pub fn messages(
+    w: &mut dyn Write,
+    list: &[DlqMessage],
+    cursor: Option<&str>,
+    as_json: bool,
+) -> io::Result<()> {
     if as_json {
-        json(&serde_json::json!({ "messages": list, "cursor": cursor }));
-        return;
+        return json(
+            w,
+            &serde_json::json!({ "messages": list, "cursor": cursor }),
+        );
     }
     let rows: Vec<Vec<String>> = list
         .iter()
@@ -73,7 +97,8 @@ pub fn messages(list: &[DlqMessage], cursor: Option<&str>, as_json: bool) {
             ]
         })
         .collect();
-    println!(
+    writeln!(
+        w,
         "{}",
         table(
             &[
@@ -87,17 +112,20 @@ pub fn messages(list: &[DlqMessage], cursor: Option<&str>, as_json: bool) {
             ],
             &rows
         )
-    );
+    )?;
     match cursor {
-        Some(c) => println!("{} entries; more with --cursor {c} (or --all)", list.len()),
-        None => println!("{} entries", list.len()),
+        Some(c) => writeln!(
+            w,
+            "{} entries; more with --cursor {c} (or --all)",
+            list.len()
+        ),
+        None => writeln!(w, "{} entries", list.len()),
     }
 }
 
-pub fn message(m: &DlqMessage, as_json: bool) {
+pub fn message(w: &mut dyn Write, m: &DlqMessage, as_json: bool) -> io::Result<()> {
     if as_json {
-        json(m);
-        return;
+        return json(w, m);
     }
     let fields = [
         ("dlqId", m.dlq_id.clone()),
@@ -130,14 +158,14 @@ pub fn message(m: &DlqMessage, as_json: bool) {
         ("errorMessage", m.error_message.clone()),
     ];
     for (k, v) in fields {
-        println!("{k:<16} {v}");
+        writeln!(w, "{k:<16} {v}")?;
     }
+    Ok(())
 }
 
-pub fn runs(runs: &[WorkflowRun], as_json: bool) {
+pub fn runs(w: &mut dyn Write, runs: &[WorkflowRun], as_json: bool) -> io::Result<()> {
     if as_json {
-        json(&runs);
-        return;
+        return json(w, &runs);
     }
     let rows: Vec<Vec<String>> = runs
         .iter()
@@ -149,14 +177,14 @@ pub fn runs(runs: &[WorkflowRun], as_json: bool) {
             ]
         })
         .collect();
-    println!("{}", table(&["DLQ ID", "NEW RUN", "CREATED"], &rows));
-    println!("{} runs started", runs.len());
+    writeln!(w, "{}", table(&["DLQ ID", "NEW RUN", "CREATED"], &rows))?;
+    writeln!(w, "{} runs started", runs.len())
 }
 
-pub fn deleted(n: u64, as_json: bool) {
+pub fn deleted(w: &mut dyn Write, n: u64, as_json: bool) -> io::Result<()> {
     if as_json {
-        json(&serde_json::json!({ "deleted": n }));
+        json(w, &serde_json::json!({ "deleted": n }))
     } else {
-        println!("{n} entries deleted");
+        writeln!(w, "{n} entries deleted")
     }
 }

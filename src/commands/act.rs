@@ -17,6 +17,7 @@ pub(super) fn count_item(t: &mut TxnBatch, action: Action, status: Status) {
         Action::Restart => ItemAction::Restart,
         Action::Resume => ItemAction::Resume,
         Action::RetryFailureCallback => ItemAction::RetryFailureCallback,
+        Action::CancelFailureCallback => ItemAction::CancelFailureCallback,
         Action::Delete => ItemAction::Delete,
         Action::Unspecified => return,
     };

@@ -245,6 +245,7 @@ impl Pipeline<'_> {
                 command_id: f.command_id.clone(),
                 action: f.record.action,
                 requested_by: f.record.requested_by.clone(),
+                page_cursor: f.record.page_cursor.clone(),
                 ..Default::default()
             };
             let mut r = self.result(&cmd, Vec::new(), matched, true);

@@ -36,6 +36,14 @@ pub enum Decision {
     },
 }
 
+fn callback_state(entry: &DlqEntry) -> i32 {
+    entry
+        .event
+        .as_ref()
+        .and_then(|e| e.failure_callback_info.as_ref())
+        .map_or(0, |i| i.state)
+}
+
 /// Decides `action` on `dlq_id`. `entry` is the entry as this instance knows it (its own
 /// writes first); `first` is this command's earlier outcome for it, if the ledger has one.
 pub fn decide(
@@ -63,11 +71,11 @@ pub fn decide(
         // Validation refuses it; never let it fall through to a tombstone.
         Action::Unspecified => Decision::Rejected("unspecified action".into()),
         Action::RetryFailureCallback => {
-            let ev = entry.event.as_ref();
-            let callback = ev.map_or("", |e| e.failure_callback.as_str());
-            let state = ev
-                .and_then(|e| e.failure_callback_info.as_ref())
-                .map_or(0, |i| i.state);
+            let callback = entry
+                .event
+                .as_ref()
+                .map_or("", |e| e.failure_callback.as_str());
+            let state = callback_state(&entry);
             if callback.is_empty() {
                 return Decision::Rejected("the entry has no failure callback".into());
             }
@@ -89,6 +97,30 @@ pub fn decide(
             Decision::Act {
                 entry: Box::new(entry),
                 republish: kind_of(action),
+                write: Written::Updated(Box::new(marked)),
+            }
+        }
+        Action::CancelFailureCallback => {
+            let state = callback_state(&entry);
+            if state != CbState::CallbackInprogress as i32 {
+                let name = CbState::try_from(state).map_or("UNKNOWN", |s| s.as_str_name());
+                return Decision::Rejected(format!(
+                    "no failure callback in progress to cancel (state {name})"
+                ));
+            }
+            // Marked canceled; the entry stays, and a late report of the callback's end is
+            // ignored (ingest), so the cancel is what the DLQ shows.
+            let mut marked = entry.clone();
+            if let Some(info) = marked
+                .event
+                .as_mut()
+                .and_then(|e| e.failure_callback_info.as_mut())
+            {
+                info.state = CbState::CallbackCanceled as i32;
+            }
+            Decision::Act {
+                entry: Box::new(entry),
+                republish: None,
                 write: Written::Updated(Box::new(marked)),
             }
         }

@@ -29,6 +29,8 @@ pub struct CommandRecord {
     pub finished: Option<CommandResult>,
     pub action: i32,
     pub requested_by: String,
+    /// The command's `page_cursor` (on each of its results), for its final result.
+    pub page_cursor: String,
 }
 
 #[derive(Default)]
@@ -70,6 +72,9 @@ impl Ledger {
         rec.action = r.action;
         if rec.requested_by.is_empty() {
             rec.requested_by = r.requested_by.clone();
+        }
+        if rec.page_cursor.is_empty() {
+            rec.page_cursor = r.page_cursor.clone();
         }
         let duplicate_answer =
             !r.items.is_empty() && r.items.iter().all(|i| i.status == Status::Skipped as i32);

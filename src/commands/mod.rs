@@ -68,6 +68,7 @@ use crate::{
         codec::{self, Encoding},
         ids::new_run_id,
         pb::{
+            failure_callback_info::State as CbState,
             item_outcome::Status,
             recovery_command::{Action, Ids, Selector},
             CommandResult, DlqEntry, FailureCallbackReport, ItemOutcome, RecoveryCommand,
@@ -121,6 +122,7 @@ fn command_action(a: Action) -> CommandAction {
         Action::Restart => CommandAction::Restart,
         Action::Resume => CommandAction::Resume,
         Action::RetryFailureCallback => CommandAction::RetryFailureCallback,
+        Action::CancelFailureCallback => CommandAction::CancelFailureCallback,
         Action::Delete => CommandAction::Delete,
         Action::Unspecified => CommandAction::Unspecified,
     }
@@ -520,6 +522,20 @@ impl Pipeline<'_> {
             );
             return Ok(());
         };
+        let canceled = entry
+            .event
+            .as_ref()
+            .and_then(|e| e.failure_callback_info.as_ref())
+            .is_some_and(|i| i.state == CbState::CallbackCanceled as i32);
+        if canceled {
+            // An operator canceled the callback (DELETE …/dlq/callback/{id}): the late end of
+            // the canceled run does not overwrite that.
+            tracing::info!(
+                dlq_id = report.dlq_id,
+                "callback report for a canceled failure callback; ignored"
+            );
+            return Ok(());
+        }
         if let Some(ev) = entry.event.as_mut() {
             ev.failure_callback_info = report.info;
         }

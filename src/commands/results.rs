@@ -64,6 +64,7 @@ impl Pipeline<'_> {
             done,
             requested_by: cmd.requested_by.clone(),
             completed_at: crate::now_ms(),
+            page_cursor: cmd.page_cursor.clone(),
         }
     }
 

@@ -78,9 +78,12 @@ impl CommandSubmitter {
     }
 
     /// Writes `cmd` (acks=all, idempotent) and waits up to `wait` for its final result.
+    /// `keyed_by_command` writes it under its command id even when it names one entry (a
+    /// command that may be sent twice: both copies land on one partition, in order).
     pub async fn submit(
         &self,
         cmd: &RecoveryCommand,
+        keyed_by_command: bool,
         wait: Duration,
     ) -> Result<CommandResult, SubmitError> {
         let started = tokio::time::Instant::now();
@@ -90,7 +93,11 @@ impl CommandSubmitter {
             value: Some(self.encoding.content_type()),
         });
         let record = FutureRecord::to(&self.topic)
-            .key(Self::key_of(cmd))
+            .key(if keyed_by_command {
+                cmd.command_id.as_str()
+            } else {
+                Self::key_of(cmd)
+            })
             .payload(&payload)
             .headers(headers);
         self.producer

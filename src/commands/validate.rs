@@ -10,7 +10,7 @@ use crate::{
 #[derive(Debug, Clone, PartialEq)]
 pub enum Selection {
     Ids(Vec<String>),
-    Filter(EntryFilter),
+    Filter(Box<EntryFilter>),
     All,
 }
 
@@ -165,7 +165,7 @@ pub fn validate(cmd: &RecoveryCommand) -> Result<ValidCommand, Invalid> {
             if compiled.is_empty() {
                 return Err(Invalid::EmptyFilter);
             }
-            Selection::Filter(compiled)
+            Selection::Filter(Box::new(compiled))
         }
         Some(Selector::All(true)) => Selection::All,
         Some(Selector::All(false)) => return Err(Invalid::AllFalse),

@@ -1,13 +1,15 @@
-//! The Upstash Workflow DLQ dialect (docs/design.md §5): list and read entries, and the actions —
-//! restart, resume, re-run the failure callback, delete. Every action is a `RecoveryCommand`
-//! written to the command topic; the handler answers once its result is in.
+//! Upstash's DLQ dialect, Workflow and QStash (docs/design.md §5): list and read entries, and the
+//! actions — restart, resume (QStash's "retry": a run re-delivered with its completed steps
+//! replayed), re-run or cancel the failure callback, delete. Every action is a
+//! `RecoveryCommand` written to the command topic; the handler answers once its result is in.
+//! An action with a deduplication key ([`super::dedup`]) acts once however often it is sent.
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{
     body::Bytes,
-    extract::{Path, RawQuery, State},
-    http::HeaderMap,
+    extract::{Extension, Path, RawQuery, State},
+    http::{HeaderMap, StatusCode},
     routing::{get, post},
     Json, Router,
 };
@@ -15,16 +17,19 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
+    auth::Caller,
+    dedup,
     messages::{
-        DeleteResponse, DlqMessage, ErrorBody, ListResponse, WorkflowRun, WorkflowRunsResponse,
+        CallbackCanceled, DeleteResponse, DlqMessage, ErrorBody, ListResponse, PublishResponse,
+        RetryResponse, WorkflowRun, WorkflowRunsResponse,
     },
     overrides,
-    query::{parse_query, QueryKind, Target, MAX_IDS},
+    query::{parse_query, Target, MAX_IDS},
     ApiError, AppState,
 };
 use crate::{
     commands::submit::SubmitError,
-    store::EntryState,
+    store::{filter::Order, EntryState},
     wire::{
         ids::new_run_id,
         pb::{
@@ -58,7 +63,12 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v2/workflows/dlq/resume", post(resume_bulk))
         .route("/v2/workflows/dlq/restart/{dlq_id}", post(restart_one))
         .route("/v2/workflows/dlq/resume/{dlq_id}", post(resume_one))
-        .route("/v2/workflows/dlq/callback/{dlq_id}", post(callback_one))
+        .route(
+            "/v2/workflows/dlq/callback/{dlq_id}",
+            post(callback_one).delete(cancel_callback),
+        )
+        .route("/v2/dlq/retry", post(retry_bulk))
+        .route("/v2/dlq/retry/{dlq_id}", post(retry_one))
 }
 
 // ---- documentation of the parameters (what `parse_query` accepts) ----
@@ -89,6 +99,20 @@ pub struct FilterParams {
     callerIp: Option<Vec<String>>,
     #[param(explode = true, style = Form)]
     flowControlKey: Option<Vec<String>>,
+    /// QStash: the failed message's id.
+    messageId: Option<String>,
+    /// QStash: the URL group (the SDKs' `urlGroup`).
+    #[param(explode = true, style = Form)]
+    topicName: Option<Vec<String>>,
+    /// QStash: the schedule that sent the message.
+    #[param(explode = true, style = Form)]
+    scheduleId: Option<Vec<String>>,
+    /// QStash: the queue it was enqueued to.
+    #[param(explode = true, style = Form)]
+    queueName: Option<Vec<String>>,
+    /// HTTP status of the last failed delivery.
+    #[param(explode = true, style = Form)]
+    responseStatus: Option<Vec<i32>>,
 }
 
 /// Paging: an opaque cursor from the previous answer, and the page size.
@@ -102,9 +126,12 @@ pub struct PageParams {
     count: Option<i64>,
     /// Sent by the SDKs (`workflow`); accepted and ignored.
     source: Option<String>,
+    /// `earliestFirst` (default) or `latestFirst`, by when the entry entered the DLQ. A cursor
+    /// keeps the order it was made in.
+    order: Option<String>,
 }
 
-/// Bulk actions: exactly these entries (at most 100; not with filters or a cursor).
+/// Exactly these entries (at most 100; not with filters or a cursor).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code, non_snake_case)]
@@ -133,9 +160,10 @@ fn view_ready(s: &AppState) -> Result<(), ApiError> {
     }
 }
 
-/// List DLQ entries, oldest first.
+/// List DLQ entries, oldest first (or newest, with `order=latestFirst`); or, with `dlqIds`,
+/// those of the named entries that exist.
 #[utoipa::path(get, path = "/v2/workflows/dlq", tag = "dlq",
-    params(FilterParams, PageParams),
+    params(IdsParams, FilterParams, PageParams),
     responses(
         (status = 200, description = "One page; `cursor` is absent on the last", body = ListResponse),
         (status = 400, description = "A malformed parameter", body = ErrorBody),
@@ -147,9 +175,22 @@ pub async fn list(
     State(s): State<Arc<AppState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<ListResponse>, ApiError> {
-    let q = parse_query(raw.as_deref(), QueryKind::List)?;
+    let q = parse_query(raw.as_deref())?;
     view_ready(&s)?;
-    let page = s.view.list(&q.compiled, q.cursor.as_ref(), q.count);
+    if !q.dlq_ids.is_empty() {
+        let mut found: Vec<_> = q.dlq_ids.iter().filter_map(|id| s.view.get(id)).collect();
+        found.sort_by(|a, b| (a.created_at, &a.dlq_id).cmp(&(b.created_at, &b.dlq_id)));
+        if q.order == Order::LatestFirst {
+            found.reverse();
+        }
+        return Ok(Json(ListResponse {
+            messages: found.iter().map(DlqMessage::from).collect(),
+            cursor: None,
+        }));
+    }
+    let page = s
+        .view
+        .list_in(&q.compiled, q.order, q.cursor.as_ref(), q.count);
     Ok(Json(ListResponse {
         messages: page.entries.iter().map(DlqMessage::from).collect(),
         cursor: page.next.map(|c| c.encode()),
@@ -194,18 +235,26 @@ struct Acted {
     cursor: Option<String>,
 }
 
-/// Resolves the target against the view, writes the command, waits for its result.
+/// Resolves the target against the view, writes the command, waits for its result. With a
+/// deduplication key (`dedup`: the command id it stands for), a command already finished is
+/// answered with its first outcome, acting on nothing.
 async fn act(
     s: &AppState,
+    caller: &Caller,
     action: Action,
     target: Target,
     overrides: Option<Overrides>,
+    dedup: Option<String>,
 ) -> Result<Acted, ApiError> {
     view_ready(s)?;
     if !s.ledger.is_caught_up() {
         return Err(ApiError::Unavailable(
             "the command ledger is still loading from Kafka; retry shortly".into(),
         ));
+    }
+    if let Some(first) = dedup.as_deref().and_then(|id| s.ledger.finished(id)) {
+        let cursor = Some(first.page_cursor.clone()).filter(|c| !c.is_empty());
+        return sort_outcomes(&first.command_id, &first, cursor);
     }
     let (ids, cursor, reason) = match target {
         Target::Ids(ids) => {
@@ -227,12 +276,13 @@ async fn act(
         }
         Target::Page {
             filter,
+            order,
             cursor,
             count,
         } => {
             let budget = (s.cfg.max_per_second * PAGE_BUDGET.as_secs_f64()).floor() as usize;
             let count = count.min(budget.max(1)).min(MAX_IDS);
-            let page = s.view.list(&filter, cursor.as_ref(), count);
+            let page = s.view.list_in(&filter, order, cursor.as_ref(), count);
             let ids = page.entries.into_iter().map(|e| e.dlq_id).collect();
             let what = if filter.is_empty() { "all" } else { "filter" };
             (
@@ -251,13 +301,20 @@ async fn act(
             cursor,
         });
     }
-    let starts_runs = action != Action::Delete;
+    let starts_runs = matches!(
+        action,
+        Action::Restart | Action::Resume | Action::RetryFailureCallback
+    );
+    // With a deduplication key, the command is written under its own id (not the entry's), so
+    // a retry sent while the first is still in flight lands on the same partition after it and
+    // is recognised there as a duplicate.
+    let keyed_by_command = dedup.is_some();
     let cmd = RecoveryCommand {
-        command_id: format!("http-{}", uuid::Uuid::now_v7()),
+        command_id: dedup.unwrap_or_else(|| format!("http-{}", uuid::Uuid::now_v7())),
         action: action as i32,
         selector: Some(Selector::DlqIds(Ids { ids: ids.clone() })),
         overrides,
-        requested_by: "http".into(),
+        requested_by: caller.requested_by(),
         reason,
         requested_at: crate::now_ms(),
         new_run_ids: if starts_runs {
@@ -265,11 +322,12 @@ async fn act(
         } else {
             Default::default()
         },
+        page_cursor: cursor.clone().unwrap_or_default(),
         ..Default::default()
     };
     let result = s
         .commands
-        .submit(&cmd, ACTION_WAIT)
+        .submit(&cmd, keyed_by_command, ACTION_WAIT)
         .await
         .map_err(|e| match e {
             SubmitError::NoAnswer { .. } | SubmitError::Produce { .. } => {
@@ -277,20 +335,19 @@ async fn act(
             }
             SubmitError::Producer(_) => ApiError::Internal(e.to_string()),
         })?;
-    let acted = sort_outcomes(&cmd, &result, cursor)?;
+    let acted = sort_outcomes(&cmd.command_id, &result, cursor)?;
     await_view(s, action, &acted.ok).await;
     Ok(acted)
 }
 
 fn sort_outcomes(
-    cmd: &RecoveryCommand,
+    command_id: &str,
     result: &CommandResult,
     cursor: Option<String>,
 ) -> Result<Acted, ApiError> {
     if result.items.is_empty() && result.matched > 0 {
         return Err(ApiError::Internal(format!(
-            "command {} finished without per-entry outcomes",
-            cmd.command_id
+            "command {command_id} finished without per-entry outcomes"
         )));
     }
     let mut acted = Acted {
@@ -324,13 +381,21 @@ fn sort_outcomes(
 /// Waits (bounded) until this instance's view shows what the command did, so the caller's
 /// next read sees it.
 async fn await_view(s: &AppState, action: Action, ok: &[String]) {
-    let shown = |id: &String| match s.view.get(id) {
-        None => action != Action::RetryFailureCallback,
-        Some(e) => {
-            action == Action::RetryFailureCallback
-                && e.event
-                    .and_then(|ev| ev.failure_callback_info)
-                    .is_some_and(|i| i.state != CbState::CallbackFail as i32)
+    let shown = |id: &String| match (s.view.get(id), action) {
+        (None, a) => !matches!(
+            a,
+            Action::RetryFailureCallback | Action::CancelFailureCallback
+        ),
+        (Some(e), a) => {
+            let state = e
+                .event
+                .and_then(|ev| ev.failure_callback_info)
+                .map_or(0, |i| i.state);
+            match a {
+                Action::RetryFailureCallback => state != CbState::CallbackFail as i32,
+                Action::CancelFailureCallback => state != CbState::CallbackInprogress as i32,
+                _ => false,
+            }
         }
     };
     // Re-checked on every move of the view's reader, until the deadline.
@@ -345,16 +410,24 @@ async fn await_view(s: &AppState, action: Action, ok: &[String]) {
     .await;
 }
 
-/// One entry's action: the run it started, or why not.
+/// One entry's action: the run it started, or why not (a 400, as Upstash answers a callback
+/// that cannot be re-run or canceled).
 async fn act_on_one(
     s: &AppState,
+    caller: &Caller,
     action: Action,
     dlq_id: String,
-    overrides: Option<Overrides>,
+    headers: &HeaderMap,
 ) -> Result<Acted, ApiError> {
-    let acted = act(s, action, Target::Ids(vec![dlq_id.clone()]), overrides).await?;
+    let overrides = match action {
+        Action::Restart | Action::Resume => overrides::parse(headers)?,
+        _ => None,
+    };
+    let dedup = dedup::command_id(headers, &format!("{} {dlq_id}", action.as_str_name()))?;
+    let target = Target::Ids(vec![dlq_id.clone()]);
+    let acted = act(s, caller, action, target, overrides, dedup).await?;
     if let Some((_, why)) = acted.refused.first() {
-        return Err(ApiError::Conflict(format!(
+        return Err(ApiError::BadRequest(format!(
             "DLQ message `{dlq_id}` cannot be acted on: {why}"
         )));
     }
@@ -375,13 +448,16 @@ fn single_run(acted: Acted, dlq_id: &str) -> Result<Json<WorkflowRun>, ApiError>
 
 async fn runs_bulk(
     s: &AppState,
+    caller: &Caller,
     action: Action,
     raw: Option<String>,
     headers: &HeaderMap,
 ) -> Result<Json<WorkflowRunsResponse>, ApiError> {
-    let q = parse_query(raw.as_deref(), QueryKind::Action)?;
+    let q = parse_query(raw.as_deref())?;
     let overrides = overrides::parse(headers)?;
-    let acted = act(s, action, q.into_target(), overrides).await?;
+    let request = format!("{} {}", action.as_str_name(), raw.unwrap_or_default());
+    let dedup = dedup::command_id(headers, &request)?;
+    let acted = act(s, caller, action, q.into_target(), overrides, dedup).await?;
     Ok(Json(WorkflowRunsResponse {
         workflow_runs: acted.runs,
         cursor: acted.cursor,
@@ -393,6 +469,7 @@ async fn runs_bulk(
 #[utoipa::path(post, path = "/v2/workflows/dlq/restart", tag = "dlq",
     params(IdsParams, FilterParams, PageParams),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, description = "The runs started; `cursor` names the next page", body = WorkflowRunsResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "Some named entries do not exist", body = ErrorBody),
@@ -401,16 +478,18 @@ async fn runs_bulk(
     security(("bearer" = [])))]
 pub async fn restart_bulk(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRunsResponse>, ApiError> {
-    runs_bulk(&s, Action::Restart, raw, &headers).await
+    runs_bulk(&s, &caller, Action::Restart, raw, &headers).await
 }
 
 /// Resume entries from the point of failure (completed steps are replayed), like restart.
 #[utoipa::path(post, path = "/v2/workflows/dlq/resume", tag = "dlq",
     params(IdsParams, FilterParams, PageParams),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = WorkflowRunsResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -418,16 +497,18 @@ pub async fn restart_bulk(
     security(("bearer" = [])))]
 pub async fn resume_bulk(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRunsResponse>, ApiError> {
-    runs_bulk(&s, Action::Resume, raw, &headers).await
+    runs_bulk(&s, &caller, Action::Resume, raw, &headers).await
 }
 
 /// Restart one entry.
 #[utoipa::path(post, path = "/v2/workflows/dlq/restart/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path)),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = WorkflowRun),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -435,11 +516,11 @@ pub async fn resume_bulk(
     security(("bearer" = [])))]
 pub async fn restart_one(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRun>, ApiError> {
-    let overrides = overrides::parse(&headers)?;
-    let acted = act_on_one(&s, Action::Restart, dlq_id.clone(), overrides).await?;
+    let acted = act_on_one(&s, &caller, Action::Restart, dlq_id.clone(), &headers).await?;
     single_run(acted, &dlq_id)
 }
 
@@ -447,6 +528,7 @@ pub async fn restart_one(
 #[utoipa::path(post, path = "/v2/workflows/dlq/resume/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path)),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = WorkflowRun),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -454,11 +536,11 @@ pub async fn restart_one(
     security(("bearer" = [])))]
 pub async fn resume_one(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRun>, ApiError> {
-    let overrides = overrides::parse(&headers)?;
-    let acted = act_on_one(&s, Action::Resume, dlq_id.clone(), overrides).await?;
+    let acted = act_on_one(&s, &caller, Action::Resume, dlq_id.clone(), &headers).await?;
     single_run(acted, &dlq_id)
 }
 
@@ -466,18 +548,28 @@ pub async fn resume_one(
 #[utoipa::path(post, path = "/v2/workflows/dlq/callback/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path)),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = WorkflowRun),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "The entry has no failed callback to re-run", body = ErrorBody),
+        (status = 400, description = "The entry has no failed callback to re-run", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn callback_one(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<WorkflowRun>, ApiError> {
-    let acted = act_on_one(&s, Action::RetryFailureCallback, dlq_id.clone(), None).await?;
+    let acted = act_on_one(
+        &s,
+        &caller,
+        Action::RetryFailureCallback,
+        dlq_id.clone(),
+        &headers,
+    )
+    .await?;
     single_run(acted, &dlq_id)
 }
 
@@ -485,6 +577,7 @@ pub async fn callback_one(
 #[utoipa::path(delete, path = "/v2/workflows/dlq/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path)),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = DeleteResponse),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -493,9 +586,11 @@ pub async fn callback_one(
     security(("bearer" = [])))]
 pub async fn delete_one(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<DeleteResponse>, ApiError> {
-    let acted = act_on_one(&s, Action::Delete, dlq_id, None).await?;
+    let acted = act_on_one(&s, &caller, Action::Delete, dlq_id, &headers).await?;
     Ok(Json(DeleteResponse {
         deleted: acted.ok.len() as u64,
         cursor: None,
@@ -508,6 +603,7 @@ pub async fn delete_one(
     params(IdsParams, FilterParams, PageParams),
     request_body(content = Option<DeleteIdsBody>, content_type = "application/json"),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = DeleteResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, description = "Body too large"),
@@ -516,10 +612,18 @@ pub async fn delete_one(
     security(("bearer" = [])))]
 pub async fn delete_bulk(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<DeleteResponse>, ApiError> {
-    let mut q = parse_query(raw.as_deref(), QueryKind::Action)?;
+    let mut q = parse_query(raw.as_deref())?;
+    let request = format!(
+        "DELETE {} {}",
+        raw.as_deref().unwrap_or_default(),
+        String::from_utf8_lossy(&body)
+    );
+    let dedup = dedup::command_id(&headers, &request)?;
     if !body.iter().all(u8::is_ascii_whitespace) {
         let named: DeleteIdsBody = serde_json::from_slice(&body).map_err(|e| {
             ApiError::BadRequest(format!(
@@ -544,9 +648,116 @@ pub async fn delete_bulk(
             )));
         }
     }
-    let acted = act(&s, Action::Delete, q.into_target(), None).await?;
+    let acted = act(&s, &caller, Action::Delete, q.into_target(), None, dedup).await?;
     Ok(Json(DeleteResponse {
         deleted: acted.ok.len() as u64,
         cursor: acted.cursor,
     }))
+}
+
+/// Cancel an in-progress failure callback (one re-run with `POST …/callback/{dlqId}`): the entry
+/// is marked `CALLBACK_CANCELED`, and a later report of that run's end is ignored. Answers 302,
+/// as Upstash documents it.
+#[utoipa::path(delete, path = "/v2/workflows/dlq/callback/{dlqId}", tag = "dlq",
+    params(("dlqId" = String, Path)),
+    responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
+        (status = 302, description = "Canceled", body = CallbackCanceled),
+        (status = 400, description = "No failure callback in progress", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn cancel_callback(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(dlq_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<CallbackCanceled>), ApiError> {
+    act_on_one(
+        &s,
+        &caller,
+        Action::CancelFailureCallback,
+        dlq_id.clone(),
+        &headers,
+    )
+    .await?;
+    Ok((
+        StatusCode::FOUND,
+        Json(CallbackCanceled {
+            dlq_id,
+            state: CbState::CallbackCanceled.as_str_name().to_string(),
+        }),
+    ))
+}
+
+// ---- QStash's retry ----
+//
+// QStash re-delivers a failed message as a new one with the same request. For a workflow run
+// that is a resume: the run is re-delivered with its completed steps replayed, so nothing that
+// succeeded runs twice. The new run's id is the `messageId` answered.
+
+fn published(runs: Vec<WorkflowRun>) -> Vec<PublishResponse> {
+    runs.into_iter()
+        .map(|r| PublishResponse {
+            message_id: r.workflow_run_id,
+            dlq_id: r.dlq_id,
+            workflow_created_at: r.workflow_created_at,
+        })
+        .collect()
+}
+
+/// Retry one message (QStash): re-delivered as a resume of its run. Takes the override headers
+/// of restart and resume.
+#[utoipa::path(post, path = "/v2/dlq/retry/{dlqId}", tag = "dlq",
+    params(("dlqId" = String, Path)),
+    responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
+        (status = 201, body = PublishResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn retry_one(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(dlq_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
+    let acted = act_on_one(&s, &caller, Action::Resume, dlq_id.clone(), &headers).await?;
+    let run = single_run(acted, &dlq_id)?.0;
+    let mut one = published(vec![run]);
+    let first = one
+        .pop()
+        .ok_or_else(|| ApiError::Internal(format!("no run was reported for `{dlq_id}`")))?;
+    Ok((StatusCode::CREATED, Json(first)))
+}
+
+/// Retry messages (QStash): by `dlqIds`, by filter, or — with neither — all, one page of `count`
+/// per call (follow `cursor`). Each is re-delivered as a resume of its run.
+#[utoipa::path(post, path = "/v2/dlq/retry", tag = "dlq",
+    params(IdsParams, FilterParams, PageParams),
+    responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
+        (status = 201, description = "The messages re-delivered; `cursor` names the next page", body = RetryResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, description = "Some named entries do not exist", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn retry_bulk(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<RetryResponse>), ApiError> {
+    let Json(runs) = runs_bulk(&s, &caller, Action::Resume, raw, &headers).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(RetryResponse {
+            responses: published(runs.workflow_runs),
+            cursor: runs.cursor,
+        }),
+    ))
 }

@@ -48,6 +48,27 @@ pub struct DlqMessage {
     pub failure_callback: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_callback_info: Option<FailureCallbackInfo>,
+    /// The failure callback's state at the top level, as Workflow lists it (also inside
+    /// `failureCallbackInfo`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_function_state: Option<String>,
+    /// QStash: headers sent with the failure callback.
+    #[serde(default, skip_serializing_if = "HeaderMap::is_empty")]
+    pub failure_callback_header: HeaderMap,
+    /// QStash: the per-delivery callback URL, and its headers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
+    #[serde(default, skip_serializing_if = "HeaderMap::is_empty")]
+    pub callback_header: HeaderMap,
+    /// QStash: the URL group (a.k.a. topic) it was sent to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic_name: Option<String>,
+    /// QStash: the queue it was enqueued to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_name: Option<String>,
+    /// QStash: the schedule that sent it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule_id: Option<String>,
     /// The first label, as older SDKs read it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
@@ -147,6 +168,34 @@ pub struct DeleteResponse {
     pub cursor: Option<String>,
 }
 
+/// QStash's answer to a retry: the new message (for a workflow run: the new run's id).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishResponse {
+    pub message_id: String,
+    /// The entry it was re-delivered from.
+    pub dlq_id: String,
+    /// Unix ms.
+    pub workflow_created_at: i64,
+}
+
+/// QStash's bulk retry: one response per message re-delivered, and the next page's cursor.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RetryResponse {
+    pub responses: Vec<PublishResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// A failure callback canceled.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackCanceled {
+    pub dlq_id: String,
+    /// `CALLBACK_CANCELED`.
+    pub state: String,
+}
+
 /// Every error: a message a person can act on.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
@@ -162,6 +211,10 @@ fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
         Ok(text) => (Some(text.to_string()), None),
         Err(_) => (None, Some(STANDARD.encode(bytes))),
     }
+}
+
+fn nonempty(s: &str) -> Option<String> {
+    Some(s.to_string()).filter(|s| !s.is_empty())
 }
 
 fn header_map(h: &BTreeMap<String, HeaderValues>) -> HeaderMap {
@@ -222,8 +275,15 @@ impl From<&DlqEntry> for DlqMessage {
             response_header: header_map(&ev.response_header),
             response_body,
             response_body_base64,
-            failure_callback: Some(ev.failure_callback.clone()).filter(|s| !s.is_empty()),
+            failure_callback: nonempty(&ev.failure_callback),
+            failure_function_state: failure_callback_info.as_ref().map(|i| i.state.clone()),
             failure_callback_info,
+            failure_callback_header: header_map(&ev.failure_callback_header),
+            callback: nonempty(&ev.callback),
+            callback_header: header_map(&ev.callback_header),
+            topic_name: nonempty(&ev.topic_name),
+            queue_name: nonempty(&ev.queue_name),
+            schedule_id: nonempty(&ev.schedule_id),
             label: ev.labels.first().cloned(),
             labels: ev.labels.clone(),
             flow_control_key: ev.flow_control.as_ref().map(|f| f.key.clone()),

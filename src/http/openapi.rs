@@ -16,20 +16,25 @@ use super::{dlq, messages};
 #[openapi(
     info(
         title = "workflow-dlq",
-        description = "A Kafka-native dead letter queue for durable workflow runs, in Upstash \
-                       Workflow's DLQ dialect. Every route but /healthz, /readyz and /metrics \
-                       needs `Authorization: Bearer <token>`."
+        description = "A Kafka-native dead letter queue for durable workflow runs, in Upstash's \
+                       DLQ dialect (Workflow and QStash). Every route but /healthz, /readyz and \
+                       /metrics needs `Authorization: Bearer <token>`. A QStash retry \
+                       re-delivers the failed request: for a workflow run that is a resume \
+                       (completed steps are replayed, not run again). Every action takes an \
+                       `Upstash-Deduplication-Id` (or `Idempotency-Key`) header: the same key \
+                       for the same request acts once and answers the first outcome again."
     ),
     paths(
         dlq::list, dlq::get_one, dlq::delete_one, dlq::delete_bulk,
         dlq::restart_bulk, dlq::resume_bulk, dlq::restart_one, dlq::resume_one,
-        dlq::callback_one,
+        dlq::callback_one, dlq::cancel_callback, dlq::retry_one, dlq::retry_bulk,
         super::healthz, super::readyz, super::metrics_text, super::status, openapi_json,
     ),
     components(schemas(
         messages::DlqMessage, messages::FailureCallbackInfo, messages::FlowControl,
         messages::StepInfo, messages::ListResponse, messages::WorkflowRun,
         messages::WorkflowRunsResponse, messages::DeleteResponse, messages::ErrorBody,
+        messages::PublishResponse, messages::RetryResponse, messages::CallbackCanceled,
         dlq::DeleteIdsBody,
     )),
     modifiers(&BearerAuth),

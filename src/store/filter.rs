@@ -18,26 +18,72 @@ pub enum FilterError {
 /// A string as the view keeps it: a number standing for it (see [`crate::store::view`]).
 pub type Sym = u32;
 
+/// Fields of an entry that many entries share, kept by the view as one symbol per distinct
+/// combination (4 bytes per entry for all five; a filter on them resolves to the set of
+/// combinations it accepts). The strings are the view's symbols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Traits {
+    pub callback_state: i32,
+    pub response_status: i32,
+    pub topic_name: Sym,
+    pub queue_name: Sym,
+    pub schedule_id: Sym,
+}
+
+impl From<&Traits> for Traits {
+    fn from(t: &Traits) -> Traits {
+        *t
+    }
+}
+
 /// The fields of an entry a filter looks at, as the view keeps them: strings as symbols, the
-/// run id as a hash (unique per entry, so not worth a symbol).
+/// run and message ids as hashes (unique per entry, so not worth a symbol).
 pub struct FilterKeys<'a> {
     pub created_at: i64,
     pub workflow_url: Sym,
-    pub workflow_run_id_hash: u64,
+    pub workflow_run_id_hash: u32,
+    pub message_id_hash: u32,
     pub workflow_created_at: i64,
     pub labels: &'a [Sym],
-    pub callback_state: i32,
+    pub traits: Sym,
     pub caller_ip: Sym,
     pub flow_control_key: Sym,
 }
 
-/// The hash a run id is kept as: one seed per process, which is all the view needs (it
-/// compares hashes it made itself).
-pub fn run_id_hash(run_id: &str) -> u64 {
+/// The hash a run or message id is kept as: one seed per process, which is all the view needs
+/// (it compares hashes it made itself, and confirms a hit against the entry's bytes).
+pub fn key_hash(id: &str) -> u32 {
     use std::hash::BuildHasher;
     static SEED: std::sync::LazyLock<hashbrown::DefaultHashBuilder> =
         std::sync::LazyLock::new(Default::default);
-    SEED.hash_one(run_id)
+    SEED.hash_one(id) as u32
+}
+
+/// Which end of the listing order comes first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    /// Oldest first (Upstash's default, `earliestFirst`).
+    #[default]
+    EarliestFirst,
+    /// Newest first (`latestFirst`).
+    LatestFirst,
+}
+
+impl Order {
+    pub fn parse(text: &str) -> Option<Order> {
+        match text {
+            "earliestFirst" | "earliest" => Some(Order::EarliestFirst),
+            "latestFirst" | "latest" => Some(Order::LatestFirst),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Order::EarliestFirst => "earliestFirst",
+            Order::LatestFirst => "latestFirst",
+        }
+    }
 }
 
 /// A validated filter, ready to match.
@@ -52,6 +98,11 @@ pub struct EntryFilter {
     callback_state: Vec<i32>,
     caller_ip: Vec<String>,
     flow_control_key: Vec<String>,
+    message_id: Option<String>,
+    topic_name: Vec<String>,
+    schedule_id: Vec<String>,
+    queue_name: Vec<String>,
+    response_status: Vec<i32>,
 }
 
 fn nonempty(values: &[String]) -> Vec<String> {
@@ -60,6 +111,10 @@ fn nonempty(values: &[String]) -> Vec<String> {
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
         .collect()
+}
+
+fn single(value: &str) -> Option<String> {
+    Some(value.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 impl EntryFilter {
@@ -85,16 +140,24 @@ impl EntryFilter {
                 return Err(FilterError::DateRange { from, to });
             }
         }
+        let mut response_status = f.response_status.clone();
+        response_status.sort_unstable();
+        response_status.dedup();
         Ok(EntryFilter {
             from_date,
             to_date,
             workflow_url: nonempty(&f.workflow_url),
-            workflow_run_id: Some(f.workflow_run_id.trim().to_string()).filter(|s| !s.is_empty()),
+            workflow_run_id: single(&f.workflow_run_id),
             workflow_created_at: (f.workflow_created_at != 0).then_some(f.workflow_created_at),
             label: nonempty(&f.label),
             callback_state,
             caller_ip: nonempty(&f.caller_ip),
             flow_control_key: nonempty(&f.flow_control_key),
+            message_id: single(&f.message_id),
+            topic_name: nonempty(&f.topic_name),
+            schedule_id: nonempty(&f.schedule_id),
+            queue_name: nonempty(&f.queue_name),
+            response_status,
         })
     }
 
@@ -117,12 +180,18 @@ impl EntryFilter {
             workflow_run_id: self
                 .workflow_run_id
                 .as_ref()
-                .map(|r| (run_id_hash(r), r.clone())),
+                .map(|r| (key_hash(r), r.clone())),
+            message_id: self.message_id.as_ref().map(|r| (key_hash(r), r.clone())),
             workflow_created_at: self.workflow_created_at,
             label: resolve(&self.label)?,
             callback_state: self.callback_state.clone(),
             caller_ip: resolve(&self.caller_ip)?,
             flow_control_key: resolve(&self.flow_control_key)?,
+            topic_name: resolve(&self.topic_name)?,
+            schedule_id: resolve(&self.schedule_id)?,
+            queue_name: resolve(&self.queue_name)?,
+            response_status: self.response_status.clone(),
+            traits_allowed: None,
         })
     }
 }
@@ -133,12 +202,19 @@ pub struct Matcher {
     from_date: Option<i64>,
     to_date: Option<i64>,
     workflow_url: Vec<Sym>,
-    workflow_run_id: Option<(u64, String)>,
+    workflow_run_id: Option<(u32, String)>,
+    message_id: Option<(u32, String)>,
     workflow_created_at: Option<i64>,
     label: Vec<Sym>,
     callback_state: Vec<i32>,
     caller_ip: Vec<Sym>,
     flow_control_key: Vec<Sym>,
+    topic_name: Vec<Sym>,
+    schedule_id: Vec<Sym>,
+    queue_name: Vec<Sym>,
+    response_status: Vec<i32>,
+    /// Per [`Traits`] symbol, whether it is accepted; `None` when no traits field is filtered.
+    traits_allowed: Option<Vec<bool>>,
 }
 
 impl Matcher {
@@ -153,9 +229,36 @@ impl Matcher {
         ]
     }
 
-    /// True when the entry matches. `run_id` gives the entry's run id; it is asked for only
-    /// when a run id is wanted and the hashes agree.
-    pub fn matches(&self, k: &FilterKeys<'_>, run_id: impl FnOnce() -> Option<String>) -> bool {
+    /// True when a field kept in [`Traits`] is filtered.
+    pub fn filters_traits(&self) -> bool {
+        !(self.callback_state.is_empty()
+            && self.response_status.is_empty()
+            && self.topic_name.is_empty()
+            && self.schedule_id.is_empty()
+            && self.queue_name.is_empty())
+    }
+
+    /// Whether an entry with these traits passes the traits fields of the filter.
+    pub fn accepts_traits(&self, t: &Traits) -> bool {
+        fn any_of<T: PartialEq>(wanted: &[T], have: &T) -> bool {
+            wanted.is_empty() || wanted.contains(have)
+        }
+        any_of(&self.callback_state, &t.callback_state)
+            && any_of(&self.response_status, &t.response_status)
+            && any_of(&self.topic_name, &t.topic_name)
+            && any_of(&self.schedule_id, &t.schedule_id)
+            && any_of(&self.queue_name, &t.queue_name)
+    }
+
+    /// Sets which traits symbols pass (see [`Matcher::accepts_traits`]), as the view resolved
+    /// them.
+    pub fn allow_traits(&mut self, allowed: Vec<bool>) {
+        self.traits_allowed = Some(allowed);
+    }
+
+    /// True when the entry matches. `ids` gives the entry's run and message ids; it is asked
+    /// for only when one is wanted and the hashes agree.
+    pub fn matches(&self, k: &FilterKeys<'_>, ids: impl Fn() -> Option<(String, String)>) -> bool {
         fn any_of(wanted: &[Sym], have: Sym) -> bool {
             wanted.is_empty() || wanted.contains(&have)
         }
@@ -166,26 +269,44 @@ impl Matcher {
                 .workflow_created_at
                 .is_none_or(|t| t == k.workflow_created_at)
             && (self.label.is_empty() || self.label.iter().any(|l| k.labels.contains(l)))
-            && (self.callback_state.is_empty() || self.callback_state.contains(&k.callback_state))
+            && self
+                .traits_allowed
+                .as_ref()
+                .is_none_or(|a| a.get(k.traits as usize).copied().unwrap_or(false))
             && any_of(&self.caller_ip, k.caller_ip)
             && any_of(&self.flow_control_key, k.flow_control_key)
             && self.workflow_run_id.as_ref().is_none_or(|(hash, wanted)| {
-                *hash == k.workflow_run_id_hash && run_id().as_deref() == Some(wanted.as_str())
+                *hash == k.workflow_run_id_hash && ids().is_some_and(|(run, _)| run == *wanted)
+            })
+            && self.message_id.as_ref().is_none_or(|(hash, wanted)| {
+                *hash == k.message_id_hash && ids().is_some_and(|(_, msg)| msg == *wanted)
             })
     }
 }
 
-/// Position after the last entry of a page: entries are ordered by `created_at`, then `dlqId`,
-/// so a cursor stays valid while entries come and go around it.
+/// Position after the last entry of a page: entries are ordered by `created_at`, then `dlqId`
+/// (or the reverse, newest first), so a cursor stays valid while entries come and go around it:
+/// it names a position, not an index. It remembers its order, so it cannot be used to page the
+/// other way.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cursor {
     pub created_at: i64,
     pub dlq_id: String,
+    pub latest_first: bool,
 }
 
 impl Cursor {
+    pub fn order(&self) -> Order {
+        if self.latest_first {
+            Order::LatestFirst
+        } else {
+            Order::EarliestFirst
+        }
+    }
+
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.created_at, self.dlq_id))
+        let dir = if self.latest_first { "d:" } else { "" };
+        URL_SAFE_NO_PAD.encode(format!("{dir}{}:{}", self.created_at, self.dlq_id))
     }
 
     pub fn decode(text: &str) -> Result<Cursor, FilterError> {
@@ -193,10 +314,15 @@ impl Cursor {
             .decode(text.trim())
             .map_err(|_| FilterError::Cursor)?;
         let raw = String::from_utf8(raw).map_err(|_| FilterError::Cursor)?;
+        let (latest_first, raw) = match raw.strip_prefix("d:") {
+            Some(rest) => (true, rest),
+            None => (false, raw.as_str()),
+        };
         let (ts, id) = raw.split_once(':').ok_or(FilterError::Cursor)?;
         Ok(Cursor {
             created_at: ts.parse().map_err(|_| FilterError::Cursor)?,
             dlq_id: id.to_string(),
+            latest_first,
         })
     }
 }
@@ -207,11 +333,14 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
-        let c = Cursor {
-            created_at: 1_700_000_000_000,
-            dlq_id: "dlq-abc".into(),
-        };
-        assert_eq!(Cursor::decode(&c.encode()), Ok(c));
+        for latest_first in [false, true] {
+            let c = Cursor {
+                created_at: 1_700_000_000_000,
+                dlq_id: "dlq-abc".into(),
+                latest_first,
+            };
+            assert_eq!(Cursor::decode(&c.encode()), Ok(c));
+        }
         assert_eq!(Cursor::decode("%%%"), Err(FilterError::Cursor));
         assert_eq!(Cursor::decode("bm9jb2xvbg"), Err(FilterError::Cursor));
     }

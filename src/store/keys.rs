@@ -29,10 +29,15 @@ mod event {
     pub const WORKFLOW_RUN_ID: u32 = 2;
     pub const WORKFLOW_URL: u32 = 3;
     pub const WORKFLOW_CREATED_AT: u32 = 4;
+    pub const MESSAGE_ID: u32 = 5;
     pub const CALLER_IP: u32 = 11;
     pub const LABELS: u32 = 12;
     pub const FLOW_CONTROL: u32 = 13;
+    pub const RESPONSE_STATUS: u32 = 16;
     pub const FAILURE_CALLBACK_INFO: u32 = 20;
+    pub const TOPIC_NAME: u32 = 24;
+    pub const QUEUE_NAME: u32 = 25;
+    pub const SCHEDULE_ID: u32 = 26;
     /// `FlowControl.key`.
     pub const FLOW_CONTROL_KEY: u32 = 1;
     /// `FailureCallbackInfo.state`.
@@ -52,6 +57,11 @@ pub struct IndexKeys<'a> {
     pub labels: Vec<&'a str>,
     pub flow_control_key: &'a str,
     pub callback_state: i32,
+    pub message_id: &'a str,
+    pub response_status: i32,
+    pub topic_name: &'a str,
+    pub queue_name: &'a str,
+    pub schedule_id: &'a str,
 }
 
 /// One field of a protobuf message.
@@ -143,6 +153,11 @@ impl<'a> IndexKeys<'a> {
                 event::WORKFLOW_RUN_ID => self.workflow_run_id = text(bytes(v)?)?,
                 event::WORKFLOW_URL => self.workflow_url = text(bytes(v)?)?,
                 event::WORKFLOW_CREATED_AT => self.workflow_created_at = varint(v)? as i64,
+                event::MESSAGE_ID => self.message_id = text(bytes(v)?)?,
+                event::RESPONSE_STATUS => self.response_status = varint(v)? as i32,
+                event::TOPIC_NAME => self.topic_name = text(bytes(v)?)?,
+                event::QUEUE_NAME => self.queue_name = text(bytes(v)?)?,
+                event::SCHEDULE_ID => self.schedule_id = text(bytes(v)?)?,
                 event::CALLER_IP => self.caller_ip = text(bytes(v)?)?,
                 event::LABELS => self.labels.push(text(bytes(v)?)?),
                 event::FLOW_CONTROL => fields(bytes(v)?, |tag, v| {
@@ -197,6 +212,11 @@ mod tests {
                     state: State::CallbackFail as i32,
                     ..Default::default()
                 }),
+                message_id: format!("msg_{n}"),
+                response_status: if n % 2 == 0 { 500 } else { -1 },
+                topic_name: "group-a".into(),
+                queue_name: format!("q-{}", n % 2),
+                schedule_id: "scd_1".into(),
                 ..Default::default()
             }),
         }
@@ -222,6 +242,11 @@ mod tests {
             callback_state: ev
                 .and_then(|v| v.failure_callback_info.as_ref())
                 .map_or(0, |i| i.state),
+            message_id: ev.map_or("", |v| &v.message_id),
+            response_status: ev.map_or(0, |v| v.response_status),
+            topic_name: ev.map_or("", |v| &v.topic_name),
+            queue_name: ev.map_or("", |v| &v.queue_name),
+            schedule_id: ev.map_or("", |v| &v.schedule_id),
         }
     }
 

@@ -228,18 +228,58 @@ impl Postings {
                 .map(at),
         )
     }
+
+    /// The keys at or before `upper`, last first (a newest-first listing). `at` as for
+    /// [`Postings::insert`].
+    pub fn until<'a>(
+        &'a self,
+        upper: Key,
+        at: impl Fn(u32) -> Key + 'a,
+    ) -> impl Iterator<Item = Key> + 'a {
+        let (one, chunks): (Option<Key>, &[Chunk]) = match self {
+            Postings::One(k) => ((*k <= upper).then_some(*k), &[]),
+            Postings::Many { chunks, .. } => (None, &chunks[..]),
+        };
+        let n = chunks.partition_point(|c| c.first <= upper);
+        let chunks = &chunks[..n];
+        let keep = chunks
+            .last()
+            .map_or(0, |c| c.keys.partition_point(|&k| at(k) <= upper));
+        one.into_iter().chain(
+            chunks
+                .iter()
+                .enumerate()
+                .rev()
+                .flat_map(move |(i, c)| {
+                    let end = if i + 1 == n { keep } else { c.keys.len() };
+                    c.keys[..end].iter().rev().copied()
+                })
+                .map(at),
+        )
+    }
 }
 
-/// The union of sorted key streams, in order, each key once.
+/// The union of sorted key streams, in their order (ascending, or descending for streams made
+/// by [`Postings::until`]), each key once.
 pub struct Union<I: Iterator<Item = Key>> {
     heads: Vec<(Option<Key>, I)>,
     last: Option<Key>,
+    descending: bool,
 }
 
 impl<I: Iterator<Item = Key>> Union<I> {
+    #[cfg(test)]
     pub fn new(streams: impl IntoIterator<Item = I>) -> Self {
+        Self::ordered(streams, false)
+    }
+
+    pub fn ordered(streams: impl IntoIterator<Item = I>, descending: bool) -> Self {
         let heads = streams.into_iter().map(|mut s| (s.next(), s)).collect();
-        Union { heads, last: None }
+        Union {
+            heads,
+            last: None,
+            descending,
+        }
     }
 }
 
@@ -248,12 +288,16 @@ impl<I: Iterator<Item = Key>> Iterator for Union<I> {
 
     fn next(&mut self) -> Option<Key> {
         loop {
-            let (i, _) = self
+            let heads = self
                 .heads
                 .iter()
                 .enumerate()
-                .filter_map(|(i, (h, _))| h.map(|h| (i, h)))
-                .min_by_key(|(_, h)| *h)?;
+                .filter_map(|(i, (h, _))| h.map(|h| (i, h)));
+            let (i, _) = if self.descending {
+                heads.max_by_key(|(_, h)| *h)?
+            } else {
+                heads.min_by_key(|(_, h)| *h)?
+            };
             let (head, stream) = &mut self.heads[i];
             let k = head.take()?;
             *head = stream.next();
@@ -338,6 +382,12 @@ mod tests {
                         .collect();
                     let want: Vec<_> = oracle.range(lower..).copied().collect();
                     assert_eq!(got, want);
+                    let got: Vec<_> = p
+                        .until(Key::new(lower.0, lower.1), at)
+                        .map(Key::get)
+                        .collect();
+                    let want: Vec<_> = oracle.range(..=lower).rev().copied().collect();
+                    assert_eq!(got, want, "until {lower:?}");
                 }
             }
             check(&p, &oracle, at);
@@ -357,5 +407,9 @@ mod tests {
             .map(|k| k.get().0)
             .collect();
         assert_eq!(got, [1, 2, 3, 5, 6, 7]);
+        let got: Vec<_> = Union::ordered([a.iter().rev().copied(), b.iter().rev().copied()], true)
+            .map(|k| k.get().0)
+            .collect();
+        assert_eq!(got, [7, 6, 5, 3, 2, 1]);
     }
 }

@@ -359,8 +359,20 @@ async fn every_bad_request_gets_its_status_and_message() {
          "DLQ message `dlq-nope` was not found".into()),
         (Method::POST, format!("/v2/workflows/dlq/restart?dlqIds={known},dlq-a,dlq-b"), vec![], None,
          StatusCode::NOT_FOUND, "Some DLQ messages were not found: dlq-a, dlq-b".into()),
-        (Method::POST, format!("/v2/workflows/dlq/callback/{known}"), vec![], None, StatusCode::CONFLICT,
+        (Method::POST, format!("/v2/workflows/dlq/callback/{known}"), vec![], None, StatusCode::BAD_REQUEST,
          format!("DLQ message `{known}` cannot be acted on: the failure callback is in state CALLBACK_SUCCESS, not CALLBACK_FAIL")),
+        (Method::DELETE, format!("/v2/workflows/dlq/callback/{known}"), vec![], None, StatusCode::BAD_REQUEST,
+         format!("DLQ message `{known}` cannot be acted on: no failure callback in progress to cancel (state CALLBACK_SUCCESS)")),
+        (Method::POST, "/v2/dlq/retry/dlq-nope".into(), vec![], None, StatusCode::NOT_FOUND,
+         "DLQ message `dlq-nope` was not found".into()),
+        (Method::POST, "/v2/dlq/retry?topicName=".into(), vec![], None, StatusCode::BAD_REQUEST,
+         "`topicName` must not be empty".into()),
+        (Method::GET, "/v2/dlq?responseStatus=abc".into(), vec![], None, StatusCode::BAD_REQUEST,
+         "`responseStatus` must be integers, got `abc`".into()),
+        (Method::GET, "/v2/dlq?order=random".into(), vec![], None, StatusCode::BAD_REQUEST,
+         "`order` must be `latestFirst` or `earliestFirst`, got `random`".into()),
+        (Method::POST, format!("/v2/dlq/retry/{known}"), vec![("Idempotency-Key", "a"), ("Upstash-Deduplication-Id", "b")], None,
+         StatusCode::BAD_REQUEST, "`upstash-deduplication-id` and `idempotency-key` differ; send one".into()),
         (Method::PUT, "/v2/dlq".into(), vec![], None, StatusCode::METHOD_NOT_ALLOWED,
          "method not allowed on this route".into()),
         (Method::GET, "/v3/nothing".into(), vec![], None, StatusCode::NOT_FOUND, "no such route".into()),
@@ -424,7 +436,9 @@ async fn the_openapi_document_lists_every_route_the_server_serves() {
         ("/v2/workflows/dlq/resume", vec!["post"]),
         ("/v2/workflows/dlq/restart/{dlqId}", vec!["post"]),
         ("/v2/workflows/dlq/resume/{dlqId}", vec!["post"]),
-        ("/v2/workflows/dlq/callback/{dlqId}", vec!["post"]),
+        ("/v2/workflows/dlq/callback/{dlqId}", vec!["post", "delete"]),
+        ("/v2/dlq/retry", vec!["post"]),
+        ("/v2/dlq/retry/{dlqId}", vec!["post"]),
         ("/v1/status", vec!["get"]),
         ("/openapi.json", vec!["get"]),
         ("/healthz", vec!["get"]),
@@ -440,7 +454,7 @@ async fn the_openapi_document_lists_every_route_the_server_serves() {
     }
     assert_eq!(
         paths.len(),
-        14,
+        16,
         "documented routes: {:?}",
         paths.keys().collect::<Vec<_>>()
     );
@@ -485,7 +499,7 @@ async fn a_command_nobody_answers_is_a_clear_error_naming_it() {
     );
     let started = std::time::Instant::now();
     let err = submitter
-        .submit(&cmd, Duration::from_secs(1))
+        .submit(&cmd, false, Duration::from_secs(1))
         .await
         .expect_err("no answer");
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -495,5 +509,320 @@ async fn a_command_nobody_answers_is_a_clear_error_naming_it() {
         ),
         "{err}"
     );
+    app.stop().await;
+}
+
+/// Sends `method path` with a deduplication header; returns the status and body.
+async fn call_keyed(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    header: &'static str,
+    key: &str,
+) -> (StatusCode, Value) {
+    let r = app
+        .request(method, path)
+        .header(header, key)
+        .send()
+        .await
+        .expect("HTTP");
+    (r.status(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_retried_action_with_the_same_deduplication_id_acts_once() {
+    let app = TestApp::spawn(common::test_config()).await;
+    let events: Vec<_> = (0..12).map(failure_event).collect();
+    app.ingest(&events, 0).await;
+    let ids: Vec<String> = events
+        .iter()
+        .map(|e| dlq_id_for_event(&e.event_id))
+        .collect();
+    let dedup = "upstash-deduplication-id";
+
+    // One entry, retried (QStash) twice with one key: one run, the same answer twice.
+    let path = format!("/v2/dlq/retry/{}", ids[0]);
+    let (s1, first) = call_keyed(&app, Method::POST, &path, dedup, "k-1").await;
+    assert_eq!(s1, StatusCode::CREATED, "{first}");
+    let (s2, again) = call_keyed(&app, Method::POST, &path, dedup, "k-1").await;
+    assert_eq!(
+        s2,
+        StatusCode::CREATED,
+        "a replay answers the first outcome, not 404: {again}"
+    );
+    assert_eq!(first["messageId"], again["messageId"]);
+
+    // Two copies of a bulk restart sent at once (a client retrying a slow call), keyed.
+    let bulk = format!("/v2/workflows/dlq/restart?dlqIds={},{}", ids[1], ids[2]);
+    let (a, b) = tokio::join!(
+        call_keyed(&app, Method::POST, &bulk, "idempotency-key", "k-2"),
+        call_keyed(&app, Method::POST, &bulk, "idempotency-key", "k-2"),
+    );
+    assert_eq!(
+        (a.0, b.0),
+        (StatusCode::OK, StatusCode::OK),
+        "{} / {}",
+        a.1,
+        b.1
+    );
+    assert_eq!(a.1["workflowRuns"], b.1["workflowRuns"]);
+    assert_eq!(a.1["workflowRuns"].as_array().map(Vec::len), Some(2));
+
+    // A keyed page of `all`: the replay answers the same runs and the same cursor, and acts on
+    // no further page.
+    let page = "/v2/workflows/dlq/resume?count=3";
+    let (_, p1) = call_keyed(&app, Method::POST, page, dedup, "k-3").await;
+    let (_, p1_again) = call_keyed(&app, Method::POST, page, dedup, "k-3").await;
+    assert_eq!(p1, p1_again);
+    assert!(p1["cursor"].is_string(), "{p1}");
+
+    // A delete replayed after it succeeded answers `deleted: 1` again, not 404.
+    let del = format!("/v2/workflows/dlq/{}", ids[11]);
+    let (d1, body1) = call_keyed(&app, Method::DELETE, &del, dedup, "k-4").await;
+    let (d2, body2) = call_keyed(&app, Method::DELETE, &del, dedup, "k-4").await;
+    assert_eq!(
+        (d1, d2),
+        (StatusCode::OK, StatusCode::OK),
+        "{body1} / {body2}"
+    );
+    assert_eq!(body2["deleted"], 1);
+    // The same key on another request is another command.
+    let (s, _) = call_keyed(
+        &app,
+        Method::POST,
+        &format!("/v2/dlq/retry/{}", ids[10]),
+        dedup,
+        "k-1",
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let runs: Vec<String> = app
+        .executions()
+        .into_iter()
+        .map(|e| e.source_dlq_id)
+        .collect();
+    let unique: HashSet<&String> = runs.iter().collect();
+    assert_eq!(
+        unique.len(),
+        runs.len(),
+        "an entry was acted on twice: {runs:?}"
+    );
+    assert_eq!(runs.len(), 1 + 2 + 3 + 1, "{runs:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn latest_first_lists_newest_first_and_a_cursor_keeps_its_order() {
+    let app = TestApp::spawn(common::test_config()).await;
+    // Ingested in three rounds, so the rounds' `createdAt` differ.
+    let mut events = Vec::new();
+    for round in 0..3 {
+        let batch: Vec<_> = (round * 5..round * 5 + 5).map(failure_event).collect();
+        app.ingest(&batch, events.len()).await;
+        events.extend(batch);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let ids_of = |pages: &[Value]| -> Vec<String> {
+        pages
+            .iter()
+            .flat_map(|p| p["messages"].as_array().cloned().unwrap_or_default())
+            .map(|m| m["dlqId"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let oldest = ids_of(&follow(&app, Method::GET, "/v2/workflows/dlq?count=4").await);
+    let newest = ids_of(&follow(&app, Method::GET, "/v2/dlq?count=4&order=latestFirst").await);
+    assert_eq!(oldest.len(), 15);
+    let mut reversed = oldest.clone();
+    reversed.reverse();
+    assert_eq!(newest, reversed);
+    let round_of = |id: &str| {
+        events
+            .iter()
+            .position(|e| dlq_id_for_event(&e.event_id) == id)
+            .map(|n| n / 5)
+    };
+    assert_eq!(
+        round_of(&newest[0]),
+        Some(2),
+        "the newest round comes first"
+    );
+    // A newest-first cursor cannot page oldest-first.
+    let first = ok(&app, Method::GET, "/v2/dlq?count=4&order=latestFirst").await;
+    let cursor = first["cursor"].as_str().expect("cursor");
+    let (status, body) = call(
+        &app,
+        Method::GET,
+        &format!("/v2/dlq?cursor={cursor}&order=earliestFirst"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // A bulk delete takes the order too: the newest page goes first.
+    let del = ok(&app, Method::DELETE, "/v2/dlq?count=5&order=latestFirst").await;
+    assert_eq!(del["deleted"], 5);
+    let left = ids_of(&follow(&app, Method::GET, "/v2/dlq").await);
+    assert_eq!(left, oldest[..10]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_in_progress_failure_callback_can_be_canceled_and_its_late_report_is_ignored() {
+    use workflow_dlq::wire::pb::failure_envelope::Kind as EnvelopeKind;
+    let app = TestApp::spawn(common::test_config()).await;
+    let mut ev = failure_event(1);
+    ev.failure_callback = "https://app.example.com/on-failure".into();
+    ev.failure_callback_info = Some(pb::FailureCallbackInfo {
+        state: State::CallbackFail as i32,
+        ..Default::default()
+    });
+    let id = dlq_id_for_event(&ev.event_id);
+    app.ingest(&[ev], 0).await;
+    let state = |v: &Value| {
+        v["failureCallbackInfo"]["state"]
+            .as_str()
+            .map(str::to_string)
+    };
+
+    // Nothing in progress yet: 400.
+    let path = format!("/v2/workflows/dlq/callback/{id}");
+    let (status, body) = call(&app, Method::DELETE, &path).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Re-run it (in progress), then cancel it.
+    ok(&app, Method::POST, &path).await;
+    let entry = ok(&app, Method::GET, &format!("/v2/workflows/dlq/{id}")).await;
+    assert_eq!(state(&entry).as_deref(), Some("CALLBACK_INPROGRESS"));
+    let r = app
+        .request(Method::DELETE, &path)
+        .send()
+        .await
+        .expect("HTTP");
+    assert_eq!(r.status(), StatusCode::FOUND, "Upstash documents 302");
+    let entry = ok(&app, Method::GET, &format!("/v2/workflows/dlq/{id}")).await;
+    assert_eq!(state(&entry).as_deref(), Some("CALLBACK_CANCELED"));
+    assert_eq!(entry["failureFunctionState"], "CALLBACK_CANCELED");
+
+    // The canceled run reports its end late: the entry stays canceled.
+    let report = pb::FailureEnvelope {
+        kind: Some(EnvelopeKind::CallbackReport(pb::FailureCallbackReport {
+            dlq_id: id.clone(),
+            info: Some(pb::FailureCallbackInfo {
+                state: State::CallbackSuccess as i32,
+                ..Default::default()
+            }),
+        })),
+    };
+    let p = common::producer(&app.bootstrap());
+    common::publish_raw(
+        &p,
+        &app.topics().failures,
+        None,
+        &prost::Message::encode_to_vec(&report),
+        None,
+        None,
+    )
+    .await;
+    // Once a record on every failures partition is stored, ingest has forwarded the report (it
+    // was written before them); an action on the entry is keyed to the same command partition
+    // as the forwarded report, so it is decided after it and says what the report did.
+    common::barrier(&app, &p).await;
+    let (status, body) = call(&app, Method::POST, &path).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("state CALLBACK_CANCELED"),
+        "the late report overwrote the cancel: {body}"
+    );
+    let entry = ok(&app, Method::GET, &format!("/v2/workflows/dlq/{id}")).await;
+    assert_eq!(state(&entry).as_deref(), Some("CALLBACK_CANCELED"));
+    // One execution: the callback re-run; the cancel republished nothing.
+    assert_eq!(app.executions().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn read_and_operate_tokens_are_held_to_their_scope_on_every_route_and_named_in_results() {
+    const READER: &str = "reader-token-0123456789";
+    const OPS: &str = "ops-token-0123456789abcdef";
+    let mut cfg = common::test_config();
+    cfg.api_tokens =
+        workflow_dlq::tokens::parse(&format!("reader:read:{READER}\nops:operate:{OPS}"))
+            .expect("tokens");
+    let app = TestApp::spawn(cfg).await;
+    let events: Vec<_> = (0..3).map(failure_event).collect();
+    app.ingest(&events, 0).await;
+    let id = dlq_id_for_event(&events[0].event_id);
+
+    // Every documented route and method, as the reader: reading works, acting is a 403.
+    let doc = app.get_json("/openapi.json").await;
+    let open = ["/healthz", "/readyz", "/metrics"];
+    let mut acted_on = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        if open.contains(&path.as_str()) {
+            continue;
+        }
+        let concrete = path.replace("{dlqId}", &id);
+        for (method, _) in item.as_object().expect("methods") {
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let r = app
+                .http
+                .request(m.clone(), format!("{}{concrete}", app.base))
+                .bearer_auth(READER)
+                .send()
+                .await
+                .expect("HTTP");
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            if m == Method::GET {
+                assert_eq!(status, StatusCode::OK, "reader: {m} {concrete}: {body}");
+            } else {
+                acted_on += 1;
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "reader: {m} {concrete}: {body}"
+                );
+                assert_eq!(
+                    body["error"],
+                    format!("token `reader` has scope `read`; {m} {concrete} needs `operate`"),
+                );
+            }
+        }
+    }
+    assert!(acted_on >= 10, "only {acted_on} action routes were tried");
+    assert!(app.executions().is_empty(), "a reader acted");
+    assert_eq!(app.service.view.len(), 3);
+
+    // The operator acts; the result names the token, never shows it.
+    let r = app
+        .http
+        .post(format!("{}/v2/workflows/dlq/restart/{id}", app.base))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .expect("HTTP");
+    assert_eq!(r.status(), StatusCode::OK);
+    let results: Vec<pb::CommandResult> =
+        common::decode_all(&common::read_topic(&app.bootstrap(), &app.topics().results));
+    let mine: Vec<_> = results.iter().filter(|r| r.done).collect();
+    assert_eq!(mine.len(), 1, "{results:?}");
+    assert_eq!(mine[0].requested_by, "http:ops");
+    let raw = common::read_topic(&app.bootstrap(), &app.topics().results);
+    for rec in raw {
+        let v = rec.value.unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&v).contains(OPS),
+            "a token leaked into a result"
+        );
+    }
+    // The single admin token still does everything.
+    let (status, _) = call(
+        &app,
+        Method::DELETE,
+        &format!("/v2/dlq/{}", dlq_id_for_event(&events[1].event_id)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
     app.stop().await;
 }

@@ -1,6 +1,6 @@
-//! Upstash's own SDKs against workflow-dlq: the real `@upstash/workflow` npm package
-//! (`tests/sdk/workflow-dlq.mjs`) and the real `qstash` PyPI package (`tests/sdk/qstash_dlq.py`),
-//! installed from their registries on first use. The scripts assert what each SDK call returns;
+//! Upstash's own SDKs against workflow-dlq: the real `@upstash/workflow` and `@upstash/qstash`
+//! npm packages (`tests/sdk/workflow-dlq.mjs`, `tests/sdk/qstash-dlq.mjs`) and the real `qstash`
+//! PyPI package (`tests/sdk/qstash_dlq.py`), installed from their registries on first use. The scripts assert what each SDK call returns;
 //! this side checks the executions topic holds exactly the runs the SDK was given, once each.
 
 use crate::common;
@@ -34,7 +34,8 @@ fn run(cmd: &mut Command, what: &str) -> String {
 
 /// `npm ci` from the committed lock file, once.
 fn node_sdk() {
-    if !sdk_dir().join("node_modules/@upstash/workflow").exists() {
+    let modules = sdk_dir().join("node_modules/@upstash");
+    if !modules.join("workflow").exists() || !modules.join("qstash").exists() {
         run(
             Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund"])
@@ -126,12 +127,102 @@ async fn upstash_workflow_npm_client_lists_restarts_resumes_retries_and_deletes(
     app.stop().await;
 }
 
+/// Failure `n` as QStash reports one: a message of a URL group, a queue, sometimes a schedule,
+/// and one of four response statuses.
+fn qstash_failure(n: usize) -> workflow_dlq::wire::pb::FailureEvent {
+    let mut e = failure_event(n);
+    e.topic_name = format!("group-{}", n % 2);
+    e.queue_name = format!("queue-{}", n % 3);
+    e.schedule_id = if n % 5 == 0 {
+        "scd_5".into()
+    } else {
+        String::new()
+    };
+    e.response_status = [500, 502, 404, 503][n % 4];
+    e
+}
+
+#[ignore = "needs node + npm and the npm registry; .ci/run runs it"]
+#[tokio::test]
+async fn upstash_qstash_npm_client_lists_with_every_filter_deletes_and_retries() {
+    node_sdk();
+    let app = TestApp::spawn(common::test_config()).await;
+    let events: Vec<_> = (0..40).map(qstash_failure).collect();
+    app.ingest(&events, 0).await;
+    let seeded: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "dlqId": dlq_id_for_event(&e.event_id),
+                "messageId": e.message_id,
+                "url": e.workflow_url,
+                "urlGroup": e.topic_name,
+                "queueName": e.queue_name,
+                "scheduleId": (!e.schedule_id.is_empty()).then_some(&e.schedule_id),
+                "responseStatus": e.response_status,
+                "callerIp": e.caller_ip,
+                "label": e.labels[0],
+                "flowControlKey": e.flow_control.as_ref().map(|f| &f.key),
+            })
+        })
+        .collect();
+    let base = app.base.clone();
+    let seeded_json = serde_json::to_string(&seeded).unwrap();
+    let stdout = tokio::task::spawn_blocking(move || {
+        run(
+            Command::new("node")
+                .arg("qstash-dlq.mjs")
+                .current_dir(sdk_dir())
+                .env("DLQ_BASE_URL", base)
+                .env("DLQ_TOKEN", TOKEN)
+                .env("DLQ_SEEDED", seeded_json),
+            "node tests/sdk/qstash-dlq.mjs",
+        )
+    })
+    .await
+    .expect("SDK script");
+    println!("SDK report: {stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("report JSON");
+    let retried: Vec<&str> = report["retried"]
+        .as_array()
+        .expect("retried")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let unique: HashSet<&str> = retried.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        retried.len(),
+        "a message id was returned twice"
+    );
+    let deleted = report["deleted"].as_u64().expect("deleted") as usize;
+    assert_eq!(retried.len() + deleted, events.len(), "{report}");
+
+    // The executions topic holds exactly the retried runs, each a resume, once.
+    let execs = app.executions();
+    let published: Vec<&str> = execs.iter().map(|e| e.workflow_run_id.as_str()).collect();
+    assert_eq!(
+        published.iter().copied().collect::<HashSet<_>>(),
+        unique,
+        "executions ≠ the runs the SDK was handed"
+    );
+    assert_eq!(
+        published.len(),
+        retried.len(),
+        "an execution was published twice"
+    );
+    assert!(execs.iter().all(|e| e.kind == Kind::Resume as i32));
+    assert_eq!(app.service.view.len(), 0);
+    app.stop().await;
+}
+
 #[ignore = "needs python3 with venv and PyPI; .ci/run runs it"]
 #[tokio::test]
-async fn qstash_python_client_lists_gets_and_deletes() {
+async fn qstash_python_client_lists_with_every_filter_gets_and_deletes() {
     let python = tokio::task::spawn_blocking(python_sdk).await.expect("venv");
     let app = TestApp::spawn(common::test_config()).await;
-    let events: Vec<_> = (0..10).map(failure_event).collect();
+    let events: Vec<_> = (0..10).map(qstash_failure).collect();
     app.ingest(&events, 0).await;
     let ids: Vec<String> = events
         .iter()

@@ -130,7 +130,7 @@ fn callback_info() -> pb::FailureCallbackInfo {
     }
 }
 
-/// A `FailureEvent` with every one of its 23 fields set to a non-default value.
+/// A `FailureEvent` with every one of its 29 fields set to a non-default value.
 fn failure_event() -> pb::FailureEvent {
     pb::FailureEvent {
         event_id: s("evt-01HZX"),
@@ -160,6 +160,12 @@ fn failure_event() -> pb::FailureEvent {
         failed_at: i64::MIN,
         error_message: s("step 4 failed: 500 Internal Server Error\n\t\"quoted\" ☃"),
         redrive_count: 2,
+        topic_name: s("billing-group"),
+        queue_name: s("invoices"),
+        schedule_id: s("scd_01"),
+        callback: s("https://app.example.com/api/on-delivery"),
+        callback_header: headers(&[("X-Cb", &["1"])]),
+        failure_callback_header: headers(&[("X-Fcb", &["2", "3"])]),
     }
 }
 
@@ -174,6 +180,11 @@ fn filter() -> pb::Filter {
         failure_function_state: strings(&["CALLBACK_FAIL", "CALLBACK_SUCCESS"]),
         caller_ip: strings(&["10.0.0.1", "10.0.0.2"]),
         flow_control_key: strings(&["k1", "k2"]),
+        message_id: s("msg-1"),
+        topic_name: strings(&["g1", "g2"]),
+        schedule_id: strings(&["scd_1"]),
+        queue_name: strings(&["q1", "q2"]),
+        response_status: vec![500, 503],
     }
 }
 
@@ -205,6 +216,7 @@ fn recovery_command(selector: Selector) -> pb::RecoveryCommand {
             (s("dlq-cc"), s("wfr_3")),
         ]
         .into(),
+        page_cursor: s("MTcwMDAwMDAwMDAwMDpkbHEtYWE"),
     }
 }
 
@@ -293,6 +305,7 @@ fn every_message_round_trips_through_protobuf_and_json() {
         done: true,
         requested_by: s("ops@example.com"),
         completed_at: 1_700_000_000_003,
+        page_cursor: s("MTcwMDAwMDAwMDAwMDpkbHEtYWE"),
     });
     assert_round_trips(&workflow_execution());
 }

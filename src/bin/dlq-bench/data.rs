@@ -91,6 +91,11 @@ pub fn failure(n: u64, tag: &str) -> pb::FailureEvent {
         error_message: "HTTP 503 from https://carrier.example.com/v2/shipments after 3 retries"
             .into(),
         redrive_count: 0,
+        // QStash's identity: what a QStash-side failure carries (filters match on these).
+        topic_name: String::new(),
+        queue_name: format!("queue-{}", n % 4),
+        schedule_id: String::new(),
+        ..Default::default()
     }
 }
 
