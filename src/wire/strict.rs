@@ -337,9 +337,12 @@ mod tests {
     #[test]
     fn an_unknown_enum_value_by_name_or_number_is_named_once() {
         let e = cmd(json!({"action": "EXPLODE"})).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            r#"unknown value "EXPLODE" for RecoveryCommand.action (enum Action: ACTION_UNSPECIFIED, RESTART, RESUME, RETRY_FAILURE_CALLBACK, DELETE)"#
+        // The known values are listed, whatever the proto adds later.
+        assert!(
+            e.to_string().starts_with(
+                r#"unknown value "EXPLODE" for RecoveryCommand.action (enum Action: ACTION_UNSPECIFIED, RESTART, RESUME, RETRY_FAILURE_CALLBACK, DELETE"#
+            ),
+            "{e}"
         );
         let e = cmd(json!({"action": 99})).unwrap_err();
         assert!(

@@ -441,10 +441,17 @@ fn json_field_names_are_lower_camel_case() {
         "failedAt",
         "errorMessage",
         "redriveCount",
+        // QStash's identity fields (issue 14, added on main).
+        "topicName",
+        "queueName",
+        "scheduleId",
+        "callback",
+        "callbackHeader",
+        "failureCallbackHeader",
     ] {
         assert!(obj.contains_key(key), "missing `{key}` in {v}");
     }
-    assert_eq!(obj.len(), 23, "one key per field: {v}");
+    assert_eq!(obj.len(), 29, "one key per field: {v}");
     assert!(
         obj.keys().all(|k| !k.contains('_')),
         "no snake_case keys: {v}"
