@@ -18,6 +18,7 @@ mod foundation;
 mod hostile;
 mod http_api;
 mod ingest;
+mod java_client;
 mod prometheus;
 mod sdk_compat;
 mod security;
