@@ -68,7 +68,9 @@ pub enum ServiceError {
 pub struct Service {
     pub http_addr: SocketAddr,
     /// The configured token, or the one generated at start (`expose_secret()` to print it).
-    pub api_token: SecretString,
+    /// The admin `default` token (`--api-token`, or generated); `None` when only named tokens
+    /// are configured.
+    pub api_token: Option<SecretString>,
     pub kafka_bootstrap: String,
     pub view: Arc<StoreView>,
     pub health: Arc<Health>,
@@ -108,10 +110,21 @@ impl Service {
             client_id: format!("workflow-dlq-{}", cfg.instance_id),
             max_record_bytes: kafka::topics::max_message_bytes(&cfg),
         };
-        let api_token = cfg
-            .api_token
-            .clone()
-            .unwrap_or_else(|| generate_token().into());
+        // The single `--api-token` is the admin `default`; with neither it nor named tokens, one
+        // is generated (and printed once by `serve`).
+        let api_token = match (&cfg.api_token, cfg.api_tokens.is_empty()) {
+            (Some(t), _) => Some(t.clone()),
+            (None, true) => Some(generate_token().into()),
+            (None, false) => None,
+        };
+        let mut tokens = cfg.api_tokens.clone();
+        if let Some(t) = &api_token {
+            tokens.push(crate::tokens::ApiToken {
+                name: crate::tokens::DEFAULT_NAME.into(),
+                scope: crate::tokens::Scope::Admin,
+                token: t.clone(),
+            });
+        }
         let view = Arc::new(StoreView::new());
         view.set_max_redrives(cfg.max_redrives);
         let health = Arc::new(Health::new(view.clone()));
@@ -141,7 +154,7 @@ impl Service {
             cfg: cfg.clone(),
             view: view.clone(),
             health: health.clone(),
-            api_token: api_token.clone(),
+            tokens,
             kafka_bootstrap: bootstrap.clone(),
             prometheus,
             commands,

@@ -123,8 +123,11 @@ pub struct Config {
     /// Extra librdkafka properties, applied to every client; secret ones are held as secrets.
     pub kafka_properties: BTreeMap<String, KafkaProperty>,
     pub http_addr: SocketAddr,
-    /// `None`: a random token is generated and printed once.
+    /// The single admin token (named `default`). `None` and no [`Config::api_tokens`]: a
+    /// random one is generated and printed once.
     pub api_token: Option<SecretString>,
+    /// Named tokens with scopes (`crate::tokens`).
+    pub api_tokens: Vec<crate::tokens::ApiToken>,
     pub retention: Duration,
     pub topics: Topics,
     pub group_id: String,
@@ -160,6 +163,7 @@ impl Default for Config {
             kafka_properties: BTreeMap::new(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             api_token: None,
+            api_tokens: Vec::new(),
             retention: Duration::from_secs(7 * 24 * 3600),
             topics: Topics::default(),
             group_id: "workflow-dlq".into(),
@@ -241,6 +245,14 @@ settings! {
         /// printed once.
         #[arg(long, env = "DLQ_API_TOKEN", hide_env_values = true, value_parser = secret)]
         pub api_token: Option<SecretString>,
+        /// Named tokens with scopes: `name:scope:token` entries separated by commas or
+        /// newlines; scope `read` (list, get), `operate` (also actions) or `admin`. Entries may
+        /// share a name (rotation). The name is recorded as who asked; the token never is.
+        #[arg(long, env = "DLQ_API_TOKENS", hide_env_values = true, value_parser = secret)]
+        pub api_tokens: Option<SecretString>,
+        /// A file of `--api-tokens` entries, one per line (a mounted secret); added to them.
+        #[arg(long, env = "DLQ_API_TOKENS_FILE")]
+        pub api_tokens_file: Option<PathBuf>,
         /// How long an entry stays in the DLQ, e.g. `7d`, `12h` [default: 7d].
         #[arg(long, env = "DLQ_RETENTION")]
         pub retention: Option<String>,
@@ -423,11 +435,28 @@ impl Config {
             None => Ok(def),
         };
         let td = d.topics;
+        let mut api_tokens = match &s.api_tokens {
+            Some(text) => {
+                crate::tokens::parse(text.expose_secret()).map_err(|e| invalid("api_tokens", e))?
+            }
+            None => Vec::new(),
+        };
+        if let Some(path) = &s.api_tokens_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "api_tokens_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            api_tokens
+                .extend(crate::tokens::parse(&text).map_err(|e| invalid("api_tokens_file", e))?);
+        }
         Ok(Config {
             kafka_bootstrap: s.kafka_bootstrap.filter(|b| !b.trim().is_empty()),
             kafka_properties: s.kafka.unwrap_or_default(),
             http_addr,
             api_token: s.api_token,
+            api_tokens,
             retention: dur("retention", s.retention, d.retention)?,
             topics: Topics {
                 failures: s.topic_failures.unwrap_or(td.failures),
@@ -633,8 +662,8 @@ mod tests {
             assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(&env)), "--{long}");
             count += 1;
         }
-        // `--config` and the 26 settings (the `[kafka]` table has no flag).
-        assert_eq!(count, 27);
+        // `--config` and the 28 settings (the `[kafka]` table has no flag).
+        assert_eq!(count, 29);
         let help = cmd.clone().render_long_help().to_string();
         for flag in [
             "--txn-max-bytes",
@@ -797,6 +826,12 @@ mod tests {
         assert!(debug.contains("\"me\""), "{debug}");
         let args = format!("{:?}", parse(&["--api-token", TOKEN], &[]));
         assert!(!args.contains(TOKEN), "{args}");
+        let named = format!("ops:operate:{TOKEN}");
+        let cfg = layered(&["--api-tokens", &named], &[], "");
+        assert_eq!(cfg.api_tokens.len(), 1);
+        assert_eq!(cfg.api_tokens[0].name, "ops");
+        assert!(!format!("{cfg:?}").contains(TOKEN));
+        assert!(!format!("{:?}", parse(&["--api-tokens", &named], &[])).contains(TOKEN));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod republish;
 pub mod signature;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod wire;
 
 pub use app::{Service, ServiceError};

@@ -131,7 +131,7 @@ where
 }
 
 async fn serve(cfg: Config) -> Result<(), workflow_dlq::ServiceError> {
-    let token_generated = cfg.api_token.is_none();
+    let token_generated = cfg.api_token.is_none() && cfg.api_tokens.is_empty();
     let mut service = Service::start(cfg).await?;
     // Best effort: a closed stdout must not stop the service (`println!` would panic).
     let mut out = std::io::stdout().lock();
@@ -139,12 +139,12 @@ async fn serve(cfg: Config) -> Result<(), workflow_dlq::ServiceError> {
         let _ = writeln!(out, "{banner}");
     }
     let _ = writeln!(out, "HTTP API on http://{}", service.http_addr);
-    if token_generated {
+    if let (true, Some(token)) = (token_generated, &service.api_token) {
         // Printed once, to stdout only: never logged.
         let _ = writeln!(
             out,
             "API token (generated; set --api-token / DLQ_API_TOKEN to choose one): {}",
-            service.api_token.expose_secret()
+            token.expose_secret()
         );
     }
     let _ = out.flush();

@@ -29,6 +29,13 @@ fuzz_target!(|data: &[u8]| {
     // Every message type a topic of ours carries.
     let _ = decode::<pb::FailureEnvelope>(ct, value);
     let _ = decode::<pb::RecoveryCommand>(ct, value);
+    // The command consumer's strict decoding, and the id it answers an undecodable command by.
+    let _ = workflow_dlq::wire::codec::decode_strict::<pb::RecoveryCommand>(
+        workflow_dlq::wire::strict::RECOVERY_COMMAND,
+        ct,
+        value,
+    );
+    let _ = workflow_dlq::wire::codec::command_id_hint(ct, value);
     let _ = decode::<pb::DlqEntry>(ct, value);
     let _ = decode::<pb::CommandResult>(ct, value);
     let _ = decode::<pb::WorkflowExecution>(ct, value);

@@ -236,8 +236,10 @@ impl Pipeline<'_> {
             {
                 continue;
             }
-            let mut items: Vec<ItemOutcome> = f.record.items.into_values().collect();
-            items.sort_by(|a, b| a.dlq_id.cmp(&b.dlq_id));
+            // Every entry's outcome is already on the results topic, in a progress record: the
+            // final one carries the totals only, so each item is in exactly one record of the
+            // command and summing items across records counts each once (§4).
+            let items: Vec<ItemOutcome> = f.record.items.into_values().collect();
             let matched = f.record.dispatched.unwrap_or(items.len() as i64);
             let cmd = RecoveryCommand {
                 command_id: f.command_id.clone(),
@@ -257,9 +259,6 @@ impl Pipeline<'_> {
                     i.status == Status::NotFound as i32 || i.status == Status::Rejected as i32
                 })
                 .count() as i64;
-            if items.len() <= ITEMS_PER_RESULT {
-                r.items = items;
-            }
             let action = Action::try_from(f.record.action).unwrap_or(Action::Unspecified);
             let outcome = if r.failed == 0 {
                 CommandOutcome::Ok

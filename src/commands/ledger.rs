@@ -14,6 +14,9 @@ use crate::{
     },
 };
 
+/// The most items the ledger keeps in a finished command's answer (as in one result record).
+pub const ANSWER_ITEMS_MAX: usize = 1000;
+
 /// One command's progress as the results topic tells it.
 #[derive(Debug, Clone, Default)]
 pub struct CommandRecord {
@@ -21,7 +24,8 @@ pub struct CommandRecord {
     pub dispatched: Option<i64>,
     /// Per-entry outcomes seen so far (the first outcome of an entry wins).
     pub items: HashMap<String, ItemOutcome>,
-    /// The final result (`done = true`).
+    /// The final result (`done = true`), with the items of the command's progress records
+    /// (when there are at most [`ANSWER_ITEMS_MAX`] in all).
     pub finished: Option<CommandResult>,
     pub action: i32,
     pub requested_by: String,
@@ -83,9 +87,23 @@ impl Ledger {
             // The answer to a repeated delivery: it says nothing about the first one's progress.
         } else if r.done {
             if rec.finished.is_none() {
-                rec.finished = Some(r.clone());
+                // A final result carries only the items not reported before (each item is in
+                // exactly one record of a command): the answer an HTTP action reads is this
+                // record with the items of the command's progress records put back, sorted by
+                // `dlqId`. Bounded like a record: a larger command is answered by its totals.
+                let mut finished = r.clone();
+                let mut items: Vec<ItemOutcome> = std::mem::take(&mut rec.items)
+                    .into_values()
+                    .filter(|i| !r.items.iter().any(|f| f.dlq_id == i.dlq_id))
+                    .collect();
+                items.append(&mut finished.items);
+                items.sort_by(|a, b| a.dlq_id.cmp(&b.dlq_id));
+                if items.len() <= ANSWER_ITEMS_MAX {
+                    finished.items = items;
+                }
+                rec.finished = Some(finished);
             }
-            // The per-entry outcomes are summed up now; keep memory small.
+            // The per-entry outcomes are in the answer now; keep memory small.
             rec.items.clear();
             rec.items.shrink_to_fit();
         } else if r.items.is_empty() {
@@ -106,6 +124,8 @@ impl Ledger {
             .is_some_and(|r| r.finished.is_some() || r.dispatched.is_some())
     }
 
+    /// The command's answer: its final result with every item of the command, progress
+    /// records' included (none when more than [`ANSWER_ITEMS_MAX`]).
     pub fn finished(&self, command_id: &str) -> Option<CommandResult> {
         let all = self.commands.read().unwrap_or_else(|p| p.into_inner());
         all.get(command_id).and_then(|r| r.finished.clone())
@@ -166,5 +186,60 @@ impl TailSink for LedgerSink {
     fn caught_up(&mut self) {
         self.0.progress.set_caught_up();
         tracing::info!("command ledger caught up with the results topic");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str) -> ItemOutcome {
+        ItemOutcome {
+            dlq_id: id.into(),
+            status: Status::Ok as i32,
+            ..Default::default()
+        }
+    }
+
+    fn result(items: Vec<ItemOutcome>, matched: i64, done: bool) -> CommandResult {
+        CommandResult {
+            command_id: "c".into(),
+            items,
+            matched,
+            done,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_answer_of_a_command_holds_the_items_of_all_its_records_once() {
+        let ledger = Ledger::new();
+        ledger.apply(&result(vec![item("b")], 0, false));
+        ledger.apply(&result(vec![item("a")], 0, false));
+        ledger.apply(&result(Vec::new(), 3, false));
+        assert!(ledger.is_processed("c"));
+        ledger.apply(&result(vec![item("c")], 0, false));
+        // The final record carries totals and only what was not reported before.
+        let mut last = result(Vec::new(), 3, true);
+        last.succeeded = 3;
+        ledger.apply(&last);
+        let answer = ledger.finished("c").expect("finished");
+        let ids: Vec<&str> = answer.items.iter().map(|i| i.dlq_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!((answer.matched, answer.succeeded), (3, 3));
+        // Read back again (our own result, then the topic's copy): nothing changes.
+        ledger.apply(&result(vec![item("a")], 0, false));
+        ledger.apply(&last);
+        assert_eq!(ledger.finished("c").expect("finished").items.len(), 3);
+    }
+
+    #[test]
+    fn a_one_record_command_is_answered_by_its_record() {
+        let ledger = Ledger::new();
+        ledger.apply(&result(vec![item("x")], 1, true));
+        assert_eq!(
+            ledger.finished("c").expect("finished").items,
+            vec![item("x")]
+        );
     }
 }

@@ -73,6 +73,7 @@ use crate::{
             recovery_command::{Action, Ids, Selector},
             CommandResult, DlqEntry, FailureCallbackReport, ItemOutcome, RecoveryCommand,
         },
+        strict,
     },
 };
 
@@ -390,7 +391,7 @@ impl Pipeline<'_> {
         let size = m.payload().map_or(0, <[u8]>::len);
         if size > max {
             let detail = format!("record of {size} bytes exceeds the maximum of {max}");
-            return self.reject(m, RejectReason::TooLarge, &detail, t);
+            return self.refuse(m, RejectReason::TooLarge, "too_large", &detail, t);
         }
         let ct = codec::content_type_of(m.headers());
         if header(m, headers::CALLBACK_REPORT).is_some() {
@@ -403,10 +404,13 @@ impl Pipeline<'_> {
                 Err(e) => self.reject(m, e.reject_reason(), &e.to_string(), t),
             };
         }
-        let cmd: RecoveryCommand = match codec::decode(ct, m.payload()) {
-            Ok(c) => c,
-            Err(e) => return self.reject(m, e.reject_reason(), &e.to_string(), t),
-        };
+        let cmd: RecoveryCommand =
+            match codec::decode_strict(strict::RECOVERY_COMMAND, ct, m.payload()) {
+                Ok(c) => c,
+                Err(e) => {
+                    return self.refuse(m, e.reject_reason(), e.result_code(), &e.to_string(), t)
+                }
+            };
         if cmd.command_id.len() > validate::MAX_ID_LEN {
             // No result can be keyed by it (and a cut id could name another command).
             let detail = format!(
@@ -429,6 +433,77 @@ impl Pipeline<'_> {
         {
             t.consumed(m.topic(), m.partition(), m.offset())?;
         }
+        Ok(())
+    }
+
+    /// A command that cannot be acted on as it is — too large, undecodable, or naming a field or
+    /// enum value the schema does not have: answered with a final rejected result under its
+    /// `commandId` when one can be read, so a client waiting on the results topic is told;
+    /// copied to the rejected topic (with `reason`) otherwise. Either way in this transaction,
+    /// with its offset. `code` and `message` make the result's detail.
+    fn refuse(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        reason: RejectReason,
+        code: &str,
+        message: &str,
+        t: &mut TxnBatch,
+    ) -> Result<(), CommandError> {
+        let ct = codec::content_type_of(m.headers());
+        // A sub-command is ours, and a callback report's field 1 is a dlqId: neither is a
+        // client's command to answer. A longer id keys no result (see `handle`).
+        let ours =
+            header(m, headers::PARENT).is_some() || header(m, headers::CALLBACK_REPORT).is_some();
+        let id = codec::command_id_hint(ct, m.payload())
+            .filter(|id| id.len() <= validate::MAX_ID_LEN && !ours);
+        let Some(command_id) = id else {
+            return self.reject(m, reason, message, t);
+        };
+        // What can still be read (a misspelt field leaves the rest decodable) goes into the
+        // result, so it says which action and requester it answers; not from a record too
+        // large to be taken in.
+        let lenient = if reason == RejectReason::TooLarge {
+            RecoveryCommand::default()
+        } else {
+            codec::decode::<RecoveryCommand>(ct, m.payload()).unwrap_or_default()
+        };
+        let action = Action::try_from(lenient.action).unwrap_or(Action::Unspecified);
+        let cmd = RecoveryCommand {
+            command_id,
+            action: action as i32,
+            dry_run: lenient.dry_run,
+            requested_by: Some(lenient.requested_by)
+                .filter(|r| r.len() <= validate::MAX_ID_LEN)
+                .unwrap_or_default(),
+            requested_at: lenient.requested_at,
+            ..Default::default()
+        };
+        if self.w.ledger.is_processed(&cmd.command_id)
+            || self.processed_staged.contains(&cmd.command_id)
+        {
+            // The id was already answered: a re-read (or a re-used id) answers that first
+            // outcome, like any duplicate.
+            self.duplicate(&cmd, action, CommandSelector::Invalid, t)?;
+        } else {
+            let detail: String = format!("{code}: {message}").chars().take(1024).collect();
+            tracing::warn!(
+                command_id = cmd.command_id,
+                partition = m.partition(),
+                offset = m.offset(),
+                error = message,
+                "command refused before decoding"
+            );
+            let item = outcome("", Status::Rejected, detail);
+            self.send_final(&cmd, vec![item], 0, 0, 1, t)?;
+            count_command(
+                t,
+                &cmd.command_id,
+                action,
+                CommandSelector::Invalid,
+                CommandOutcome::Rejected,
+            );
+        }
+        t.consumed(m.topic(), m.partition(), m.offset())?;
         Ok(())
     }
 
@@ -540,7 +615,9 @@ impl Pipeline<'_> {
             for chunk in chunks {
                 self.send_result(&cmd, chunk, matched, false, t)?;
             }
-            self.send_final(&cmd, last, matched, 0, 0, t)?;
+            // Each item is in one record: the chunks, or the final one when it holds them all.
+            // Every item of a dry run is OK ("would …"), so the totals say `matched` succeeded.
+            self.send_final(&cmd, last, matched, matched, 0, t)?;
             count_command(t, &cmd.command_id, action, selector, CommandOutcome::DryRun);
             return Ok(());
         }

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     body::Bytes,
-    extract::{Path, RawQuery, State},
+    extract::{Extension, Path, RawQuery, State},
     http::{HeaderMap, StatusCode},
     routing::{get, post},
     Json, Router,
@@ -17,6 +17,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
+    auth::Caller,
     dedup,
     messages::{
         CallbackCanceled, DeleteResponse, DlqMessage, ErrorBody, FailureGroup, GroupStep,
@@ -326,6 +327,7 @@ struct Acted {
 /// answered with its first outcome, acting on nothing.
 async fn act(
     s: &AppState,
+    caller: &Caller,
     action: Action,
     target: Target,
     overrides: Option<Overrides>,
@@ -401,7 +403,7 @@ async fn act(
         action: action as i32,
         selector: Some(Selector::DlqIds(Ids { ids: ids.clone() })),
         overrides,
-        requested_by: "http".into(),
+        requested_by: caller.requested_by(),
         reason,
         requested_at: crate::now_ms(),
         new_run_ids: if starts_runs {
@@ -508,6 +510,7 @@ async fn await_view(s: &AppState, action: Action, ok: &[String]) {
 /// that cannot be re-run or canceled).
 async fn act_on_one(
     s: &AppState,
+    caller: &Caller,
     action: Action,
     dlq_id: String,
     headers: &HeaderMap,
@@ -521,7 +524,7 @@ async fn act_on_one(
     let request = format!("{} {dlq_id}{forced}", action.as_str_name());
     let dedup = dedup::command_id(headers, &request)?;
     let target = Target::Ids(vec![dlq_id.clone()]);
-    let acted = act(s, action, target, overrides, dedup, force).await?;
+    let acted = act(s, caller, action, target, overrides, dedup, force).await?;
     if let Some((_, why)) = acted.refused.first() {
         return Err(ApiError::BadRequest(format!(
             "DLQ message `{dlq_id}` cannot be acted on: {why}"
@@ -571,6 +574,7 @@ fn single_run(acted: Acted, dlq_id: &str) -> Result<Json<WorkflowRun>, ApiError>
 
 async fn runs_bulk(
     s: &AppState,
+    caller: &Caller,
     action: Action,
     raw: Option<String>,
     headers: &HeaderMap,
@@ -579,7 +583,7 @@ async fn runs_bulk(
     let overrides = overrides::parse(headers)?;
     let request = format!("{} {}", action.as_str_name(), raw.unwrap_or_default());
     let dedup = dedup::command_id(headers, &request)?;
-    let acted = act(s, action, q.into_target(), overrides, dedup, false).await?;
+    let acted = act(s, caller, action, q.into_target(), overrides, dedup, false).await?;
     Ok(Json(WorkflowRunsResponse {
         workflow_runs: acted.runs,
         cursor: acted.cursor,
@@ -597,6 +601,7 @@ async fn runs_bulk(
 #[utoipa::path(post, path = "/v2/workflows/dlq/restart", tag = "dlq",
     params(IdsParams, FilterParams, PageParams),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, description = "The runs started; `cursor` names the next page", body = WorkflowRunsResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "Some named entries do not exist", body = ErrorBody),
@@ -605,16 +610,18 @@ async fn runs_bulk(
     security(("bearer" = [])))]
 pub async fn restart_bulk(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRunsResponse>, ApiError> {
-    runs_bulk(&s, Action::Restart, raw, &headers).await
+    runs_bulk(&s, &caller, Action::Restart, raw, &headers).await
 }
 
 /// Resume entries from the point of failure (completed steps are replayed), like restart.
 #[utoipa::path(post, path = "/v2/workflows/dlq/resume", tag = "dlq",
     params(IdsParams, FilterParams, PageParams),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = WorkflowRunsResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -622,16 +629,18 @@ pub async fn restart_bulk(
     security(("bearer" = [])))]
 pub async fn resume_bulk(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRunsResponse>, ApiError> {
-    runs_bulk(&s, Action::Resume, raw, &headers).await
+    runs_bulk(&s, &caller, Action::Resume, raw, &headers).await
 }
 
 /// Restart one entry.
 #[utoipa::path(post, path = "/v2/workflows/dlq/restart/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path), ForceParams),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = WorkflowRun),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -639,12 +648,21 @@ pub async fn resume_bulk(
     security(("bearer" = [])))]
 pub async fn restart_one(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRun>, ApiError> {
     let force = parse_force(raw.as_deref())?;
-    let acted = act_on_one(&s, Action::Restart, dlq_id.clone(), &headers, force).await?;
+    let acted = act_on_one(
+        &s,
+        &caller,
+        Action::Restart,
+        dlq_id.clone(),
+        &headers,
+        force,
+    )
+    .await?;
     single_run(acted, &dlq_id)
 }
 
@@ -652,6 +670,7 @@ pub async fn restart_one(
 #[utoipa::path(post, path = "/v2/workflows/dlq/resume/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path), ForceParams),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = WorkflowRun),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -659,12 +678,13 @@ pub async fn restart_one(
     security(("bearer" = [])))]
 pub async fn resume_one(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRun>, ApiError> {
     let force = parse_force(raw.as_deref())?;
-    let acted = act_on_one(&s, Action::Resume, dlq_id.clone(), &headers, force).await?;
+    let acted = act_on_one(&s, &caller, Action::Resume, dlq_id.clone(), &headers, force).await?;
     single_run(acted, &dlq_id)
 }
 
@@ -672,6 +692,7 @@ pub async fn resume_one(
 #[utoipa::path(post, path = "/v2/workflows/dlq/callback/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path)),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = WorkflowRun),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -681,11 +702,13 @@ pub async fn resume_one(
     security(("bearer" = [])))]
 pub async fn callback_one(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowRun>, ApiError> {
     let acted = act_on_one(
         &s,
+        &caller,
         Action::RetryFailureCallback,
         dlq_id.clone(),
         &headers,
@@ -699,6 +722,7 @@ pub async fn callback_one(
 #[utoipa::path(delete, path = "/v2/workflows/dlq/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path)),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = DeleteResponse),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -707,10 +731,11 @@ pub async fn callback_one(
     security(("bearer" = [])))]
 pub async fn delete_one(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<DeleteResponse>, ApiError> {
-    let acted = act_on_one(&s, Action::Delete, dlq_id, &headers, false).await?;
+    let acted = act_on_one(&s, &caller, Action::Delete, dlq_id, &headers, false).await?;
     Ok(Json(DeleteResponse {
         deleted: acted.ok.len() as u64,
         cursor: None,
@@ -723,6 +748,7 @@ pub async fn delete_one(
     params(IdsParams, FilterParams, PageParams),
     request_body(content = Option<DeleteIdsBody>, content_type = "application/json"),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 200, body = DeleteResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, description = "Body too large"),
@@ -731,6 +757,7 @@ pub async fn delete_one(
     security(("bearer" = [])))]
 pub async fn delete_bulk(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -766,7 +793,16 @@ pub async fn delete_bulk(
             )));
         }
     }
-    let acted = act(&s, Action::Delete, q.into_target(), None, dedup, false).await?;
+    let acted = act(
+        &s,
+        &caller,
+        Action::Delete,
+        q.into_target(),
+        None,
+        dedup,
+        false,
+    )
+    .await?;
     Ok(Json(DeleteResponse {
         deleted: acted.ok.len() as u64,
         cursor: acted.cursor,
@@ -779,6 +815,7 @@ pub async fn delete_bulk(
 #[utoipa::path(delete, path = "/v2/workflows/dlq/callback/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path)),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 302, description = "Canceled", body = CallbackCanceled),
         (status = 400, description = "No failure callback in progress", body = ErrorBody),
         (status = 401, body = ErrorBody),
@@ -788,11 +825,13 @@ pub async fn delete_bulk(
     security(("bearer" = [])))]
 pub async fn cancel_callback(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<CallbackCanceled>), ApiError> {
     act_on_one(
         &s,
+        &caller,
         Action::CancelFailureCallback,
         dlq_id.clone(),
         &headers,
@@ -829,6 +868,7 @@ fn published(runs: Vec<WorkflowRun>) -> Vec<PublishResponse> {
 #[utoipa::path(post, path = "/v2/dlq/retry/{dlqId}", tag = "dlq",
     params(("dlqId" = String, Path), ForceParams),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 201, body = PublishResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -836,12 +876,13 @@ fn published(runs: Vec<WorkflowRun>) -> Vec<PublishResponse> {
     security(("bearer" = [])))]
 pub async fn retry_one(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dlq_id): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
     let force = parse_force(raw.as_deref())?;
-    let acted = act_on_one(&s, Action::Resume, dlq_id.clone(), &headers, force).await?;
+    let acted = act_on_one(&s, &caller, Action::Resume, dlq_id.clone(), &headers, force).await?;
     let run = single_run(acted, &dlq_id)?.0;
     let mut one = published(vec![run]);
     let first = one
@@ -855,6 +896,7 @@ pub async fn retry_one(
 #[utoipa::path(post, path = "/v2/dlq/retry", tag = "dlq",
     params(IdsParams, FilterParams, PageParams),
     responses(
+        (status = 403, description = "The token's scope does not allow acting", body = ErrorBody),
         (status = 201, description = "The messages re-delivered; `cursor` names the next page", body = RetryResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "Some named entries do not exist", body = ErrorBody),
@@ -863,10 +905,11 @@ pub async fn retry_one(
     security(("bearer" = [])))]
 pub async fn retry_bulk(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<RetryResponse>), ApiError> {
-    let Json(runs) = runs_bulk(&s, Action::Resume, raw, &headers).await?;
+    let Json(runs) = runs_bulk(&s, &caller, Action::Resume, raw, &headers).await?;
     Ok((
         StatusCode::CREATED,
         Json(RetryResponse {

@@ -2,7 +2,7 @@
 //! (docs/design.md §5). Every route but `/healthz`, `/readyz` and `/metrics` needs
 //! `Authorization: Bearer <token>`.
 
-mod auth;
+pub mod auth;
 pub mod dedup;
 pub mod dlq;
 pub mod error;
@@ -22,7 +22,6 @@ use axum::{
     Json, Router,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
-use secrecy::SecretString;
 use serde_json::json;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 use tracing::Instrument;
@@ -42,7 +41,8 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     pub view: Arc<StoreView>,
     pub health: Arc<Health>,
-    pub api_token: SecretString,
+    /// Who may call: the named tokens, and the `default` admin token if there is one.
+    pub tokens: Vec<crate::tokens::ApiToken>,
     pub kafka_bootstrap: String,
     pub prometheus: PrometheusHandle,
     /// Where actions go, and where their answers come back from.

@@ -545,3 +545,241 @@ async fn killing_the_service_during_a_bulk_restart_republishes_every_entry_exact
         "no entry left in the store"
     );
 }
+
+/// Issue 14: a command is strict — a field or enum value the schema does not know is a rejected
+/// command whose result names it, never silently a different command — and every command whose
+/// `commandId` can be read is answered on the results topic, even when nothing else decodes.
+#[tokio::test]
+async fn misspelt_and_undecodable_commands_are_answered_with_a_rejected_result_naming_why() {
+    let app = TestApp::spawn(test_config()).await;
+    let events = ingest(&app, 2).await;
+    let id0 = dlq_id_for_event(&events[0].event_id);
+    let p = producer(&app.bootstrap());
+    let topic = app.topics().commands;
+    let json = Some("application/json");
+
+    // (command id, raw JSON, the detail its result must start with)
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            // Lenient, this was a real restart of everything.
+            "typo-dryrun",
+            r#"{"commandId":"typo-dryrun","action":"RESTART","all":true,"dryrun":true}"#.into(),
+            r#"unknown_field: unknown field "dryrun" in RecoveryCommand"#,
+        ),
+        (
+            "typo-ids",
+            format!(r#"{{"commandId":"typo-ids","action":"DELETE","ids":["{id0}"]}}"#),
+            r#"unknown_field: unknown field "ids" in RecoveryCommand"#,
+        ),
+        (
+            "typo-filter",
+            r#"{"commandId":"typo-filter","action":"DELETE","filter":{"label":["x"],"workflowUrls":["u"]}}"#.into(),
+            r#"unknown_field: unknown field "workflowUrls" in RecoveryCommand.filter"#,
+        ),
+        (
+            "typo-overrides",
+            format!(
+                r#"{{"commandId":"typo-overrides","action":"RESTART","dlqIds":{{"ids":["{id0}"]}},"overrides":{{"flowControl":{{"keys":"k"}}}}}}"#
+            ),
+            r#"unknown_field: unknown field "keys" in RecoveryCommand.overrides.flowControl"#,
+        ),
+        (
+            "explode",
+            r#"{"commandId":"explode","action":"EXPLODE","all":true}"#.into(),
+            r#"unknown_enum_value: unknown value "EXPLODE" for RecoveryCommand.action (enum Action: "#,
+        ),
+        (
+            "action-99",
+            r#"{"commandId":"action-99","action":99,"all":true}"#.into(),
+            "unknown_enum_value: unknown value 99 for RecoveryCommand.action (enum Action: ",
+        ),
+        (
+            "broken-json",
+            r#"{"commandId":"broken-json","action":"DELETE","all":tru"#.into(),
+            "undecodable: invalid JSON: ",
+        ),
+        (
+            "wrong-type",
+            r#"{"commandId":"wrong-type","action":"DELETE","all":"yes"}"#.into(),
+            "undecodable: invalid JSON: ",
+        ),
+    ];
+    // Keyed by command id, as the design asks of a command that is not one id: a re-sent copy
+    // below lands on the same partition, after the first.
+    for (id, raw, _) in &cases {
+        publish_raw(&p, &topic, Some(id.as_bytes()), raw.as_bytes(), json, None).await;
+    }
+    // Protobuf: an unknown field number (99) and an action outside the enum.
+    let mut unknown_number =
+        prost::Message::encode_to_vec(&command("pb-unknown-field", Action::Delete, ids(&[&id0])));
+    unknown_number.extend([0x98, 0x06, 0x01]);
+    publish_raw(
+        &p,
+        &topic,
+        Some(id0.as_bytes()),
+        &unknown_number,
+        None,
+        None,
+    )
+    .await;
+    let mut pb_99 = command("pb-action-99", Action::Delete, ids(&[&id0]));
+    pb_99.action = 99;
+    send_command(&p, &topic, &pb_99).await;
+    // No readable id: nothing to key a result by, so the rejected topic.
+    publish_raw(
+        &p,
+        &topic,
+        None,
+        br#"{"action":"EXPLODE","all":true}"#,
+        json,
+        None,
+    )
+    .await;
+    publish_raw(&p, &topic, None, br#"{"commandId":7,"all":tru"#, json, None).await;
+    // The consumer goes on; a re-used id answers the first outcome, acting on nothing.
+    send_command(&p, &topic, &command("good", Action::Delete, ids(&[&id0]))).await;
+    let again = r#"{"commandId":"typo-dryrun","action":"RESTART","all":true,"dryRun":true}"#;
+    publish_raw(
+        &p,
+        &topic,
+        Some(b"typo-dryrun"),
+        again.as_bytes(),
+        json,
+        None,
+    )
+    .await;
+    // An undecodable command read again is a duplicate too, not a second rejection.
+    publish_raw(
+        &p,
+        &topic,
+        Some(b"explode"),
+        cases[4].1.as_bytes(),
+        json,
+        None,
+    )
+    .await;
+
+    let expect = cases.iter().map(|(id, _, detail)| (*id, *detail)).chain([
+        (
+            "pb-unknown-field",
+            "unknown_field: unknown field number 99 in RecoveryCommand",
+        ),
+        (
+            "pb-action-99",
+            "unknown_enum_value: unknown value 99 for RecoveryCommand.action",
+        ),
+    ]);
+    for (command_id, detail) in expect {
+        let (done, all) =
+            final_result(&app.bootstrap(), &app.topics().results, command_id, MINUTE).await;
+        assert_eq!(
+            all[0], done,
+            "{command_id}: the first record is the final answer"
+        );
+        assert!(done.done && done.items.len() == 1, "{done:?}");
+        assert_eq!(done.items[0].status, Status::Rejected as i32, "{done:?}");
+        assert!(
+            done.items[0].detail.starts_with(detail),
+            "{command_id}: {}",
+            done.items[0].detail
+        );
+        assert!(!done.items[0].detail.contains("expected expected"));
+        assert_eq!((done.matched, done.succeeded, done.failed), (0, 0, 1));
+    }
+    let (done, _) = final_result(&app.bootstrap(), &app.topics().results, "good", MINUTE).await;
+    assert_eq!(done.items[0].status, Status::Ok as i32);
+    // The second "typo-dryrun" (now spelt right) is a duplicate of the first: answered, not run;
+    // so is the second "explode".
+    eventually(MINUTE, "the re-used ids answered", || async {
+        let results =
+            decode_all::<pb::CommandResult>(&read_topic(&app.bootstrap(), &app.topics().results));
+        ["typo-dryrun", "explode"]
+            .iter()
+            .all(|id| results.iter().filter(|r| r.command_id == *id).count() == 2)
+    })
+    .await;
+    for command_id in ["typo-dryrun", "explode"] {
+        let answers: Vec<pb::CommandResult> =
+            decode_all::<pb::CommandResult>(&read_topic(&app.bootstrap(), &app.topics().results))
+                .into_iter()
+                .filter(|r| r.command_id == command_id)
+                .collect();
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        assert_eq!(answers[0].items[0].status, Status::Rejected as i32);
+        assert_eq!(
+            answers[1].items[0].status,
+            Status::Skipped as i32,
+            "{answers:?}"
+        );
+        assert!(answers[1].items[0].detail.starts_with("duplicate"));
+    }
+
+    app.wait_entries(1, MINUTE).await;
+    assert!(executions(&app).is_empty(), "no rejected command acted");
+    let rejected = read_topic(&app.bootstrap(), &app.topics().rejected);
+    assert_eq!(rejected.len(), 2, "only the commands without a readable id");
+    assert!(rejected
+        .iter()
+        .all(|r| r.headers["dlq.reject.reason"] == "json"));
+    app.stop().await;
+}
+
+/// Issue 14: each item of a command is in exactly one of its result records; the final record
+/// carries the totals for the whole command (and only items not reported before), so summing
+/// items across a command's records counts each entry once. The HTTP answer still lists every
+/// entry (the ledger puts a command's records together).
+#[tokio::test]
+async fn each_item_is_in_exactly_one_result_record_and_the_final_one_carries_the_totals() {
+    let mut cfg = test_config();
+    cfg.max_per_second = 20_000.0;
+    let app = TestApp::spawn(cfg).await;
+    let events = ingest(&app, 40).await;
+    let all_ids: Vec<String> = events
+        .iter()
+        .map(|e| dlq_id_for_event(&e.event_id))
+        .collect();
+    let p = producer(&app.bootstrap());
+    let topic = app.topics().commands;
+
+    // A bulk command over 30 ids (plus one unknown): fanned out over the 3 partitions.
+    let mut wanted: Vec<&str> = all_ids[..30].iter().map(String::as_str).collect();
+    wanted.push("dlq-unknown");
+    send_command(&p, &topic, &command("bulk", Action::Restart, ids(&wanted))).await;
+    let (done, all) = final_result(&app.bootstrap(), &app.topics().results, "bulk", MINUTE).await;
+    assert_eq!((done.matched, done.succeeded, done.failed), (31, 30, 1));
+    assert!(
+        done.items.is_empty(),
+        "every item was reported before: {done:?}"
+    );
+    let mut seen = std::collections::HashMap::new();
+    for r in &all {
+        for i in &r.items {
+            *seen.entry(i.dlq_id.clone()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(seen.len(), 31, "{seen:?}");
+    assert!(seen.values().all(|n| *n == 1), "an item twice: {seen:?}");
+    let summed: i64 = all.iter().filter(|r| !r.done).map(|r| r.succeeded).sum();
+    assert_eq!(summed, 30, "progress records sum to the final totals");
+
+    // The same through HTTP: a bulk action answers every run it started.
+    let query: String = all_ids[30..]
+        .iter()
+        .map(|id| format!("dlqIds={id}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let r = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/v2/workflows/dlq/restart?{query}"),
+        )
+        .send()
+        .await
+        .expect("HTTP restart");
+    assert!(r.status().is_success(), "{}", r.status());
+    let body: serde_json::Value = r.json().await.expect("JSON");
+    let runs = body["workflowRuns"].as_array().expect("runs");
+    assert_eq!(runs.len(), 10, "{body}");
+    assert_eq!(executions(&app).len(), 40);
+    app.stop().await;
+}

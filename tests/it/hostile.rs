@@ -245,10 +245,18 @@ enum Answer {
 
 /// What the service must do with a command record; `None` for a valid command (not malformed).
 fn command_answer(r: &Rec) -> Option<Answer> {
+    // A client's command whose commandId can be read is answered by a result, whatever else is
+    // wrong with it (docs/design.md §4 *Rejection*); a callback report never is.
+    let report = r.headers.iter().any(|(k, _)| *k == "dlq.callback-report");
+    let by_id = || {
+        workflow_dlq::wire::codec::command_id_hint(r.content_type(), r.value.as_deref())
+            .filter(|id| id.len() <= MAX_ID_LEN)
+            .map_or(Answer::Rejected, Answer::Result)
+    };
     if r.value.as_ref().is_some_and(|v| v.len() > MAX_RECORD) {
-        return Some(Answer::Rejected);
+        return Some(if report { Answer::Rejected } else { by_id() });
     }
-    if r.headers.iter().any(|(k, _)| *k == "dlq.callback-report") {
+    if report {
         let ok = workflow_dlq::wire::decode::<pb::FailureCallbackReport>(
             r.content_type(),
             r.value.as_deref(),
@@ -256,8 +264,14 @@ fn command_answer(r: &Rec) -> Option<Answer> {
         .is_ok();
         return (!ok).then_some(Answer::Rejected);
     }
-    match workflow_dlq::wire::decode::<pb::RecoveryCommand>(r.content_type(), r.value.as_deref()) {
-        Err(_) => Some(Answer::Rejected),
+    // Commands are decoded strictly, and one that does not decode is still answered under its
+    // commandId when that can be read (docs/design.md §4 *Rejection*).
+    match workflow_dlq::wire::codec::decode_strict::<pb::RecoveryCommand>(
+        workflow_dlq::wire::strict::RECOVERY_COMMAND,
+        r.content_type(),
+        r.value.as_deref(),
+    ) {
+        Err(_) => Some(by_id()),
         Ok(c) if c.command_id.len() > MAX_ID_LEN => Some(Answer::Rejected),
         Ok(c) => validate(&c).err().map(|_| Answer::Result(c.command_id)),
     }

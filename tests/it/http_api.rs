@@ -572,14 +572,15 @@ async fn a_retried_action_with_the_same_deduplication_id_acts_once() {
 
     // A keyed page of `all`: the replay answers the same runs and the same cursor, and acts on
     // no further page.
-    let page = "/v2/workflows/dlq/resume?count=3";
+    // (Odd entries only: the even ones below must not be on this page.)
+    let page = "/v2/workflows/dlq/resume?count=3&label=label-1";
     let (_, p1) = call_keyed(&app, Method::POST, page, dedup, "k-3").await;
     let (_, p1_again) = call_keyed(&app, Method::POST, page, dedup, "k-3").await;
     assert_eq!(p1, p1_again);
     assert!(p1["cursor"].is_string(), "{p1}");
 
     // A delete replayed after it succeeded answers `deleted: 1` again, not 404.
-    let del = format!("/v2/workflows/dlq/{}", ids[11]);
+    let del = format!("/v2/workflows/dlq/{}", ids[10]);
     let (d1, body1) = call_keyed(&app, Method::DELETE, &del, dedup, "k-4").await;
     let (d2, body2) = call_keyed(&app, Method::DELETE, &del, dedup, "k-4").await;
     assert_eq!(
@@ -592,7 +593,7 @@ async fn a_retried_action_with_the_same_deduplication_id_acts_once() {
     let (s, _) = call_keyed(
         &app,
         Method::POST,
-        &format!("/v2/dlq/retry/{}", ids[10]),
+        &format!("/v2/dlq/retry/{}", ids[8]),
         dedup,
         "k-1",
     )
@@ -740,5 +741,91 @@ async fn an_in_progress_failure_callback_can_be_canceled_and_its_late_report_is_
     assert_eq!(state(&entry).as_deref(), Some("CALLBACK_CANCELED"));
     // One execution: the callback re-run; the cancel republished nothing.
     assert_eq!(app.executions().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn read_and_operate_tokens_are_held_to_their_scope_on_every_route_and_named_in_results() {
+    const READER: &str = "reader-token-0123456789";
+    const OPS: &str = "ops-token-0123456789abcdef";
+    let mut cfg = common::test_config();
+    cfg.api_tokens =
+        workflow_dlq::tokens::parse(&format!("reader:read:{READER}\nops:operate:{OPS}"))
+            .expect("tokens");
+    let app = TestApp::spawn(cfg).await;
+    let events: Vec<_> = (0..3).map(failure_event).collect();
+    app.ingest(&events, 0).await;
+    let id = dlq_id_for_event(&events[0].event_id);
+
+    // Every documented route and method, as the reader: reading works, acting is a 403.
+    let doc = app.get_json("/openapi.json").await;
+    let open = ["/healthz", "/readyz", "/metrics"];
+    let mut acted_on = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        if open.contains(&path.as_str()) {
+            continue;
+        }
+        let concrete = path.replace("{dlqId}", &id);
+        for (method, _) in item.as_object().expect("methods") {
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let r = app
+                .http
+                .request(m.clone(), format!("{}{concrete}", app.base))
+                .bearer_auth(READER)
+                .send()
+                .await
+                .expect("HTTP");
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            if m == Method::GET {
+                assert_eq!(status, StatusCode::OK, "reader: {m} {concrete}: {body}");
+            } else {
+                acted_on += 1;
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "reader: {m} {concrete}: {body}"
+                );
+                assert_eq!(
+                    body["error"],
+                    format!("token `reader` has scope `read`; {m} {concrete} needs `operate`"),
+                );
+            }
+        }
+    }
+    assert!(acted_on >= 10, "only {acted_on} action routes were tried");
+    assert!(app.executions().is_empty(), "a reader acted");
+    assert_eq!(app.service.view.len(), 3);
+
+    // The operator acts; the result names the token, never shows it.
+    let r = app
+        .http
+        .post(format!("{}/v2/workflows/dlq/restart/{id}", app.base))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .expect("HTTP");
+    assert_eq!(r.status(), StatusCode::OK);
+    let results: Vec<pb::CommandResult> =
+        common::decode_all(&common::read_topic(&app.bootstrap(), &app.topics().results));
+    let mine: Vec<_> = results.iter().filter(|r| r.done).collect();
+    assert_eq!(mine.len(), 1, "{results:?}");
+    assert_eq!(mine[0].requested_by, "http:ops");
+    let raw = common::read_topic(&app.bootstrap(), &app.topics().results);
+    for rec in raw {
+        let v = rec.value.unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&v).contains(OPS),
+            "a token leaked into a result"
+        );
+    }
+    // The single admin token still does everything.
+    let (status, _) = call(
+        &app,
+        Method::DELETE,
+        &format!("/v2/dlq/{}", dlq_id_for_event(&events[1].event_id)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
     app.stop().await;
 }

@@ -19,6 +19,7 @@ mod groups;
 mod hostile;
 mod http_api;
 mod ingest;
+mod java_client;
 mod prometheus;
 mod sdk_compat;
 mod security;

@@ -448,6 +448,13 @@ fn json_field_names_are_lower_camel_case() {
         "failedAt",
         "errorMessage",
         "redriveCount",
+        // QStash's identity fields (issue 14, added on main).
+        "topicName",
+        "queueName",
+        "scheduleId",
+        "callback",
+        "callbackHeader",
+        "failureCallbackHeader",
         "redrivenFromDlqId",
         "lineage",
     ] {
@@ -572,6 +579,64 @@ fn json_parsing_accepts_original_proto_field_names_and_ignores_unknown_fields() 
     .unwrap();
     assert_eq!(e.event_id, "evt-1");
     assert_eq!(e.workflow_run_id, "wfr_1");
+}
+
+/// docs/design.md §3 *Strictness*: what failure events may carry (a field of a newer proto) a
+/// command may not — at any depth, in JSON and in protobuf — and an enum value outside the enum
+/// is refused with one clean message.
+#[test]
+fn commands_are_strict_where_failure_events_are_lenient() {
+    use workflow_dlq::wire::{codec::decode_strict, strict::RECOVERY_COMMAND};
+    let ct = Some(&b"application/json"[..]);
+    let strict = |v: Value| {
+        decode_strict::<pb::RecoveryCommand>(
+            RECOVERY_COMMAND,
+            ct,
+            Some(&v.to_string().into_bytes()),
+        )
+        .map_err(|e| e.to_string())
+    };
+    let envelope = json!({"failure": {"eventId": "e", "someFutureField": 1}});
+    assert!(decode_json::<pb::FailureEnvelope>(&envelope).is_ok());
+    for (command, message) in [
+        (
+            json!({"commandId": "c", "all": true, "dryrun": true}),
+            r#"unknown field "dryrun" in RecoveryCommand"#,
+        ),
+        (
+            json!({"commandId": "c", "ids": ["a"]}),
+            r#"unknown field "ids" in RecoveryCommand"#,
+        ),
+        (
+            json!({"commandId": "c", "filter": {"labels": ["x"]}}),
+            r#"unknown field "labels" in RecoveryCommand.filter"#,
+        ),
+        (
+            json!({"commandId": "c", "all": true, "overrides": {"retriess": 1}}),
+            r#"unknown field "retriess" in RecoveryCommand.overrides"#,
+        ),
+    ] {
+        assert_eq!(strict(command).unwrap_err(), message);
+    }
+    let e = strict(json!({"commandId": "c", "action": 99})).unwrap_err();
+    assert!(
+        e.starts_with("unknown value 99 for RecoveryCommand.action (enum Action: "),
+        "{e}"
+    );
+    assert!(!e.contains("expected expected"), "{e}");
+    // The same command spelt right decodes, by JSON or proto names.
+    let ok = strict(json!({"command_id": "c", "action": "RESTART", "all": true, "dryRun": true}));
+    assert!(ok.is_ok(), "{ok:?}");
+    // Protobuf: a field number this schema does not have.
+    let mut raw = pb::RecoveryCommand {
+        command_id: "c".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    raw.extend([0xa0, 0x01, 0x01]); // field 20, varint 1
+    assert!(decode::<pb::RecoveryCommand>(None, Some(&raw)).is_ok());
+    let e = decode_strict::<pb::RecoveryCommand>(RECOVERY_COMMAND, None, Some(&raw)).unwrap_err();
+    assert_eq!(e.to_string(), "unknown field number 20 in RecoveryCommand");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -521,7 +521,14 @@ pub fn serve_command(cfg: &Config) -> Command {
         .env("DLQ_TOPIC_REJECTED", &t.rejected)
         .env("DLQ_GROUP_ID", &cfg.group_id)
         .env("DLQ_INSTANCE_ID", &cfg.instance_id)
-        .env("DLQ_PARTITIONS", cfg.partitions.to_string());
+        .env("DLQ_PARTITIONS", cfg.partitions.to_string())
+        .env(
+            "DLQ_OUTPUT_ENCODING",
+            match cfg.output_encoding {
+                workflow_dlq::config::OutputEncoding::Protobuf => "protobuf",
+                workflow_dlq::config::OutputEncoding::Json => "json",
+            },
+        );
     cmd
 }
 
