@@ -627,11 +627,15 @@ impl Pipeline<'_> {
                 self.ensure_fresh(m.partition(), t)?;
                 let item = self.act(&cmd, action, &ids[0], t)?;
                 let ok = item.status == Status::Ok as i32;
-                self.send_final(&cmd, vec![item], 1, i64::from(ok), i64::from(!ok), t)?;
-                let outcome = if ok {
-                    CommandOutcome::Ok
-                } else {
+                // As a bulk command counts (§3 `CommandResult.failed`): a SKIPPED item — a
+                // parked entry left alone — counts in neither, and is not a failed command.
+                let failed = item.status == Status::NotFound as i32
+                    || item.status == Status::Rejected as i32;
+                self.send_final(&cmd, vec![item], 1, i64::from(ok), i64::from(failed), t)?;
+                let outcome = if failed {
                     CommandOutcome::Failed
+                } else {
+                    CommandOutcome::Ok
                 };
                 count_command(t, &cmd.command_id, action, selector, outcome);
                 return Ok(());

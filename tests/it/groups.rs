@@ -311,6 +311,20 @@ async fn a_run_redriven_three_times_is_parked_skipped_by_restart_all_and_restart
         "{:?}",
         done.items[0]
     );
+    send_command(
+        &p,
+        &app.topics().commands,
+        &command("by-id", Action::Restart, common::ids(&[&parked])),
+    )
+    .await;
+    let (done, _) = final_result(&app.bootstrap(), &app.topics().results, "by-id", MINUTE).await;
+    assert_eq!(done.items[0].status, Status::Skipped as i32);
+    assert_eq!(done.items[0].detail, "parked: redriven 3 times");
+    assert_eq!(
+        (done.succeeded, done.failed),
+        (0, 0),
+        "skipped counts in neither"
+    );
     let (status, body) = post(&app, &format!("/v2/workflows/dlq/restart/{parked}")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body["error"]
