@@ -244,6 +244,12 @@ impl Decider<'_> {
     }
 }
 
+/// Whether `signature` names a kind of failure the DLQ does not hold: no entry of the view has
+/// it, and this pipeline has not stored one since (`recent`, which remembers it). True once.
+fn first_of_its_kind(view: &StoreView, recent: &mut HashSet<String>, signature: &str) -> bool {
+    !view.has_signature(signature) && recent.insert(signature.to_string())
+}
+
 /// The ingest worker: runs on its own thread, restarting its pipeline after any Kafka error.
 pub struct Ingest {
     pub cfg: Arc<Config>,
@@ -318,16 +324,15 @@ impl Ingest {
                 // A kind of failure neither the view nor this pipeline's recent writes hold.
                 // Two instances storing the first two of a new kind at once may both count
                 // it: the alert is on any increase, so a double count changes nothing.
-                let new_signature = (!self.view.has_signature(&entry.signature)
-                    && recent_signatures.insert(entry.signature.clone()))
-                .then(|| {
-                    let ev = entry.event.as_ref();
-                    NewSignature {
-                        signature: entry.signature.clone(),
-                        status_class: StatusClass::of(ev.map_or(0, |e| e.response_status)),
-                        workflow_url: ev.map_or(String::new(), |e| e.workflow_url.clone()),
-                    }
-                });
+                let new_signature =
+                    first_of_its_kind(&self.view, recent_signatures, &entry.signature).then(|| {
+                        let ev = entry.event.as_ref();
+                        NewSignature {
+                            signature: entry.signature.clone(),
+                            status_class: StatusClass::of(ev.map_or(0, |e| e.response_status)),
+                            workflow_url: ev.map_or(String::new(), |e| e.workflow_url.clone()),
+                        }
+                    });
                 txn.on_commit(move || {
                     FailureStored {
                         latency_seconds: latency,
@@ -448,6 +453,36 @@ mod tests {
             })),
         }
         .encode_to_vec()
+    }
+
+    #[test]
+    fn a_signature_is_new_once_and_not_when_the_view_holds_it() {
+        let view = StoreView::new();
+        let mut recent = HashSet::new();
+        let ev = FailureEvent {
+            event_id: "e1".into(),
+            workflow_url: "https://w".into(),
+            error_message: "boom 1".into(),
+            ..Default::default()
+        };
+        let sig = crate::signature::of_event(&ev);
+        assert!(first_of_its_kind(&view, &mut recent, &sig));
+        assert!(!first_of_its_kind(&view, &mut recent, &sig), "counted once");
+        view.upsert(
+            0,
+            0,
+            &DlqEntry {
+                dlq_id: "d1".into(),
+                signature: sig.clone(),
+                event: Some(ev),
+                ..Default::default()
+            },
+        );
+        // Another pipeline (or a restart) with nothing remembered: the view answers.
+        assert!(!first_of_its_kind(&view, &mut HashSet::new(), &sig));
+        // Once no entry holds it, a failure of that kind is new again.
+        view.remove("d1");
+        assert!(first_of_its_kind(&view, &mut HashSet::new(), &sig));
     }
 
     /// Ingest only ever creates entries; every change to an existing one goes through its
