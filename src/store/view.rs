@@ -1038,6 +1038,43 @@ mod tests {
     }
 
     #[test]
+    fn a_cursor_stays_stable_while_entries_arrive_between_pages_in_both_orders() {
+        for order in [Order::EarliestFirst, Order::LatestFirst] {
+            let v = StoreView::new();
+            let start: Vec<String> = (0..40).map(|i| format!("s{i:02}")).collect();
+            for (i, id) in start.iter().enumerate() {
+                v.upsert(0, i as i64, &entry(id, 100 + (i as i64 / 3), "u"));
+            }
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            for page_no in 0.. {
+                let p = v.list_in(&EntryFilter::all(), order, cursor.as_ref(), 7);
+                seen.extend(ids(&p));
+                // Between pages: new entries older, newer and among the ones listed so far.
+                for (k, t) in [(0, 50), (1, 500), (2, 105)] {
+                    let id = format!("n{page_no}-{k}");
+                    v.upsert(1, page_no * 10 + k, &entry(&id, t, "u"));
+                }
+                match p.next {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            let mut unique = seen.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(
+                unique.len(),
+                seen.len(),
+                "{order:?}: an entry was listed twice"
+            );
+            for id in &start {
+                assert!(seen.contains(id), "{order:?}: {id} was skipped");
+            }
+        }
+    }
+
+    #[test]
     fn a_slot_stays_88_bytes() {
         // The memory budget (payload + 250 B per entry at 1,000,000) is spent mostly here: a
         // new indexed field joins `traits` or a shared symbol rather than growing the slot.

@@ -43,6 +43,20 @@ const ROUTES: &[(&str, &str, Auth)] = &[
     ("POST", "/v2/workflows/dlq/callback/{id}", Auth::Required),
     ("POST", "/v2/workflows/dlq/restart", Auth::Required),
     ("POST", "/v2/workflows/dlq/resume", Auth::Required),
+    ("DELETE", "/v2/workflows/dlq/callback/{id}", Auth::Required),
+    ("POST", "/v2/dlq/retry/{id}", Auth::Required),
+    ("POST", "/v2/dlq/retry", Auth::Required),
+    ("GET", "/v2/workflows/dlq/groups", Auth::Required),
+    (
+        "GET",
+        "/v2/dlq/groups?signature=0123456789abcdef",
+        Auth::Required,
+    ),
+    (
+        "POST",
+        "/v2/workflows/dlq/restart/{id}?force=true",
+        Auth::Required,
+    ),
 ];
 
 fn bad_authorizations() -> Vec<(String, Option<String>)> {
