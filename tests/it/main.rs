@@ -19,6 +19,7 @@ mod hostile;
 mod http_api;
 mod ingest;
 mod java_client;
+mod kafka_security;
 mod prometheus;
 mod sdk_compat;
 mod security;
