@@ -428,30 +428,40 @@ pub fn probe(conn: &KafkaConn, timeout: Duration) -> Result<usize, ProbeError> {
     let mut c = conn.client_config();
     c.set("group.id", "workflow-dlq-probe");
     let consumer: BaseConsumer<ProbeContext> = c.create_with_context(ProbeContext::default())?;
-    match consumer.fetch_metadata(None, timeout) {
-        Ok(md) => Ok(md.brokers().len()),
-        Err(e) => {
-            // rust-rdkafka queues librdkafka's log lines and errors on the client's main queue
-            // (`log.queue`): they reach the context only when the consumer is polled. Serve
-            // them (a few short polls: nothing is subscribed, so no message can come).
-            let mut bare_auth_error = false;
-            for _ in 0..5 {
-                if consumer.context().denied().is_some() {
-                    break;
-                }
-                if let Some(Err(e)) = consumer.poll(Duration::from_millis(50)) {
-                    bare_auth_error |= e.rdkafka_error_code()
-                        == Some(rdkafka::types::RDKafkaErrorCode::Authentication);
-                }
+    // Asked in slices of at most 1 s: a refusal comes within the first few hundred ms, and
+    // waiting out the whole attempt before looking for it only delays the error.
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let slice = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .min(Duration::from_secs(1));
+        let e = match consumer.fetch_metadata(None, slice) {
+            Ok(md) => return Ok(md.brokers().len()),
+            Err(e) => e,
+        };
+        // rust-rdkafka queues librdkafka's log lines and errors on the client's main queue
+        // (`log.queue`): they reach the context only when the consumer is polled. Serve them
+        // (a few short polls: nothing is subscribed, so no message can come).
+        let mut bare_auth_error = false;
+        for _ in 0..5 {
+            if consumer.context().denied().is_some() {
+                break;
             }
-            match consumer.context().denied() {
-                Some(denied) => Err(ProbeError::Denied(denied.masked(conn))),
-                // The code without the log line (e.g. `log_level` set below 3).
-                None if bare_auth_error => Err(ProbeError::Denied(AccessDenied::Authentication(
+            if let Some(Err(e)) = consumer.poll(Duration::from_millis(20)) {
+                bare_auth_error |= e.rdkafka_error_code()
+                    == Some(rdkafka::types::RDKafkaErrorCode::Authentication);
+            }
+        }
+        match consumer.context().denied() {
+            Some(denied) => return Err(ProbeError::Denied(denied.masked(conn))),
+            // The code without the log line (e.g. `log_level` set below 3).
+            None if bare_auth_error => {
+                return Err(ProbeError::Denied(AccessDenied::Authentication(
                     "the broker refused the SASL credentials".into(),
-                ))),
-                None => Err(e.into()),
+                )))
             }
+            None if std::time::Instant::now() >= deadline => return Err(e.into()),
+            None => {}
         }
     }
 }
