@@ -48,6 +48,13 @@ pub enum ServiceError {
         waited: Duration,
         detail: String,
     },
+    /// Wrong credentials or an untrusted certificate: said at once, not retried until the
+    /// connect timeout (see [`kafka::AccessDenied`]).
+    #[error("Kafka at {bootstrap} refused the connection: {cause}")]
+    KafkaAccessDenied {
+        bootstrap: String,
+        cause: kafka::AccessDenied,
+    },
     #[error("invalid Kafka client setting (DLQ_KAFKA_* / [kafka]): {0}")]
     KafkaConfig(String),
     #[error("cannot create the topics on {bootstrap}: {source}")]
@@ -409,7 +416,16 @@ async fn wait_for_kafka(
                 tracing::info!(bootstrap = conn.bootstrap, brokers, "Kafka reachable");
                 return Ok(());
             }
-            Ok(Err(e)) => {
+            Ok(Err(kafka::ProbeError::Denied(cause))) => {
+                // Credentials and trust do not fix themselves: stop now, naming the cause,
+                // rather than retry until the timeout with a /healthz that looks fine. (The
+                // probe masked the text with this connection's secrets.)
+                return Err(ServiceError::KafkaAccessDenied {
+                    bootstrap: conn.bootstrap.clone(),
+                    cause,
+                });
+            }
+            Ok(Err(kafka::ProbeError::Kafka(e))) => {
                 last = conn.mask(&e.to_string());
                 if let rdkafka::error::KafkaError::ClientConfig(..) = e {
                     // A bad property does not fix itself: say so now, not after the timeout.

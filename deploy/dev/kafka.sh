@@ -29,6 +29,18 @@
 #   KAFKA_EXTRA_PROPERTIES   extra server.properties lines (newline separated)
 #   KAFKA_MVN (mvn)  KAFKA_MVN_ARGS   e.g. "-Dmaven.repo.local=/tmp/m2"
 #   KAFKA_TOOLS_LOG_LEVEL (WARN)  JAVA_HOME / JAVA
+#
+# Secured mode: KAFKA_SECURITY=sasl_ssl (default: plaintext) makes the client port a SASL_SSL
+# listener (SCRAM-SHA-512 over TLS). `start` then also makes, with the JDK's keytool, a CA and a
+# broker certificate signed by it (SAN: IP 127.0.0.1, DNS localhost) under $KAFKA_STATE_DIR/tls,
+# and a SCRAM user `dlq` with a random password, created at format time (`--add-scram`).
+# The broker's own identity (inter-broker, and this script's tools) is a PLAINTEXT listener
+# on $KAFKA_INTERNAL_PORT (default: client port + 2), bound to loopback like everything here.
+# What a client needs is written to $KAFKA_STATE_DIR/client.properties (librdkafka properties,
+# mode 0600, the password included); `client-properties` prints its path.
+# The state dir defaults to $REPO/target/kafka-secure, so a secured broker and a plain one
+# run side by side; give the same KAFKA_SECURITY to `stop`, `status`, `bootstrap`, ...
+#   client-properties     print the path of client.properties (secured mode)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -40,7 +52,17 @@ TOOLS_LOG4J=$SCRIPT_DIR/log4j2-tools.properties
 DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 KAFKA_LIBS=${KAFKA_LIBS:-$REPO/target/kafka-libs}
-KAFKA_STATE_DIR=${KAFKA_STATE_DIR:-$REPO/target/kafka}
+KAFKA_SECURITY=${KAFKA_SECURITY:-plaintext}
+case $KAFKA_SECURITY in
+  plaintext) KAFKA_STATE_DIR=${KAFKA_STATE_DIR:-$REPO/target/kafka} ;;
+  sasl_ssl) KAFKA_STATE_DIR=${KAFKA_STATE_DIR:-$REPO/target/kafka-secure} ;;
+  *)
+    printf '[kafka.sh] ERROR: KAFKA_SECURITY must be plaintext or sasl_ssl, not %s\n' "$KAFKA_SECURITY" >&2
+    exit 1
+    ;;
+esac
+# SCRAM user of the secured mode.
+KAFKA_SCRAM_USER=${KAFKA_SCRAM_USER:-dlq}
 KAFKA_HOST=${KAFKA_HOST:-127.0.0.1}
 KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
 KAFKA_STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
@@ -55,6 +77,8 @@ LOG_DIR=$KAFKA_STATE_DIR/logs
 LOG_FILE=$LOG_DIR/server.log
 PROPS=$KAFKA_STATE_DIR/server.properties
 PID_FILE=$KAFKA_STATE_DIR/kafka.pid
+TLS_DIR=$KAFKA_STATE_DIR/tls
+CLIENT_PROPS=$KAFKA_STATE_DIR/client.properties
 
 if [[ -n ${JAVA:-} ]]; then
   :
@@ -102,8 +126,13 @@ resolve_ports() { # $1 = reuse|default
   local listeners=""
   if [[ $1 == reuse ]]; then listeners=$(props_value listeners || true); fi
   if [[ -z ${KAFKA_PORT:-} ]]; then
-    KAFKA_PORT=$(sed -n 's#.*PLAINTEXT://[^,]*:\([0-9][0-9]*\).*#\1#p' <<<"$listeners")
+    # the client listener: PLAINTEXT:// (plain mode) or SASL_SSL:// (secured mode)
+    KAFKA_PORT=$(sed -n 's#\(.*,\)\{0,1\}\(PLAINTEXT\|SASL_SSL\)://[^,]*:\([0-9][0-9]*\).*#\3#p' <<<"$listeners")
     KAFKA_PORT=${KAFKA_PORT:-9092}
+  fi
+  if [[ -z ${KAFKA_INTERNAL_PORT:-} ]]; then
+    KAFKA_INTERNAL_PORT=$(sed -n 's#.*INTERNAL://[^,]*:\([0-9][0-9]*\).*#\1#p' <<<"$listeners")
+    KAFKA_INTERNAL_PORT=${KAFKA_INTERNAL_PORT:-$((KAFKA_PORT + 2))}
   fi
   if [[ -z ${KAFKA_CONTROLLER_PORT:-} ]]; then
     KAFKA_CONTROLLER_PORT=$(sed -n 's#.*CONTROLLER://[^,]*:\([0-9][0-9]*\).*#\1#p' <<<"$listeners")
@@ -111,6 +140,12 @@ resolve_ports() { # $1 = reuse|default
   fi
 }
 bootstrap() { printf '%s:%s' "$KAFKA_HOST" "$KAFKA_PORT"; }
+secured() { [[ $KAFKA_SECURITY == sasl_ssl ]]; }
+# The address this script's own tools (topics, groups, ...) use: in secured mode the broker's
+# PLAINTEXT identity, so they need no credentials.
+tools_bootstrap() {
+  if secured; then printf '%s:%s' "$KAFKA_HOST" "$KAFKA_INTERNAL_PORT"; else bootstrap; fi
+}
 
 port_open() { # host port: does a TCP connect succeed?
   if command -v timeout >/dev/null 2>&1; then
@@ -280,11 +315,7 @@ write_props() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+$(listener_props)
 log.dirs=$DATA_DIR
 
 # one node: every internal topic has a single replica
@@ -323,14 +354,113 @@ EOF
   fi
 }
 
+listener_props() { # the listener section of server.properties, by KAFKA_SECURITY
+  if ! secured; then
+    cat <<EOF
+listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+EOF
+    return
+  fi
+  local pw
+  pw=$(<"$TLS_DIR/store.password")
+  cat <<EOF
+# KAFKA_SECURITY=sasl_ssl: clients on SASL_SSL (SCRAM-SHA-512); the broker itself, and this
+# script's tools, on the loopback PLAINTEXT listener INTERNAL; the controller on PLAINTEXT.
+listeners=SASL_SSL://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT,INTERNAL://$KAFKA_HOST:$KAFKA_INTERNAL_PORT
+advertised.listeners=SASL_SSL://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT,INTERNAL://$KAFKA_HOST:$KAFKA_INTERNAL_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=INTERNAL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$TLS_DIR/broker.p12
+ssl.keystore.password=$pw
+ssl.key.password=$pw
+ssl.client.auth=none
+EOF
+}
+
+kt() { # keytool, with the fast-start JVM flags of the tools
+  keytool -J-XX:+UseSerialGC -J-XX:TieredStopAtLevel=1 "$@" 9>&-
+}
+
+# Secured mode: a CA, and a broker certificate signed by it for 127.0.0.1 / localhost, all with
+# the JDK's keytool (no openssl needed); the CA as PEM for librdkafka's ssl.ca.location.
+# Made fresh on every fresh start (kept with KAFKA_KEEP_DATA=1), valid for 30 days.
+make_certs() {
+  local t0 pw
+  if [[ $KAFKA_KEEP_DATA == 1 && -f $TLS_DIR/broker.p12 && -f $TLS_DIR/ca.pem ]]; then
+    log "keeping the certificates in $TLS_DIR"
+    return 0
+  fi
+  need keytool
+  t0=$(now)
+  rm -rf "$TLS_DIR"
+  mkdir -p "$TLS_DIR"
+  chmod 700 "$TLS_DIR"
+  pw=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+  echo "$pw" >"$TLS_DIR/store.password"
+  log "making a CA and a broker certificate with keytool in $TLS_DIR"
+  kt -genkeypair -alias ca -keyalg RSA -keysize 2048 -validity 30 -dname 'CN=workflow-dlq dev CA' \
+    -ext bc:c=ca:true -ext KU=keyCertSign,cRLSign \
+    -keystore "$TLS_DIR/ca.p12" -storetype PKCS12 -storepass "$pw" >&2 || die "keytool: CA key"
+  kt -exportcert -rfc -alias ca -keystore "$TLS_DIR/ca.p12" -storepass "$pw" \
+    -file "$TLS_DIR/ca.pem" >&2 || die "keytool: CA export"
+  kt -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 30 -dname 'CN=localhost' \
+    -keystore "$TLS_DIR/broker.p12" -storetype PKCS12 -storepass "$pw" >&2 || die "keytool: broker key"
+  kt -certreq -alias broker -keystore "$TLS_DIR/broker.p12" -storepass "$pw" \
+    -file "$TLS_DIR/broker.csr" >&2 || die "keytool: broker CSR"
+  kt -gencert -alias ca -keystore "$TLS_DIR/ca.p12" -storepass "$pw" -infile "$TLS_DIR/broker.csr" \
+    -outfile "$TLS_DIR/broker.pem" -rfc -validity 30 -ext SAN=ip:127.0.0.1,dns:localhost \
+    -ext KU=digitalSignature,keyEncipherment -ext EKU=serverAuth >&2 || die "keytool: signing"
+  # the chain goes in over the broker's key entry: CA first, so the reply can be verified
+  kt -importcert -noprompt -alias ca -file "$TLS_DIR/ca.pem" -keystore "$TLS_DIR/broker.p12" \
+    -storepass "$pw" >&2 || die "keytool: CA import"
+  kt -importcert -noprompt -alias broker -file "$TLS_DIR/broker.pem" -keystore "$TLS_DIR/broker.p12" \
+    -storepass "$pw" >&2 || die "keytool: certificate reply import"
+  log "certificates done in $(since "$t0")s (CA: $TLS_DIR/ca.pem)"
+}
+
+# Secured mode: the SCRAM password (made with the certificates' data: a fresh cluster gets a
+# fresh one) and the file a client reads.
+scram_password() {
+  [[ -f $TLS_DIR/scram.password ]] || head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$TLS_DIR/scram.password"
+  cat "$TLS_DIR/scram.password"
+}
+write_client_props() {
+  (
+    umask 077
+    cat >"$CLIENT_PROPS" <<EOF
+# librdkafka properties for the secured broker (deploy/dev/kafka.sh, KAFKA_SECURITY=sasl_ssl)
+bootstrap.servers=$(bootstrap)
+security.protocol=SASL_SSL
+sasl.mechanisms=SCRAM-SHA-512
+sasl.username=$KAFKA_SCRAM_USER
+sasl.password=$(scram_password)
+ssl.ca.location=$TLS_DIR/ca.pem
+EOF
+  )
+}
+
 format_storage() {
   local t0 cluster_id storage_tool
   t0=$(now)
   storage_tool=$(<"$KAFKA_LIBS/.storage-tool-class")
   cluster_id=${KAFKA_CLUSTER_ID:-$(gen_cluster_id)}
   log "formatting $DATA_DIR (cluster id $cluster_id) with $storage_tool"
-  tool_java "$storage_tool" format --standalone --cluster-id "$cluster_id" --config "$PROPS" >&2 ||
-    die "storage format failed"
+  local scram=()
+  if secured; then
+    # KRaft keeps SCRAM credentials in the metadata log: the user exists from the first record.
+    scram=(--add-scram "SCRAM-SHA-512=[name=$KAFKA_SCRAM_USER,password=$(scram_password)]")
+    log "with SCRAM-SHA-512 user '$KAFKA_SCRAM_USER'"
+  fi
+  tool_java "$storage_tool" format --standalone --cluster-id "$cluster_id" --config "$PROPS" \
+    "${scram[@]}" >&2 || die "storage format failed"
   log "format done in $(since "$t0")s"
 }
 
@@ -358,7 +488,11 @@ print_ready() {
     v=$(jar_version) # log line missing (logging misconfigured?): fall back to the jar name
     log "warning: no 'Kafka version:' line in $LOG_FILE; version taken from the jar name"
   fi
-  echo "Kafka $v ready on $(bootstrap)"
+  if secured; then
+    echo "Kafka $v ready on $(bootstrap) (SASL_SSL, SCRAM-SHA-512; client settings: $CLIENT_PROPS)"
+  else
+    echo "Kafka $v ready on $(bootstrap)"
+  fi
 }
 
 cmd_start() {
@@ -372,10 +506,11 @@ cmd_start() {
     return 0
   fi
   need "$JAVA"
-  local p
-  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+  local p ports=("$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT")
+  if secured; then ports+=("$KAFKA_INTERNAL_PORT"); fi
+  for p in "${ports[@]}"; do
     if port_open "$KAFKA_HOST" "$p"; then
-      die "$KAFKA_HOST:$p is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
+      die "$KAFKA_HOST:$p is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_INTERNAL_PORT)"
     fi
   done
   mkdir -p "$KAFKA_STATE_DIR" "$LOG_DIR"
@@ -384,6 +519,10 @@ cmd_start() {
   elif [[ -e $DATA_DIR ]]; then
     log "wiping old data in $DATA_DIR (KAFKA_KEEP_DATA=1 keeps it)"
     rm -rf "$DATA_DIR"
+  fi
+  if secured; then
+    make_certs
+    write_client_props
   fi
   write_props
   if [[ ! -f $DATA_DIR/meta.properties ]]; then
@@ -527,27 +666,32 @@ main() {
       echo
       ;;
     logs) cmd_logs "$@" ;;
+    client-properties)
+      secured || die "client-properties is for KAFKA_SECURITY=sasl_ssl"
+      [[ -f $CLIENT_PROPS ]] || die "no $CLIENT_PROPS: start the secured broker first"
+      echo "$CLIENT_PROPS"
+      ;;
     topics)
       resolve_ports reuse
-      cmd_tool TopicCommand --bootstrap-server "$(bootstrap)" "$@"
+      cmd_tool TopicCommand --bootstrap-server "$(tools_bootstrap)" "$@"
       ;;
     groups)
       resolve_ports reuse
-      cmd_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$(bootstrap)" "$@"
+      cmd_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$(tools_bootstrap)" "$@"
       ;;
     produce)
       (($#)) || die "usage: kafka.sh produce TOPIC [ARGS...]"
       resolve_ports reuse
       local topic=$1
       shift
-      cmd_tool ConsoleProducer --bootstrap-server "$(bootstrap)" --topic "$topic" "$@"
+      cmd_tool ConsoleProducer --bootstrap-server "$(tools_bootstrap)" --topic "$topic" "$@"
       ;;
     consume)
       (($#)) || die "usage: kafka.sh consume TOPIC [ARGS...]"
       resolve_ports reuse
       local topic=$1
       shift
-      cmd_tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$(bootstrap)" --topic "$topic" "$@"
+      cmd_tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$(tools_bootstrap)" --topic "$topic" "$@"
       ;;
     tool)
       cmd_tool "$@"

@@ -305,18 +305,207 @@ fn fault_hook(worker: &str) {
 #[cfg(not(debug_assertions))]
 fn fault_hook(_worker: &str) {}
 
-/// Asks the cluster for its metadata: the cheapest proof that it is reachable.
-pub fn probe(conn: &KafkaConn, timeout: Duration) -> Result<usize, rdkafka::error::KafkaError> {
+/// Why the cluster refused us: wrong credentials or a certificate we do not trust. Retrying
+/// does not fix either (the Java client, too, treats them as non-retriable), so start-up stops
+/// with this rather than waiting out `--kafka-connect-timeout` on a timeout that names nothing.
+/// The detail is librdkafka's own text (e.g. `SASL authentication error: … invalid credentials
+/// with SASL mechanism SCRAM-SHA-512`, `SSL handshake failed: … certificate verify failed`),
+/// which names the broker and the mechanism but never a password; it is masked all the same.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessDenied {
+    #[error("authentication failed (check sasl.mechanisms, sasl.username, sasl.password): {0}")]
+    Authentication(String),
+    #[error(
+        "TLS: certificate verify failed (is the broker's certificate signed by the CA in \
+         ssl.ca.location, and issued for the bootstrap host?): {0}"
+    )]
+    CertificateUntrusted(String),
+    #[error("TLS: handshake failed: {0}")]
+    Tls(String),
+}
+
+impl AccessDenied {
+    /// The same, with `conn`'s secret values masked in the detail.
+    pub fn masked(self, conn: &KafkaConn) -> AccessDenied {
+        match self {
+            AccessDenied::Authentication(d) => AccessDenied::Authentication(conn.mask(&d)),
+            AccessDenied::CertificateUntrusted(d) => {
+                AccessDenied::CertificateUntrusted(conn.mask(&d))
+            }
+            AccessDenied::Tls(d) => AccessDenied::Tls(conn.mask(&d)),
+        }
+    }
+
+    /// Sorts a librdkafka error log line: `Some` for an authentication or TLS failure.
+    pub fn classify_log(message: &str) -> Option<AccessDenied> {
+        let m = message.to_string();
+        if m.contains("SASL authentication error") || m.contains("SASL authentication failed") {
+            Some(AccessDenied::Authentication(m))
+        } else if m.contains("certificate verify failed") {
+            Some(AccessDenied::CertificateUntrusted(m))
+        } else if m.contains("SSL handshake failed") {
+            Some(AccessDenied::Tls(m))
+        } else {
+            None
+        }
+    }
+
+    /// Sorts a librdkafka error callback: `Some` for an authentication or TLS failure.
+    pub fn classify(error: &rdkafka::error::KafkaError, reason: &str) -> Option<AccessDenied> {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        AccessDenied::classify_log(reason).or_else(|| match error.rdkafka_error_code() {
+            Some(Code::Authentication) => Some(AccessDenied::Authentication(reason.to_string())),
+            Some(Code::SSL) => Some(AccessDenied::Tls(reason.to_string())),
+            _ => None,
+        })
+    }
+}
+
+/// The probe's client context: remembers the last authentication or TLS failure librdkafka
+/// reports. A metadata request that cannot authenticate only fails with a transport error that
+/// says nothing about why; the why is in librdkafka's `FAIL` log line for the connection
+/// (`…: SASL authentication error: …`, `…: SSL handshake failed: …`), which the log callback
+/// gets at once, on librdkafka's thread, before the request is failed. (A consumer's error
+/// *events* reach `poll` as bare codes, without that text, so `error()` alone would not do.)
+/// Every line is still logged as rdkafka's default context does.
+#[derive(Default)]
+pub struct ProbeContext {
+    denied: std::sync::Mutex<Option<AccessDenied>>,
+}
+
+impl ProbeContext {
+    pub fn denied(&self) -> Option<AccessDenied> {
+        self.denied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn remember(&self, denied: Option<AccessDenied>) {
+        if let Some(d) = denied {
+            *self.denied.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
+        }
+    }
+}
+
+impl rdkafka::ClientContext for ProbeContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                self.remember(AccessDenied::classify_log(message));
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}");
+            }
+            L::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            L::Notice | L::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            L::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.remember(AccessDenied::classify(&error, reason));
+        tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ProbeContext {}
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The request failed and the client was refused on the way: the refusal is the cause.
+    #[error(transparent)]
+    Denied(AccessDenied),
+}
+
+/// Asks the cluster for its metadata: the cheapest proof that it is reachable. When the request
+/// fails and librdkafka reported an authentication or TLS failure meanwhile, that is the error.
+pub fn probe(conn: &KafkaConn, timeout: Duration) -> Result<usize, ProbeError> {
     let mut c = conn.client_config();
     c.set("group.id", "workflow-dlq-probe");
-    let consumer: BaseConsumer = c.create()?;
-    let md = consumer.fetch_metadata(None, timeout)?;
-    Ok(md.brokers().len())
+    let consumer: BaseConsumer<ProbeContext> = c.create_with_context(ProbeContext::default())?;
+    // Asked in slices of at most 1 s: a refusal comes within the first few hundred ms, and
+    // waiting out the whole attempt before looking for it only delays the error.
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let slice = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .min(Duration::from_secs(1));
+        let e = match consumer.fetch_metadata(None, slice) {
+            Ok(md) => return Ok(md.brokers().len()),
+            Err(e) => e,
+        };
+        // rust-rdkafka queues librdkafka's log lines and errors on the client's main queue
+        // (`log.queue`): they reach the context only when the consumer is polled. Serve them
+        // (a few short polls: nothing is subscribed, so no message can come).
+        let mut bare_auth_error = false;
+        for _ in 0..5 {
+            if consumer.context().denied().is_some() {
+                break;
+            }
+            if let Some(Err(e)) = consumer.poll(Duration::from_millis(20)) {
+                bare_auth_error |= e.rdkafka_error_code()
+                    == Some(rdkafka::types::RDKafkaErrorCode::Authentication);
+            }
+        }
+        match consumer.context().denied() {
+            Some(denied) => return Err(ProbeError::Denied(denied.masked(conn))),
+            // The code without the log line (e.g. `log_level` set below 3).
+            None if bare_auth_error => {
+                return Err(ProbeError::Denied(AccessDenied::Authentication(
+                    "the broker refused the SASL credentials".into(),
+                )))
+            }
+            None if std::time::Instant::now() >= deadline => return Err(e.into()),
+            None => {}
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_sorted_by_librdkafka_text() {
+        // librdkafka 2.12's FAIL lines, as seen against Kafka 4.4 (deploy/dev/kafka.sh, sasl_ssl).
+        let auth = "sasl_ssl://127.0.0.1:39092/bootstrap: SASL authentication error: \
+                    Authentication failed during authentication due to invalid credentials with \
+                    SASL mechanism SCRAM-SHA-512 (after 356ms in state AUTH_REQ)";
+        let tls = "sasl_ssl://127.0.0.1:39092/bootstrap: SSL handshake failed: \
+                   error:0A000086:SSL routines::certificate verify failed: broker certificate \
+                   could not be verified (after 154ms in state SSL_HANDSHAKE)";
+        let d = AccessDenied::classify_log(auth).expect("auth");
+        assert!(matches!(d, AccessDenied::Authentication(_)));
+        let shown = d.to_string();
+        assert!(shown.starts_with("authentication failed"), "{shown}");
+        assert!(shown.contains("SCRAM-SHA-512"), "{shown}");
+        let d = AccessDenied::classify_log(tls).expect("tls");
+        assert!(
+            d.to_string().starts_with("TLS: certificate verify failed"),
+            "{d}"
+        );
+        assert!(matches!(
+            AccessDenied::classify_log("ssl://b:9093/1: SSL handshake failed: unexpected eof"),
+            Some(AccessDenied::Tls(_))
+        ));
+        // A broker that is merely down is not a refusal: start-up keeps trying.
+        assert_eq!(
+            AccessDenied::classify_log("127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: Connection refused"),
+            None
+        );
+        // The code alone (an error callback whose text says nothing) still sorts.
+        let e =
+            rdkafka::error::KafkaError::Global(rdkafka::types::RDKafkaErrorCode::Authentication);
+        assert!(matches!(
+            AccessDenied::classify(&e, "x"),
+            Some(AccessDenied::Authentication(_))
+        ));
+    }
 
     #[test]
     fn secrets_are_redacted_but_locations_are_shown() {
