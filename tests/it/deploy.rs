@@ -1,8 +1,9 @@
 //! Static checks of `deploy/` and the `Dockerfile`: what an operator applies must be coherent.
 //!
-//! A Kubernetes schema check (kubeconform) needs its schemas from the network, which this
-//! project's machines and CI don't reach; so this parses every manifest and checks the fields
-//! the service relies on, and how the objects refer to each other.
+//! The schemas and the security posture are `deploy/check.sh`'s (kubernetes-validate with the
+//! API schemas bundled, hadolint, checkov; run by `.ci/run`); this parses every manifest and
+//! checks what no schema knows: the fields the service relies on, and how the objects refer to
+//! each other.
 
 use std::{
     collections::BTreeSet,
@@ -91,6 +92,7 @@ fn every_manifest_parses_and_names_its_kind_and_api() {
         "PodDisruptionBudget",
         "ServiceMonitor",
         "PrometheusRule",
+        "NetworkPolicy",
         "Kustomization",
     ] {
         assert!(kinds.contains(k), "no {k} in deploy/kubernetes");
@@ -247,6 +249,23 @@ fn service_pdb_and_servicemonitor_select_the_pods() {
     );
     assert_eq!(sm["spec"]["endpoints"][0]["port"], "http");
     assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+
+    // The NetworkPolicy lets in what the Service and the probes use, nothing else.
+    let np = one("NetworkPolicy");
+    matches(
+        &np["spec"]["podSelector"]["matchLabels"],
+        pod_labels,
+        "NetworkPolicy",
+    );
+    let ingress = np["spec"]["ingress"].as_sequence().expect("ingress rules");
+    let ports: Vec<_> = ingress
+        .iter()
+        .flat_map(|rule| rule["ports"].as_sequence().expect("ports").iter())
+        .map(|p| p["port"].clone())
+        .collect();
+    assert_eq!(ports, [svc["spec"]["ports"][0]["targetPort"].clone()]);
+    let container_port = &d["spec"]["template"]["spec"]["containers"][0]["ports"][0];
+    assert_eq!(container_port["name"], "http");
 }
 
 #[test]
