@@ -283,6 +283,33 @@ fn progress(total: Option<u64>, verb: &str) -> ProgressBar {
 }
 
 /// Runs one `dlq` command, printing its result on `out`.
+/// Reads pages with `fetch` from `cursor` on — one page, or with `all` every page to the end —
+/// and returns their items and the cursor of the page after the last one read.
+async fn read_pages<T, F, Fut>(
+    query: Vec<(String, String)>,
+    mut cursor: Option<String>,
+    all: bool,
+    fetch: F,
+) -> Result<(Vec<T>, Option<String>), CliError>
+where
+    F: Fn(Vec<(String, String)>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), CliError>>,
+{
+    let mut items = Vec::new();
+    loop {
+        let mut q = query.clone();
+        if let Some(c) = &cursor {
+            q.push(("cursor".into(), c.clone()));
+        }
+        let (page, next) = fetch(q).await?;
+        items.extend(page);
+        cursor = next;
+        if !all || cursor.is_none() {
+            return Ok((items, cursor));
+        }
+    }
+}
+
 pub async fn run(args: DlqArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let client = DlqClient::new(&args.url, args.token.clone())?;
     let json = args.json;
@@ -297,20 +324,12 @@ pub async fn run(args: DlqArgs, out: &mut dyn Write) -> Result<(), CliError> {
             let mut query = filter.query()?;
             query.extend(Order::query(order));
             query.push(("count".into(), count.to_string()));
-            let mut cursor = cursor;
-            let mut messages = Vec::new();
-            loop {
-                let mut q = query.clone();
-                if let Some(c) = &cursor {
-                    q.push(("cursor".into(), c.clone()));
-                }
+            let client = &client;
+            let (messages, cursor) = read_pages(query, cursor, all, |q| async move {
                 let page = client.list(&q).await?;
-                messages.extend(page.messages);
-                cursor = page.cursor;
-                if !all || cursor.is_none() {
-                    break;
-                }
-            }
+                Ok((page.messages, page.cursor))
+            })
+            .await?;
             output::messages(out, &messages, cursor.as_deref(), json)
         }
         DlqCommand::Groups {
@@ -321,20 +340,12 @@ pub async fn run(args: DlqArgs, out: &mut dyn Write) -> Result<(), CliError> {
         } => {
             let mut query = filter.query()?;
             query.push(("count".into(), count.to_string()));
-            let mut cursor = cursor;
-            let mut groups = Vec::new();
-            loop {
-                let mut q = query.clone();
-                if let Some(c) = &cursor {
-                    q.push(("cursor".into(), c.clone()));
-                }
+            let client = &client;
+            let (groups, cursor) = read_pages(query, cursor, all, |q| async move {
                 let page = client.groups(&q).await?;
-                groups.extend(page.groups);
-                cursor = page.cursor;
-                if !all || cursor.is_none() {
-                    break;
-                }
-            }
+                Ok((page.groups, page.cursor))
+            })
+            .await?;
             output::groups(out, &groups, cursor.as_deref(), json)
         }
         DlqCommand::Get { dlq_id } => output::message(out, &client.get(&dlq_id).await?, json),
