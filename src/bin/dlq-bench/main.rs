@@ -9,6 +9,7 @@
 mod data;
 mod measure;
 mod passthrough;
+mod view;
 
 use std::{
     collections::HashMap,
@@ -46,6 +47,8 @@ enum Scenario {
     MemoryCurve,
     Queries,
     Latency,
+    /// The view alone, in process (no broker): failure groups at 1,000,000 entries.
+    ViewGroups,
     All,
 }
 
@@ -744,6 +747,9 @@ async fn main() {
     }
     if a.scenario == Scenario::MemoryCurve {
         memory_curve(&a).await;
+    }
+    if a.scenario == Scenario::ViewGroups {
+        view::groups();
     }
     if matches!(
         a.scenario,
