@@ -5,8 +5,11 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::http::messages::{
-    DeleteResponse, DlqMessage, GroupsResponse, ListResponse, WorkflowRun, WorkflowRunsResponse,
+use crate::http::{
+    jobs::{JobList, JobView},
+    messages::{
+        DeleteResponse, DlqMessage, GroupsResponse, ListResponse, WorkflowRun, WorkflowRunsResponse,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +180,26 @@ impl DlqClient {
                 .query(query),
         )
         .await
+    }
+
+    /// Recent jobs, newest first.
+    pub async fn jobs(&self, count: u32) -> Result<JobList, CliError> {
+        self.send(
+            self.request(Method::GET, "/v2/workflows/dlq/jobs")
+                .query(&[("count", count.to_string())]),
+        )
+        .await
+    }
+
+    pub async fn job(&self, job_id: &str) -> Result<JobView, CliError> {
+        self.send(self.request(Method::GET, &format!("/v2/workflows/dlq/jobs/{job_id}")))
+            .await
+    }
+
+    /// Cancels a job; answers its view once the cancel is committed (or the wait ran out).
+    pub async fn cancel_job(&self, job_id: &str) -> Result<JobView, CliError> {
+        self.send(self.request(Method::DELETE, &format!("/v2/workflows/dlq/jobs/{job_id}")))
+            .await
     }
 
     /// The entry count `/v1/status` reports (the size of a bulk run over everything).

@@ -81,6 +81,23 @@ pub enum DlqCommand {
     Callback { dlq_id: String },
     /// Delete entries: by id, by filter, or --all.
     Delete(SelectArgs),
+    /// Bulk jobs (started over HTTP or on the command topic): list, show, cancel.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Recent jobs, newest first.
+    List {
+        /// At most this many (1–100).
+        #[arg(long, default_value_t = 20)]
+        count: u32,
+    },
+    /// One job's progress.
+    Get { job_id: String },
+    /// Cancel a job: nothing is acted on after the cancel; shows the job's final counts.
+    Cancel { job_id: String },
 }
 
 /// Filters, as the API takes them (repeat a flag for several values).
@@ -349,6 +366,15 @@ pub async fn run(args: DlqArgs, out: &mut dyn Write) -> Result<(), CliError> {
             output::groups(out, &groups, cursor.as_deref(), json)
         }
         DlqCommand::Get { dlq_id } => output::message(out, &client.get(&dlq_id).await?, json),
+        DlqCommand::Jobs(JobsCommand::List { count }) => {
+            output::jobs(out, &client.jobs(count).await?.jobs, json)
+        }
+        DlqCommand::Jobs(JobsCommand::Get { job_id }) => {
+            output::jobs(out, &[client.job(&job_id).await?], json)
+        }
+        DlqCommand::Jobs(JobsCommand::Cancel { job_id }) => {
+            output::jobs(out, &[client.cancel_job(&job_id).await?], json)
+        }
         DlqCommand::Restart(a) => return act(&client, "restart", a, json, out).await,
         DlqCommand::Resume(a) => return act(&client, "resume", a, json, out).await,
         DlqCommand::Callback { dlq_id } => {

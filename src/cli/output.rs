@@ -7,7 +7,10 @@
 
 use std::io::{self, Write};
 
-use crate::http::messages::{DlqMessage, FailureGroup, WorkflowRun};
+use crate::http::{
+    jobs::JobView,
+    messages::{DlqMessage, FailureGroup, WorkflowRun},
+};
 
 /// Where results go: stdout, buffered (a long table is many small writes) and locked once.
 pub fn stdout() -> io::BufWriter<io::StdoutLock<'static>> {
@@ -66,6 +69,36 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 fn json<T: serde::Serialize>(w: &mut dyn Write, v: &T) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *w, v).map_err(io::Error::from)?;
     writeln!(w)
+}
+
+/// Bulk jobs, one row each.
+pub fn jobs(w: &mut dyn Write, list: &[JobView], as_json: bool) -> io::Result<()> {
+    if as_json {
+        return json(w, &serde_json::json!({ "jobs": list }));
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|j| {
+            vec![
+                j.job_id.clone(),
+                j.state.clone(),
+                j.action.clone(),
+                j.matched.to_string(),
+                j.succeeded.to_string(),
+                j.failed.to_string(),
+                j.skipped.to_string(),
+                j.requested_by.clone(),
+            ]
+        })
+        .collect();
+    writeln!(
+        w,
+        "{}",
+        table(
+            &["JOB", "STATE", "ACTION", "MATCHED", "OK", "FAILED", "SKIPPED", "BY"],
+            &rows
+        )
+    )
 }
 
 /// Failure groups, largest first.

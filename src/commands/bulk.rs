@@ -20,6 +20,10 @@ pub(super) struct Job {
     pub(super) rate: f64,
     pub(super) started: Instant,
     pub(super) sent: usize,
+    /// A cancel was read: what is left is sent as canceled sub-commands, unpaced.
+    pub(super) canceled: bool,
+    /// Entries sent as canceled sub-commands.
+    pub(super) not_dispatched: usize,
 }
 
 impl Pipeline<'_> {
@@ -66,6 +70,10 @@ impl Pipeline<'_> {
             rate,
             "bulk command: fanning out"
         );
+        // The start record: a job's progress has a denominator from the first moment.
+        let mut start = self.result(&cmd, Vec::new(), 0, false);
+        start.total = matched as i64;
+        self.send_result_record(start, t)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(m.topic(), m.partition());
         self.consumer.pause(&tpl)?;
@@ -82,6 +90,8 @@ impl Pipeline<'_> {
             rate,
             started: Instant::now(),
             sent: 0,
+            canceled: false,
+            not_dispatched: 0,
         });
         Ok(())
     }
@@ -142,9 +152,30 @@ impl Pipeline<'_> {
             .unwrap_or_default();
         let mut i = 0;
         while i < self.jobs.len() {
+            // A cancel (a marker on the results topic, read by the ledger; at once after a
+            // restart, since `start_bulk` reads the ledger to its end): every entry not acted on
+            // yet gets a canceled sub-command — through the topic even when this instance owns
+            // it, so one sent before the cancel (by an incarnation before a crash, say) is read
+            // first and wins — and the final result waits for all of them.
+            if !self.jobs[i].canceled
+                && self.w.ledger.cancel_requested(&self.jobs[i].cmd.command_id)
+            {
+                let j = &mut self.jobs[i];
+                j.canceled = true;
+                tracing::info!(
+                    command_id = j.cmd.command_id,
+                    acted_or_sent = j.sent,
+                    left = j.ids.len(),
+                    "bulk command canceled"
+                );
+            }
             let due = {
                 let j = &self.jobs[i];
-                ((j.started.elapsed().as_secs_f64() * j.rate).floor() as usize + 1).min(j.total)
+                if j.canceled {
+                    j.total
+                } else {
+                    ((j.started.elapsed().as_secs_f64() * j.rate).floor() as usize + 1).min(j.total)
+                }
             };
             // A full transaction is committed first (by the caller), then dispatch goes on.
             let (cmd, action) = (self.jobs[i].cmd.clone(), self.jobs[i].action);
@@ -154,6 +185,32 @@ impl Pipeline<'_> {
                     break;
                 };
                 let partition = partition_for(id.as_bytes(), self.partitions);
+                if self.jobs[i].canceled {
+                    let j = &self.jobs[i];
+                    let mut sub = j.cmd.clone();
+                    sub.selector = Some(Selector::DlqIds(Ids {
+                        ids: vec![id.clone()],
+                    }));
+                    sub.new_run_ids = Default::default();
+                    t.send(&OutRecord {
+                        topic: self.w.cfg.topics.commands.clone(),
+                        key: Some(id.into_bytes()),
+                        value: Some(codec::encode(&sub, self.encoding)),
+                        headers: self
+                            .content_type()
+                            .insert(Header {
+                                key: headers::PARENT,
+                                value: Some(j.cmd.command_id.as_str()),
+                            })
+                            .insert(Header {
+                                key: headers::CANCELED,
+                                value: Some("1"),
+                            }),
+                    })?;
+                    self.jobs[i].sent += 1;
+                    self.jobs[i].not_dispatched += 1;
+                    continue;
+                }
                 if owned.contains(&partition) {
                     if !self.fresh.contains(&partition) && !acted.is_empty() {
                         // The wait commits: what was acted on so far gets its outcome first.
@@ -197,7 +254,9 @@ impl Pipeline<'_> {
             if self.jobs[i].ids.is_empty() {
                 let j = self.jobs.remove(i);
                 self.processed_staged.insert(j.cmd.command_id.clone());
-                self.send_result(&j.cmd, Vec::new(), j.matched as i64, false, t)?;
+                let mut fanned = self.result(&j.cmd, Vec::new(), j.matched as i64, false);
+                fanned.not_dispatched = j.not_dispatched as i64;
+                self.send_result_record(fanned, t)?;
                 t.consumed(&j.topic, j.partition, j.offset)?;
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition(&j.topic, j.partition);
@@ -246,9 +305,12 @@ impl Pipeline<'_> {
                 action: f.record.action,
                 requested_by: f.record.requested_by.clone(),
                 page_cursor: f.record.page_cursor.clone(),
+                requested_at: f.record.requested_at,
                 ..Default::default()
             };
             let mut r = self.result(&cmd, Vec::new(), matched, true);
+            r.canceled = f.record.not_dispatched > 0;
+            r.not_dispatched = f.record.not_dispatched;
             r.succeeded = items
                 .iter()
                 .filter(|i| i.status == Status::Ok as i32)

@@ -31,6 +31,14 @@ pub struct CommandRecord {
     pub requested_by: String,
     /// The command's `page_cursor` (on each of its results), for its final result.
     pub page_cursor: String,
+    /// A bulk command's entries as matched when its fan-out started (its start record).
+    pub total: Option<i64>,
+    /// Who asked to cancel the command (a cancel marker was read).
+    pub cancel_requested: Option<String>,
+    /// Entries the command never acted on because it was canceled (its fan-out record).
+    pub not_dispatched: i64,
+    /// The command's `requested_at` (ms), as its results echo it.
+    pub requested_at: i64,
 }
 
 #[derive(Default)]
@@ -69,6 +77,16 @@ impl Ledger {
     fn record(&self, r: &CommandResult) {
         let mut all = self.commands.write().unwrap_or_else(|p| p.into_inner());
         let rec = all.entry(r.command_id.clone()).or_default();
+        if r.canceled && !r.done {
+            // A cancel marker (`http::jobs`): it says who asked, and nothing of the progress.
+            if rec.cancel_requested.is_none() {
+                rec.cancel_requested = Some(r.requested_by.clone());
+            }
+            return;
+        }
+        if rec.requested_at == 0 {
+            rec.requested_at = r.requested_at;
+        }
         rec.action = r.action;
         if rec.requested_by.is_empty() {
             rec.requested_by = r.requested_by.clone();
@@ -106,8 +124,11 @@ impl Ledger {
             // The per-entry outcomes are in the answer now; keep memory small.
             rec.items.clear();
             rec.items.shrink_to_fit();
+        } else if r.items.is_empty() && r.total > 0 {
+            rec.total = Some(r.total);
         } else if r.items.is_empty() {
             rec.dispatched = Some(r.matched);
+            rec.not_dispatched = r.not_dispatched;
         } else if rec.finished.is_none() {
             for item in &r.items {
                 rec.items
@@ -115,6 +136,32 @@ impl Ledger {
                     .or_insert_with(|| item.clone());
             }
         }
+    }
+
+    /// True once a cancel of the command was asked for (and read).
+    pub fn cancel_requested(&self, command_id: &str) -> bool {
+        let all = self.commands.read().unwrap_or_else(|p| p.into_inner());
+        all.get(command_id)
+            .is_some_and(|r| r.cancel_requested.is_some())
+    }
+
+    /// One command's record as the ledger has it (a job's progress).
+    pub fn record_of(&self, command_id: &str) -> Option<CommandRecord> {
+        let all = self.commands.read().unwrap_or_else(|p| p.into_inner());
+        all.get(command_id).cloned()
+    }
+
+    /// The bulk commands (jobs) known, newest first, at most `limit`.
+    pub fn jobs(&self, limit: usize) -> Vec<(String, CommandRecord)> {
+        let all = self.commands.read().unwrap_or_else(|p| p.into_inner());
+        let mut jobs: Vec<(String, CommandRecord)> = all
+            .iter()
+            .filter(|(_, r)| r.total.is_some() || r.dispatched.is_some())
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .collect();
+        jobs.sort_by(|a, b| (b.1.requested_at, &b.0).cmp(&(a.1.requested_at, &a.0)));
+        jobs.truncate(limit);
+        jobs
     }
 
     /// True when the command was finished, or (bulk) fully fanned out.

@@ -40,6 +40,7 @@ use rdkafka::{
 use tokio_util::sync::CancellationToken;
 
 use self::{
+    act::count_item,
     bulk::Job,
     decide::{Decision, Written},
     ledger::Ledger,
@@ -80,6 +81,9 @@ use crate::{
 pub mod headers {
     /// On a sub-command: the id of the bulk command it belongs to.
     pub const PARENT: &str = "dlq.parent-command";
+    /// On a sub-command: its bulk command was canceled; answer the entry SKIPPED, act on
+    /// nothing.
+    pub const CANCELED: &str = "dlq.canceled";
     /// On a record forwarded by ingest: a `FailureCallbackReport` for the entry it is keyed by.
     pub const CALLBACK_REPORT: &str = "dlq.callback-report";
 }
@@ -422,7 +426,10 @@ impl Pipeline<'_> {
         }
         let parent = header(m, headers::PARENT);
         match parent {
-            Some(parent) => self.sub_command(&parent, &cmd, t)?,
+            Some(parent) => {
+                let canceled = header(m, headers::CANCELED).is_some();
+                self.sub_command(&parent, &cmd, canceled, t)?
+            }
             None => self.command(m, cmd, t)?,
         }
         // A bulk command in dispatch holds its own offset until it is fully fanned out.
@@ -680,10 +687,14 @@ impl Pipeline<'_> {
         Ok(())
     }
 
+    /// One entry of a bulk command, on its owner. `canceled`: the bulk command was canceled
+    /// before this entry — it is answered SKIPPED unless it already has an outcome (a
+    /// sub-command sent before the cancel, read earlier from this same partition, acted on it).
     fn sub_command(
         &mut self,
         parent: &str,
         cmd: &RecoveryCommand,
+        canceled: bool,
         t: &mut TxnBatch,
     ) -> Result<(), CommandError> {
         let _span =
@@ -699,8 +710,20 @@ impl Pipeline<'_> {
             }
         };
         for id in ids {
-            self.ensure_fresh(partition_for(id.as_bytes(), self.partitions), t)?;
-            let item = self.act(cmd, action, &id, t)?;
+            let item = if canceled {
+                if self.w.ledger.item(parent, &id).is_some() {
+                    continue;
+                }
+                count_item(t, action, Status::Skipped);
+                outcome(
+                    &id,
+                    Status::Skipped,
+                    format!("canceled: job {parent} was canceled before this entry was acted on"),
+                )
+            } else {
+                self.ensure_fresh(partition_for(id.as_bytes(), self.partitions), t)?;
+                self.act(cmd, action, &id, t)?
+            };
             let mut progress = self.result(cmd, vec![item], 0, false);
             progress.command_id = parent.to_string();
             self.send_result_record(progress, t)?;

@@ -65,6 +65,10 @@ impl Pipeline<'_> {
             requested_by: cmd.requested_by.clone(),
             completed_at: crate::now_ms(),
             page_cursor: cmd.page_cursor.clone(),
+            requested_at: cmd.requested_at,
+            canceled: false,
+            not_dispatched: 0,
+            total: 0,
         }
     }
 

@@ -77,6 +77,65 @@ impl CommandSubmitter {
         }
     }
 
+    /// Writes `cmd` (acks=all, idempotent) under its command id and returns once Kafka has it:
+    /// a bulk job, whose progress is read from the ledger afterwards.
+    pub async fn send(&self, cmd: &RecoveryCommand, wait: Duration) -> Result<(), SubmitError> {
+        let payload = codec::encode(cmd, self.encoding);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: codec::CONTENT_TYPE,
+            value: Some(self.encoding.content_type()),
+        });
+        let record = FutureRecord::to(&self.topic)
+            .key(cmd.command_id.as_str())
+            .payload(&payload)
+            .headers(headers);
+        self.producer
+            .send(record, wait)
+            .await
+            .map(|_| ())
+            .map_err(|(source, _)| SubmitError::Produce {
+                command_id: cmd.command_id.clone(),
+                source,
+            })
+    }
+
+    /// Asks for the cancel of bulk command `command_id`: a marker on the results topic under
+    /// its id (`canceled`, not done), which the command's dispatcher reads through its ledger
+    /// — a command on the command topic would wait behind the job itself, whose partition is
+    /// paused while it fans out.
+    pub async fn cancel(
+        &self,
+        results_topic: &str,
+        command_id: &str,
+        requested_by: &str,
+        wait: Duration,
+    ) -> Result<(), SubmitError> {
+        let marker = CommandResult {
+            command_id: command_id.to_string(),
+            canceled: true,
+            requested_by: requested_by.to_string(),
+            completed_at: crate::now_ms(),
+            ..Default::default()
+        };
+        let payload = codec::encode(&marker, self.encoding);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: codec::CONTENT_TYPE,
+            value: Some(self.encoding.content_type()),
+        });
+        let record = FutureRecord::to(results_topic)
+            .key(command_id)
+            .payload(&payload)
+            .headers(headers);
+        self.producer
+            .send(record, wait)
+            .await
+            .map(|_| ())
+            .map_err(|(source, _)| SubmitError::Produce {
+                command_id: command_id.to_string(),
+                source,
+            })
+    }
+
     /// Writes `cmd` (acks=all, idempotent) and waits up to `wait` for its final result.
     /// `keyed_by_command` writes it under its command id even when it names one entry (a
     /// command that may be sent twice: both copies land on one partition, in order).

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod dedup;
 pub mod dlq;
 pub mod error;
+pub mod jobs;
 pub mod messages;
 pub mod openapi;
 pub mod overrides;
@@ -60,6 +61,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/status", get(status))
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(dlq::routes())
+        .merge(jobs::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_bearer,

@@ -10,7 +10,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{dlq, messages};
+use super::{dlq, jobs, messages};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,7 +27,8 @@ use super::{dlq, messages};
     paths(
         dlq::list, dlq::get_one, dlq::delete_one, dlq::delete_bulk,
         dlq::restart_bulk, dlq::resume_bulk, dlq::restart_one, dlq::resume_one,
-        dlq::callback_one, dlq::cancel_callback, dlq::retry_one, dlq::retry_bulk, dlq::groups,
+        dlq::callback_one, dlq::cancel_callback, dlq::retry_one, dlq::retry_bulk,
+        jobs::start_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, dlq::groups,
         super::healthz, super::readyz, super::metrics_text, super::status, openapi_json,
     ),
     components(schemas(
@@ -37,6 +38,7 @@ use super::{dlq, messages};
         messages::PublishResponse, messages::RetryResponse, messages::CallbackCanceled,
         messages::SkippedEntry, messages::FailureGroup, messages::GroupStep,
         messages::GroupsResponse, dlq::DeleteIdsBody,
+        jobs::JobRequest, jobs::JobView, jobs::JobFailure, jobs::JobStarted, jobs::JobList,
     )),
     modifiers(&BearerAuth),
     tags((name = "dlq", description = "Upstash Workflow's DLQ dialect"),

@@ -441,6 +441,8 @@ async fn the_openapi_document_lists_every_route_the_server_serves() {
         ("/v2/dlq/retry/{dlqId}", vec!["post"]),
         ("/v2/workflows/dlq/groups", vec!["get"]),
         ("/v2/dlq/groups", vec!["get"]),
+        ("/v2/workflows/dlq/jobs", vec!["get", "post"]),
+        ("/v2/workflows/dlq/jobs/{jobId}", vec!["get", "delete"]),
         ("/v1/status", vec!["get"]),
         ("/openapi.json", vec!["get"]),
         ("/healthz", vec!["get"]),
@@ -456,7 +458,7 @@ async fn the_openapi_document_lists_every_route_the_server_serves() {
     }
     assert_eq!(
         paths.len(),
-        18,
+        20,
         "documented routes: {:?}",
         paths.keys().collect::<Vec<_>>()
     );
@@ -765,7 +767,7 @@ async fn read_and_operate_tokens_are_held_to_their_scope_on_every_route_and_name
         if open.contains(&path.as_str()) {
             continue;
         }
-        let concrete = path.replace("{dlqId}", &id);
+        let concrete = path.replace("{dlqId}", &id).replace("{jobId}", "job-x");
         for (method, _) in item.as_object().expect("methods") {
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let r = app
@@ -778,7 +780,13 @@ async fn read_and_operate_tokens_are_held_to_their_scope_on_every_route_and_name
             let status = r.status();
             let body: Value = r.json().await.unwrap_or(Value::Null);
             if m == Method::GET {
-                assert_eq!(status, StatusCode::OK, "reader: {m} {concrete}: {body}");
+                // (No job `job-x`: a 404 — but never 401 or 403.)
+                let want = if concrete.contains("job-x") {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::OK
+                };
+                assert_eq!(status, want, "reader: {m} {concrete}: {body}");
             } else {
                 acted_on += 1;
                 assert_eq!(

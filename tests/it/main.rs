@@ -20,6 +20,7 @@ mod hostile;
 mod http_api;
 mod ingest;
 mod java_client;
+mod jobs;
 mod kafka_security;
 mod prometheus;
 mod sdk_compat;

@@ -46,6 +46,10 @@ const ROUTES: &[(&str, &str, Auth)] = &[
     ("DELETE", "/v2/workflows/dlq/callback/{id}", Auth::Required),
     ("POST", "/v2/dlq/retry/{id}", Auth::Required),
     ("POST", "/v2/dlq/retry", Auth::Required),
+    ("GET", "/v2/workflows/dlq/jobs", Auth::Required),
+    ("POST", "/v2/workflows/dlq/jobs", Auth::Required),
+    ("GET", "/v2/workflows/dlq/jobs/job-x", Auth::Required),
+    ("DELETE", "/v2/workflows/dlq/jobs/job-x", Auth::Required),
     ("GET", "/v2/workflows/dlq/groups", Auth::Required),
     (
         "GET",

@@ -313,6 +313,10 @@ fn every_message_round_trips_through_protobuf_and_json() {
         requested_by: s("ops@example.com"),
         completed_at: 1_700_000_000_003,
         page_cursor: s("MTcwMDAwMDAwMDAwMDpkbHEtYWE"),
+        canceled: true,
+        not_dispatched: 7,
+        requested_at: 1_700_000_000_000,
+        total: 10_000_000_000,
     });
     assert_round_trips(&workflow_execution());
 }
