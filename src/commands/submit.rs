@@ -77,26 +77,40 @@ impl CommandSubmitter {
         }
     }
 
-    /// Writes `cmd` (acks=all, idempotent) under its command id and returns once Kafka has it:
-    /// a bulk job, whose progress is read from the ledger afterwards.
-    pub async fn send(&self, cmd: &RecoveryCommand, wait: Duration) -> Result<(), SubmitError> {
-        let payload = codec::encode(cmd, self.encoding);
+    /// Writes one record (acks=all, idempotent) with the content-type header, and returns once
+    /// Kafka has it; `command_id` names it in the error.
+    async fn produce(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        command_id: &str,
+        wait: Duration,
+    ) -> Result<(), SubmitError> {
         let headers = OwnedHeaders::new().insert(Header {
             key: codec::CONTENT_TYPE,
             value: Some(self.encoding.content_type()),
         });
-        let record = FutureRecord::to(&self.topic)
-            .key(cmd.command_id.as_str())
-            .payload(&payload)
+        let record = FutureRecord::to(topic)
+            .key(key)
+            .payload(payload)
             .headers(headers);
         self.producer
             .send(record, wait)
             .await
             .map(|_| ())
             .map_err(|(source, _)| SubmitError::Produce {
-                command_id: cmd.command_id.clone(),
+                command_id: command_id.to_string(),
                 source,
             })
+    }
+
+    /// Writes `cmd` under its command id and returns once Kafka has it: a bulk job, whose
+    /// progress is read from the ledger afterwards.
+    pub async fn send(&self, cmd: &RecoveryCommand, wait: Duration) -> Result<(), SubmitError> {
+        let payload = codec::encode(cmd, self.encoding);
+        let id = cmd.command_id.as_str();
+        self.produce(&self.topic, id, &payload, id, wait).await
     }
 
     /// Asks for the cancel of bulk command `command_id`: a marker on the results topic under
@@ -118,22 +132,8 @@ impl CommandSubmitter {
             ..Default::default()
         };
         let payload = codec::encode(&marker, self.encoding);
-        let headers = OwnedHeaders::new().insert(Header {
-            key: codec::CONTENT_TYPE,
-            value: Some(self.encoding.content_type()),
-        });
-        let record = FutureRecord::to(results_topic)
-            .key(command_id)
-            .payload(&payload)
-            .headers(headers);
-        self.producer
-            .send(record, wait)
+        self.produce(results_topic, command_id, &payload, command_id, wait)
             .await
-            .map(|_| ())
-            .map_err(|(source, _)| SubmitError::Produce {
-                command_id: command_id.to_string(),
-                source,
-            })
     }
 
     /// Writes `cmd` (acks=all, idempotent) and waits up to `wait` for its final result.
@@ -147,25 +147,13 @@ impl CommandSubmitter {
     ) -> Result<CommandResult, SubmitError> {
         let started = tokio::time::Instant::now();
         let payload = codec::encode(cmd, self.encoding);
-        let headers = OwnedHeaders::new().insert(Header {
-            key: codec::CONTENT_TYPE,
-            value: Some(self.encoding.content_type()),
-        });
-        let record = FutureRecord::to(&self.topic)
-            .key(if keyed_by_command {
-                cmd.command_id.as_str()
-            } else {
-                Self::key_of(cmd)
-            })
-            .payload(&payload)
-            .headers(headers);
-        self.producer
-            .send(record, wait)
-            .await
-            .map_err(|(source, _)| SubmitError::Produce {
-                command_id: cmd.command_id.clone(),
-                source,
-            })?;
+        let key = if keyed_by_command {
+            cmd.command_id.as_str()
+        } else {
+            Self::key_of(cmd)
+        };
+        self.produce(&self.topic, key, &payload, &cmd.command_id, wait)
+            .await?;
         let deadline = started + wait;
         loop {
             // Subscribe before looking, so an answer applied in between is not missed.
