@@ -47,29 +47,15 @@ pub enum DlqCommand {
         /// Newest or oldest entries first (the server's default: earliest).
         #[arg(long, value_enum)]
         order: Option<Order>,
-        /// Page size (1–100).
-        #[arg(long, default_value_t = 100)]
-        count: u32,
-        /// Start after this cursor (from a previous page).
-        #[arg(long)]
-        cursor: Option<String>,
-        /// Follow the cursor to the last page.
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        page: PageArgs,
     },
     /// Failure groups: the entries by kind of failure (signature), largest first.
     Groups {
         #[command(flatten)]
         filter: FilterArgs,
-        /// Groups per page (1–100).
-        #[arg(long, default_value_t = 100)]
-        count: u32,
-        /// Start after this cursor (from a previous page).
-        #[arg(long)]
-        cursor: Option<String>,
-        /// Follow the cursor to the last page.
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        page: PageArgs,
     },
     /// Show one entry.
     Get { dlq_id: String },
@@ -98,6 +84,20 @@ pub enum JobsCommand {
     Get { job_id: String },
     /// Cancel a job: nothing is acted on after the cancel; shows the job's final counts.
     Cancel { job_id: String },
+}
+
+/// Paging of a listing: one page, or every page with `--all`.
+#[derive(Debug, Args, Clone)]
+pub struct PageArgs {
+    /// Page size (1–100).
+    #[arg(long, default_value_t = 100)]
+    pub count: u32,
+    /// Start after this cursor (from a previous page).
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Follow the cursor to the last page.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Filters, as the API takes them (repeat a flag for several values).
@@ -334,9 +334,7 @@ pub async fn run(args: DlqArgs, out: &mut dyn Write) -> Result<(), CliError> {
         DlqCommand::List {
             filter,
             order,
-            count,
-            cursor,
-            all,
+            page: PageArgs { count, cursor, all },
         } => {
             let mut query = filter.query()?;
             query.extend(Order::query(order));
@@ -351,9 +349,7 @@ pub async fn run(args: DlqArgs, out: &mut dyn Write) -> Result<(), CliError> {
         }
         DlqCommand::Groups {
             filter,
-            count,
-            cursor,
-            all,
+            page: PageArgs { count, cursor, all },
         } => {
             let mut query = filter.query()?;
             query.push(("count".into(), count.to_string()));

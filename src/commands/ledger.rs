@@ -14,6 +14,10 @@ use crate::{
     },
 };
 
+/// How the answer to a repeated command begins its items' detail (`Pipeline::duplicate` writes
+/// it, the ledger recognises it): one constant, so the two cannot drift apart.
+pub const DUPLICATE_DETAIL: &str = "duplicate: ";
+
 /// The most items the ledger keeps in a finished command's answer (as in one result record).
 pub const ANSWER_ITEMS_MAX: usize = 1000;
 
@@ -98,9 +102,9 @@ impl Ledger {
         // "duplicate: …"). Other SKIPPED items — a parked entry left alone — are a command's
         // own first outcome, which its waiter needs.
         let duplicate_answer = !r.items.is_empty()
-            && r.items
-                .iter()
-                .all(|i| i.status == Status::Skipped as i32 && i.detail.starts_with("duplicate: "));
+            && r.items.iter().all(|i| {
+                i.status == Status::Skipped as i32 && i.detail.starts_with(DUPLICATE_DETAIL)
+            });
         if r.done && duplicate_answer {
             // The answer to a repeated delivery: it says nothing about the first one's progress.
         } else if r.done {
@@ -110,9 +114,11 @@ impl Ledger {
                 // record with the items of the command's progress records put back, sorted by
                 // `dlqId`. Bounded like a record: a larger command is answered by its totals.
                 let mut finished = r.clone();
+                let in_final: std::collections::HashSet<&str> =
+                    r.items.iter().map(|i| i.dlq_id.as_str()).collect();
                 let mut items: Vec<ItemOutcome> = std::mem::take(&mut rec.items)
                     .into_values()
-                    .filter(|i| !r.items.iter().any(|f| f.dlq_id == i.dlq_id))
+                    .filter(|i| !in_final.contains(i.dlq_id.as_str()))
                     .collect();
                 items.append(&mut finished.items);
                 items.sort_by(|a, b| a.dlq_id.cmp(&b.dlq_id));
@@ -154,14 +160,17 @@ impl Ledger {
     /// The bulk commands (jobs) known, newest first, at most `limit`.
     pub fn jobs(&self, limit: usize) -> Vec<(String, CommandRecord)> {
         let all = self.commands.read().unwrap_or_else(|p| p.into_inner());
-        let mut jobs: Vec<(String, CommandRecord)> = all
+        // Sorted by reference first: only the records listed are cloned (a running job's
+        // record holds every outcome so far).
+        let mut jobs: Vec<(&String, &CommandRecord)> = all
             .iter()
             .filter(|(_, r)| r.total.is_some() || r.dispatched.is_some())
-            .map(|(id, r)| (id.clone(), r.clone()))
             .collect();
-        jobs.sort_by(|a, b| (b.1.requested_at, &b.0).cmp(&(a.1.requested_at, &a.0)));
-        jobs.truncate(limit);
-        jobs
+        jobs.sort_by(|a, b| (b.1.requested_at, b.0).cmp(&(a.1.requested_at, a.0)));
+        jobs.into_iter()
+            .take(limit)
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .collect()
     }
 
     /// True when the command was finished, or (bulk) fully fanned out.

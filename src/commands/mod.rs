@@ -660,7 +660,8 @@ impl Pipeline<'_> {
         t: &mut TxnBatch,
     ) -> Result<(), CommandError> {
         let detail = format!(
-            "duplicate: command {} was already processed",
+            "{}command {} was already processed",
+            ledger::DUPLICATE_DETAIL,
             cmd.command_id
         );
         let items = match self.w.ledger.finished(&cmd.command_id) {
