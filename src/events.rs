@@ -58,6 +58,7 @@ labels!(
     WorkerOutcome {
         Restarted => "restarted",
         GivenUp => "given_up",
+        Stalled => "stalled",
     }
 );
 
@@ -213,6 +214,11 @@ impl Event for WorkerFailed<'_> {
                 why = self.error,
                 "worker given up; the service will exit"
             ),
+            WorkerOutcome::Stalled => tracing::error!(
+                pipeline = self.worker.as_str(),
+                why = self.error,
+                "pipeline stalled: records wait and it reads nothing; not ready"
+            ),
         }
         counter!(
             WORKER_RESTARTS,
@@ -220,6 +226,24 @@ impl Event for WorkerFailed<'_> {
             "outcome" => self.outcome.as_str()
         )
         .increment(1);
+    }
+}
+
+/// The progress watchdog found a pipeline reading nothing while records wait for it (once per
+/// stall; counted as a worker outcome `stalled`).
+pub struct PipelineStalled<'a> {
+    pub worker: WorkerKind,
+    pub stall: &'a crate::kafka::watchdog::Stall,
+}
+
+impl Event for PipelineStalled<'_> {
+    fn emit(self) {
+        WorkerFailed {
+            worker: self.worker,
+            outcome: WorkerOutcome::Stalled,
+            error: &self.stall.to_string(),
+        }
+        .emit();
     }
 }
 

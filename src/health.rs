@@ -3,7 +3,9 @@
 //!
 //! Each worker thread holds a [`Worker`] handle and calls [`Worker::beat`] on every turn of its
 //! loop (and inside every bounded wait). A worker whose last beat is older than [`STALL_AFTER`]
-//! is reported stalled; one that is restarting after an error is reported with the error; one
+//! is reported stalled; so is one whose loop turns but reads nothing while records wait for it
+//! (the progress watchdog, [`crate::kafka::watchdog`], sets [`Worker::set_stalled`] until it
+//! reads again); one that is restarting after an error is reported with the error; one
 //! that died for good (it kept panicking) is reported dead, and [`Health::fatal`] tells the
 //! service to exit non-zero so the orchestrator restarts the process — the topics are the truth,
 //! so a fresh process loses nothing.
@@ -18,9 +20,12 @@ use std::{
 
 use crate::{events::WorkerKind, store::StoreView};
 
-/// A worker silent for this long is stalled. Longer than any single bounded call a worker makes
-/// between beats (a transaction commit: 30 s), and the waits that can last longer beat inside.
-pub const STALL_AFTER: Duration = Duration::from_secs(60);
+/// A worker silent for this long is stalled. Every Kafka call between beats is bounded by
+/// [`crate::kafka::txn::CALL_TIMEOUT`] (10 s); a healthy commit takes milliseconds, so a worker
+/// still inside a chain of them after 45 s (a commit resumed while the coordinator moves, then
+/// an abort) is not ready, even though the chain will end. The waits that can last longer beat
+/// inside.
+pub const STALL_AFTER: Duration = Duration::from_secs(45);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerStatus {
@@ -35,6 +40,11 @@ struct WorkerState {
     kind: WorkerKind,
     last_beat_ms: AtomicI64,
     status: Mutex<WorkerStatus>,
+    /// Why the watchdog says it reads nothing while records wait (cleared when it reads). It
+    /// outlives a restart of the pipeline: only reading again proves the stall is over.
+    stalled: Mutex<Option<String>>,
+    /// `stalled` is set: the per-record clear costs one atomic load.
+    is_stalled: AtomicBool,
 }
 
 /// A worker's line to health. Cheap to clone and to beat.
@@ -48,6 +58,8 @@ impl Worker {
             kind,
             last_beat_ms: AtomicI64::new(crate::now_ms()),
             status: Mutex::new(WorkerStatus::Running),
+            stalled: Mutex::new(None),
+            is_stalled: AtomicBool::new(false),
         }))
     }
 
@@ -73,6 +85,23 @@ impl Worker {
 
     pub fn status(&self) -> WorkerStatus {
         lock(&self.0.status).clone()
+    }
+
+    /// The progress watchdog's verdict: `Some(why)` while records wait and nothing is read.
+    pub fn set_stalled(&self, why: Option<String>) {
+        self.0.is_stalled.store(why.is_some(), Ordering::SeqCst);
+        *lock(&self.0.stalled) = why;
+    }
+
+    /// The worker read something: any stall is over.
+    pub fn progressed(&self) {
+        if self.0.is_stalled.load(Ordering::Relaxed) {
+            self.set_stalled(None);
+        }
+    }
+
+    pub fn stalled(&self) -> Option<String> {
+        lock(&self.0.stalled).clone()
     }
 
     fn silent_for(&self) -> Duration {
@@ -128,6 +157,11 @@ impl Health {
                 WorkerStatus::Restarting(e) => why.push(format!(
                     "worker `{}` is restarting after an error: {e}",
                     w.name()
+                )),
+                WorkerStatus::Running if w.stalled().is_some() => why.push(format!(
+                    "worker `{}` is stalled: {}",
+                    w.name(),
+                    w.stalled().unwrap_or_default()
                 )),
                 WorkerStatus::Running => {
                     let silent = w.silent_for();
@@ -212,6 +246,19 @@ mod tests {
         let why = health.readiness().unwrap_err();
         assert!(why[0].contains("has not made progress for 6"), "{why:?}");
         ingest.beat();
+        assert_eq!(health.readiness(), Ok(()));
+
+        // Alive, but reading nothing while records wait: not ready until it reads again,
+        // across a restart of its pipeline.
+        ingest.set_stalled(Some("read nothing for 12s while 40 records wait".into()));
+        let why = health.readiness().unwrap_err();
+        assert!(
+            why[0].contains("`ingest` is stalled") && why[0].contains("40 records"),
+            "{why:?}"
+        );
+        ingest.set(WorkerStatus::Running);
+        assert!(health.readiness().is_err(), "a restart alone ends no stall");
+        ingest.progressed();
         assert_eq!(health.readiness(), Ok(()));
 
         ingest.set(WorkerStatus::Dead("panicked 3 times".into()));

@@ -26,6 +26,7 @@ use crate::{
     kafka::{
         pipeline, rejected,
         txn::{OutRecord, TxnBatch, TxnError, TxnLimits},
+        watchdog::Stall,
         KafkaConn,
     },
     store::{EntryState, StoreView},
@@ -83,6 +84,8 @@ pub enum IngestError {
         "a rebalance could not commit the open transaction; restarting from committed offsets"
     )]
     RebalanceCommit,
+    #[error(transparent)]
+    Stalled(#[from] Stall),
 }
 
 /// Checks a failure event's required fields and bounds; trims what may be trimmed.
@@ -280,7 +283,9 @@ impl Ingest {
             recent_signatures: HashSet::new(),
             encoding: Encoding::from(cfg.output_encoding),
         };
-        pipeline::run(&spec, &txn, &consumer, &mut handler, shutdown, worker)
+        let result = pipeline::run(&spec, &txn, &consumer, &mut handler, shutdown, worker);
+        pipeline::close(consumer);
+        result
     }
 
     fn handle(

@@ -264,7 +264,8 @@ pub const CATALOGUE: &[Def] = &[
         Kind::Counter,
         Unit::Count,
         "Worker pipelines that failed, by worker and what followed: `restarted` from committed \
-         offsets, or `given_up` (it kept panicking; the process exits non-zero).",
+         offsets, `given_up` (it kept panicking; the process exits non-zero), or `stalled` (it \
+         read nothing while records waited: not ready, and rebuilt if it lasts).",
         &[
             ("worker", Values::Fixed(WORKERS)),
             ("outcome", Values::Fixed(WORKER_OUTCOMES)),

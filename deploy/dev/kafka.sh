@@ -19,6 +19,9 @@
 #   consume TOPIC ARGS... ConsoleConsumer (e.g. --from-beginning --max-messages 10)
 #   tool CLASS ARGS...    any class on the Kafka classpath; a bare name means
 #                         org.apache.kafka.tools.CLASS (e.g. DeleteRecordsCommand, GetOffsetShell)
+#   cluster CMD ARGS...   a 3-node cluster (RF 3, min ISR 2) for failure tests: start, stop,
+#                         kill N, start-node N, rolling-restart, leader, coordinator, ...
+#                         (deploy/dev/kafka-cluster.sh help)
 #
 # Environment (defaults):
 #   KAFKA_PORT (9092)  KAFKA_CONTROLLER_PORT (9093)  KAFKA_HOST (127.0.0.1)
@@ -331,6 +334,9 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 share.coordinator.state.topic.num.partitions=1
 group.initial.rebalance.delay.ms=0
+# a dead producer's open transaction is aborted within 1 s of its timeout (default: 10 s), so
+# read_committed readers behind it move on sooner (RELIABILITY.md, "Failover")
+transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 
 # small machine
 num.network.threads=2
@@ -696,6 +702,7 @@ main() {
     tool)
       cmd_tool "$@"
       ;;
+    cluster) exec "$SCRIPT_DIR/kafka-cluster.sh" "$@" ;;
     help | -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (try: kafka.sh help)" ;;
   esac

@@ -61,6 +61,7 @@ use crate::{
         progress::ReadProgress,
         rejected,
         txn::{lock, OutRecord, TxnBatch, TxnError, TxnLimits, TXN_TIMEOUT},
+        watchdog::Stall,
         KafkaConn,
     },
     republish::execution,
@@ -98,6 +99,8 @@ pub enum CommandError {
         "a rebalance could not commit the open transaction; restarting from committed offsets"
     )]
     RebalanceCommit,
+    #[error(transparent)]
+    Stalled(#[from] Stall),
     #[error(
         "the store topic has {store} partitions and the command topic {commands}: they must be \
          equal (co-partitioned by dlqId) for instances to own entries"
@@ -209,7 +212,10 @@ impl Commands {
             finishing: HashSet::new(),
             processed_staged: HashSet::new(),
         };
-        pipeline::run(&spec, &txn, &consumer, &mut p, shutdown, worker)
+        let result = pipeline::run(&spec, &txn, &consumer, &mut p, shutdown, worker);
+        drop(p);
+        pipeline::close(consumer);
+        result
     }
 
     fn co_partitioned(&self, consumer: &TxnConsumer) -> Result<i32, CommandError> {

@@ -11,6 +11,7 @@ pub mod rejected;
 pub mod tail;
 pub mod topics;
 pub mod txn;
+pub mod watchdog;
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -104,12 +105,13 @@ impl KafkaConn {
     /// logic depends on are forced after the user's properties.
     pub fn group_consumer_config(&self, group: &str) -> ClientConfig {
         let mut c = self.client_config();
-        // A crashed instance's partitions move on after 10 s rather than the 45 s default
-        // (the user may still choose otherwise).
+        // A crashed instance's partitions move on after 6 s (the brokers' default minimum,
+        // `group.min.session.timeout.ms`) rather than the 45 s default: the first lever of
+        // failover (RELIABILITY.md, "Failover"); the user may still choose otherwise.
         // A backlog also moves in larger fetches than the 1 MiB per partition default.
         for (k, v) in [
-            ("session.timeout.ms", "10000"),
-            ("heartbeat.interval.ms", "2000"),
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "1500"),
             ("max.partition.fetch.bytes", "8388608"),
         ] {
             if !self.properties.contains_key(k) {

@@ -1,6 +1,7 @@
 //! The one transactional pipeline: consume → decide → stage records and offsets → commit on
 //! size, bytes, age or idleness → commit before a revoke → on any error abort and restart from
-//! the committed offsets → bounded shutdown. Written once; ingest and the command consumer are
+//! the committed offsets → a watchdog on progress (reading nothing while records wait rebuilds
+//! the clients, [`super::watchdog`]) → bounded shutdown and close. Written once; ingest and the command consumer are
 //! two [`Handler`]s of it. Every commit point is here (and in the revoke hook of
 //! [`TxnConsumerContext`]); the +1 of a committed offset is in [`TxnBatch::consumed`].
 //!
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     txn::{lock, TxnBatch, TxnConsumerContext, TxnError, TxnLimits},
+    watchdog::{ProgressWatch, Stall},
     KafkaConn,
 };
 use crate::health::Worker;
@@ -39,7 +41,7 @@ const POLL_BUSY: Duration = Duration::from_millis(5);
 
 /// What one pipeline does with its records.
 pub trait Handler {
-    type Error: From<TxnError> + From<KafkaError>;
+    type Error: From<TxnError> + From<KafkaError> + From<Stall>;
 
     /// One consumed record: stage its outputs in `txn` and mark it consumed there.
     fn record(
@@ -98,7 +100,8 @@ pub fn consumer(spec: &Spec<'_>, txn: &Arc<Mutex<TxnBatch>>) -> Result<TxnConsum
 }
 
 /// Runs `handler` on `consumer` until `shutdown` (then commits what is open) or an error (then
-/// the open transaction is aborted — by the failing commit or by dropping the batch — and the
+/// the open transaction is aborted here, before the caller closes the consumer — closing
+/// revokes, and the revoke hook would otherwise commit a half-handled record — and the
 /// caller's supervisor starts a fresh pipeline from the committed offsets).
 pub fn run<H: Handler>(
     spec: &Spec<'_>,
@@ -108,7 +111,23 @@ pub fn run<H: Handler>(
     shutdown: &CancellationToken,
     worker: &Worker,
 ) -> Result<(), H::Error> {
+    let result = run_loop(spec, txn, consumer, handler, shutdown, worker);
+    if result.is_err() {
+        lock(txn).abort();
+    }
+    result
+}
+
+fn run_loop<H: Handler>(
+    spec: &Spec<'_>,
+    txn: &Arc<Mutex<TxnBatch>>,
+    consumer: &TxnConsumer,
+    handler: &mut H,
+    shutdown: &CancellationToken,
+    worker: &Worker,
+) -> Result<(), H::Error> {
     consumer.subscribe(&[spec.topic])?;
+    let mut watch = ProgressWatch::new(spec.topic);
     tracing::info!(
         topic = spec.topic,
         transactional_id = spec.transactional_id,
@@ -141,6 +160,8 @@ pub fn run<H: Handler>(
         let idle = match polled {
             Some(Ok(m)) => {
                 handler.record(consumer, &m, &mut t)?;
+                watch.progressed(worker);
+                stall_hook(worker, consumer);
                 false
             }
             Some(Err(e)) => {
@@ -155,6 +176,65 @@ pub fn run<H: Handler>(
             t.commit(consumer)?;
             handler.committed();
         }
+        if handler.busy() {
+            watch.hold();
+        } else if idle && !t.is_open() {
+            // Never with the batch held: the watchdog asks the brokers (bounded) and a
+            // revoke inside those calls takes the batch.
+            drop(t);
+            watch.check(consumer, worker)?;
+        }
+    }
+}
+
+/// Test-only fault injection, compiled into debug builds only: `DLQ_TEST_STALL_WORKER=ingest`
+/// pauses that pipeline's partitions once, after its first record, without telling it — the
+/// consumer then reads nothing while records pile up, as a consumer left without a fetch
+/// position did after a broker restart. The watchdog test drives it.
+#[cfg(debug_assertions)]
+fn stall_hook(worker: &Worker, consumer: &TxnConsumer) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if std::env::var("DLQ_TEST_STALL_WORKER").is_ok_and(|w| w == worker.name())
+        && !DONE.swap(true, Ordering::SeqCst)
+    {
+        if let Ok(assigned) = consumer.assignment() {
+            let _ = consumer.pause(&assigned);
+            tracing::warn!(worker = worker.name(), "fault injected: partitions paused");
+        }
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn stall_hook(_worker: &Worker, _consumer: &TxnConsumer) {}
+
+/// How long closing a group consumer may take before the pipeline goes on without it.
+const CLOSE_BOUND: Duration = Duration::from_secs(10);
+
+/// Closes a group consumer on a thread of its own, waiting at most [`CLOSE_BOUND`]. Dropping a
+/// group consumer leaves the group and waits until librdkafka says it is closed, with no bound
+/// of its own: while the group coordinator cannot be found that can be forever (librdkafka
+/// issue 3740), and the supervisor could never rebuild the pipeline. A close that runs out is
+/// left to finish in the background (it ends when the coordinator answers; the group drops the
+/// member at its session timeout in any case).
+pub fn close(consumer: TxnConsumer) {
+    let (done, closed) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("consumer-close".into())
+        .spawn(move || {
+            drop(consumer);
+            let _ = done.send(());
+        });
+    match spawned {
+        Ok(_) => {
+            if closed.recv_timeout(CLOSE_BOUND).is_err() {
+                tracing::warn!(
+                    bound_secs = CLOSE_BOUND.as_secs(),
+                    "consumer did not close within its bound; going on without it"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "no thread to close the consumer on"),
     }
 }
 

@@ -16,6 +16,22 @@ pub const INTERVAL: Duration = Duration::from_secs(2);
 /// How long an answer may take before Kafka counts as unreachable.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Asks for `topic`'s metadata within [`TIMEOUT`]. A request that went to a broker which just
+/// died fails at once, though the cluster answers from its other brokers: one failure is asked
+/// again (librdkafka then picks a live broker), so killing one node of three does not flap
+/// every instance's `/readyz`.
+fn ask(client: &BaseConsumer, topic: &str) -> Result<usize, rdkafka::error::KafkaError> {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match client.fetch_metadata(Some(topic), left) {
+            Ok(md) => return Ok(md.brokers().len()),
+            Err(e) if left <= Duration::from_millis(500) => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
 /// Runs until `shutdown`, updating `health`'s Kafka reachability.
 pub async fn watch(
     conn: KafkaConn,
@@ -39,11 +55,7 @@ pub async fn watch(
             _ = tokio::time::sleep(INTERVAL) => {}
         }
         let (c, t) = (client.clone(), topic.clone());
-        let answer = tokio::task::spawn_blocking(move || {
-            c.fetch_metadata(Some(&t), TIMEOUT)
-                .map(|md| md.brokers().len())
-        })
-        .await;
+        let answer = tokio::task::spawn_blocking(move || ask(&c, &t)).await;
         let reachable = matches!(answer, Ok(Ok(brokers)) if brokers > 0);
         if reachable != health.kafka_reachable() {
             if reachable {

@@ -19,8 +19,19 @@ use rdkafka::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::KafkaConn;
+use super::{
+    watchdog::{ProgressWatch, Stall},
+    KafkaConn,
+};
 use crate::health::Worker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Stalled(#[from] Stall),
+}
 
 /// How often positions are read while records flow.
 const POSITIONS_EVERY: Duration = Duration::from_millis(20);
@@ -60,7 +71,7 @@ fn tail<S: TailSink>(
     caught_up: &mut bool,
     shutdown: &CancellationToken,
     worker: &Worker,
-) -> Result<(), KafkaError> {
+) -> Result<(), TailError> {
     let consumer: BaseConsumer = conn.reader_config().create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = md
@@ -72,7 +83,8 @@ fn tail<S: TailSink>(
     if partitions.is_empty() {
         return Err(KafkaError::MetadataFetch(
             rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
-        ));
+        )
+        .into());
     }
     // The end of each partition now: caught up once every partition reaches it.
     let mut pending: HashMap<i32, i64> = HashMap::new();
@@ -91,6 +103,7 @@ fn tail<S: TailSink>(
         "tailing from the beginning"
     );
     let mut positions_read = Instant::now();
+    let mut watch = ProgressWatch::new(topic);
     while !shutdown.is_cancelled() {
         worker.beat();
         let polled = match consumer.poll(Duration::ZERO) {
@@ -104,6 +117,7 @@ fn tail<S: TailSink>(
             Some(Ok(m)) => {
                 sink.record(&m);
                 sink.position(m.partition(), m.offset() + 1);
+                watch.progressed(worker);
                 false
             }
             Some(Err(e)) => {
@@ -133,6 +147,9 @@ fn tail<S: TailSink>(
         if !*caught_up && pending.is_empty() {
             *caught_up = true;
             sink.caught_up();
+        }
+        if idle {
+            watch.check(&consumer, worker)?;
         }
     }
     Ok(())

@@ -35,7 +35,20 @@ use rdkafka::{
 use super::KafkaConn;
 use crate::events::{Event, TransactionEnded, TxnOutcome};
 
-pub const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// `transaction.timeout.ms`: how long the coordinator lets a transaction of ours stay open
+/// before aborting it. A killed or frozen instance's open transaction holds the last stable
+/// offset of every partition it wrote to — the survivors' read_committed views and the bulk
+/// commands they take over wait behind it — until the coordinator aborts it, this long after it
+/// began plus up to the brokers' `transaction.abort.timed.out.transaction.cleanup.interval.ms`
+/// (10 s by default; the dev brokers use 1 s). Our transactions commit every
+/// `--txn-max-interval` (100 ms), so 10 s is a wide margin, and a third of the 30 s it was.
+pub const TXN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bound of every blocking transactional call (init, send offsets, commit, abort). A call
+/// that runs out fails the pipeline, which rebuilds its clients: the new producer fences the old
+/// one, whose transaction is then aborted, so giving up early never loses or doubles a record —
+/// while waiting out a broker that came back in a bad state (or a coordinator still loading)
+/// for the whole transaction timeout, three calls in a row, held ingest still for 90 s.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// When a transaction is full: whichever limit it reaches first.
 #[derive(Debug, Clone, Copy)]
@@ -123,7 +136,7 @@ impl TxnBatch {
             source,
         })?;
         producer
-            .init_transactions(TXN_TIMEOUT)
+            .init_transactions(CALL_TIMEOUT)
             .map_err(|source| TxnError::Create {
                 id: transactional_id.to_string(),
                 source,
@@ -185,14 +198,16 @@ impl TxnBatch {
         if let Some(v) = &rec.value {
             record = record.payload(v.as_slice());
         }
+        let deadline = Instant::now() + CALL_TIMEOUT;
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((
                     KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
                     back,
-                )) => {
-                    // Local queue full: let deliveries drain, then try again.
+                )) if Instant::now() < deadline => {
+                    // Local queue full: let deliveries drain, then try again (a queue that
+                    // stays full — the brokers are gone — fails the transaction in time).
                     self.producer.poll(Duration::from_millis(20));
                     record = back;
                 }
@@ -274,7 +289,6 @@ impl TxnBatch {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
                 .map_err(failed("listing offsets"))?;
         }
-        let deadline = Instant::now() + TXN_TIMEOUT;
         // Deliveries first (they overlap the offsets round trip below), then nothing is left
         // for the library's own flush to round up to 100 ms.
         if tpl.count() > 0 {
@@ -282,13 +296,27 @@ impl TxnBatch {
                 .group_metadata()
                 .ok_or_else(|| failed("reading group metadata")(KafkaError::NoMessageReceived))?;
             self.producer
-                .send_offsets_to_transaction(&tpl, &metadata, TXN_TIMEOUT)
+                .send_offsets_to_transaction(&tpl, &metadata, CALL_TIMEOUT)
                 .map_err(failed("sending offsets"))?;
         }
+        let deadline = Instant::now() + CALL_TIMEOUT;
         self.drain(deadline)?;
-        self.producer
-            .commit_transaction(deadline.saturating_duration_since(Instant::now()))
-            .map_err(failed("committing"))?;
+        let mut attempt = self
+            .producer
+            .commit_transaction(deadline.saturating_duration_since(Instant::now()));
+        // A commit that timed out while the coordinator moved (a broker died) is still in
+        // progress inside librdkafka, which asks for the call to be repeated to resume it:
+        // aborting instead fails ("conflicting commit_transaction call in progress") and costs a
+        // rebuild. Resumed at most twice more, each bounded, within the worker's stall bound.
+        for _ in 0..2 {
+            match &attempt {
+                Err(KafkaError::Transaction(e)) if e.is_retriable() => {
+                    attempt = self.producer.commit_transaction(CALL_TIMEOUT);
+                }
+                _ => break,
+            }
+        }
+        attempt.map_err(failed("committing"))?;
         if self.embedded && tpl.count() > 0 {
             // The mock broker accepts transactional offsets but does not apply them; a plain
             // commit as well keeps a restarted embedded service from re-reading everything.
@@ -305,7 +333,7 @@ impl TxnBatch {
             self.producer
                 .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
             self.producer.poll(Duration::from_millis(100));
-            match self.producer.abort_transaction(TXN_TIMEOUT) {
+            match self.producer.abort_transaction(CALL_TIMEOUT) {
                 Ok(()) => TransactionEnded {
                     outcome: TxnOutcome::Aborted,
                     error: None,
