@@ -139,8 +139,10 @@ impl StoreGuard {
         let lowest_live = self.view.lowest_live_offsets();
         let starts = tokio::task::spawn_blocking(move || log_start_offsets(&conn, &topic)).await;
         match starts {
+            // Reachability is the probe's (`kafka::reachability`) alone: a partition whose
+            // leader is being elected fails this read, and marking all of Kafka unreachable for
+            // it flapped every instance's `/readyz` whenever one node of a cluster died.
             Ok(Ok(starts)) => {
-                self.health.set_kafka_reachable(true);
                 for (partition, live, start) in truncations(&lowest_live, &starts) {
                     let what = format!(
                         "partition {partition} of {} starts at offset {start}, past entry offset {live} \
@@ -153,7 +155,6 @@ impl StoreGuard {
             }
             Ok(Err(e)) => {
                 tracing::warn!(topic = self.topic, error = %e, "store guard: cannot read log start offsets");
-                self.health.set_kafka_reachable(false);
             }
             Err(e) => tracing::error!(error = %e, "store guard task failed"),
         }

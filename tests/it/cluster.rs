@@ -161,7 +161,7 @@ async fn one_round(bootstrap: &str, total: usize) {
     let cfg = app.service.cfg.clone();
     let (readiness, watcher) = watch_readiness(&app);
 
-    // Continuous ingest for ~20 s from an idempotent producer (acks=all), across the kills.
+    // Continuous ingest for ~45 s from an idempotent producer (acks=all), across the kills.
     let idempotent: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -174,7 +174,7 @@ async fn one_round(bootstrap: &str, total: usize) {
         .iter()
         .map(|e| dlq_id_for_event(&e.event_id))
         .collect();
-    let publish_for = Duration::from_secs(20);
+    let publish_for = Duration::from_secs(45);
     let failures_topic = topics.failures.clone();
     let publisher = tokio::spawn(async move {
         let started = Instant::now();
@@ -234,7 +234,8 @@ async fn one_round(bootstrap: &str, total: usize) {
 
     // 3. A bulk RESTART of every entry, and a rolling restart of all three nodes under it.
     let mut all = command("cluster-restart-all", Action::Restart, Selector::All(true));
-    all.max_per_second = 1000.0;
+    // Paced to last about as long as the rolling restart (~60 s), so every node restarts under it.
+    all.max_per_second = 100.0;
     let p = producer(bootstrap);
     send_command(&p, &topics.commands, &all).await;
     let executions_topic = topics.executions.clone();

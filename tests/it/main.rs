@@ -15,6 +15,7 @@ mod cli;
 mod cluster;
 mod commands;
 mod deploy;
+mod failover;
 mod fencing;
 mod foundation;
 mod groups;
