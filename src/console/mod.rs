@@ -196,7 +196,9 @@ fn security_headers(h: &mut HeaderMap) {
         ("content-security-policy", CSP),
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
+        // `same-origin`, not `no-referrer`: with `no-referrer` Chromium sends `Origin: null` on
+        // form POSTs, and the same-origin check could not tell the console from a stranger.
+        ("referrer-policy", "same-origin"),
         ("cross-origin-opener-policy", "same-origin"),
     ] {
         h.insert(name, HeaderValue::from_static(value));

@@ -194,6 +194,37 @@ pub async fn list(
             .collect();
         vals.join(",")
     };
+    let rows = html! {
+        div.table-wrap {
+            table #entries {
+                caption.visually-hidden { "DLQ entries" }
+                thead { tr {
+                    @if acting { th scope="col" {
+                        input #select-all type="checkbox" aria-label="Select every entry on this page";
+                    } }
+                    th scope="col" { "Entered" }
+                    th scope="col" { "Workflow" }
+                    th scope="col" { "Failed step" }
+                    th scope="col" { "Status" }
+                    th scope="col" { "Error" }
+                    th scope="col" { "Labels" }
+                    th scope="col" { "Callback" }
+                } }
+                tbody {
+                    @for e in &page_of.entries {
+                        (entry_row(e, acting))
+                    }
+                    @if page_of.entries.is_empty() {
+                        tr { td colspan="8" { "No entries match." } }
+                    }
+                }
+            }
+        }
+        nav.paging aria-label="Pages" {
+            @if q.cursor.is_some() { a #first-page href=(paging(None)) { "First page" } }
+            @if let Some(n) = &next { a #next-page href=(n) { "Next page" } }
+        }
+    };
     let body = html! {
         (filter_form(&value_of, order, q.count))
         p.count role="status" {
@@ -202,43 +233,15 @@ pub async fn list(
             @if !cq.filter.is_empty() { " the filter" }
             " · page built in " (format!("{:.1}", took.as_secs_f64() * 1000.0)) " ms"
         }
-        form #bulk-form method="post" action="/console/bulk" {
-            @if acting {
+        @if acting {
+            form #bulk-form method="post" action="/console/bulk" {
                 input type="hidden" name="csrf" value=(session.csrf);
                 input type="hidden" name="filter" value=(cq.filter);
-            }
-            div.table-wrap {
-                table #entries {
-                    caption.visually-hidden { "DLQ entries" }
-                    thead { tr {
-                        @if acting { th scope="col" {
-                            input #select-all type="checkbox" aria-label="Select every entry on this page";
-                        } }
-                        th scope="col" { "Entered" }
-                        th scope="col" { "Workflow" }
-                        th scope="col" { "Failed step" }
-                        th scope="col" { "Status" }
-                        th scope="col" { "Error" }
-                        th scope="col" { "Labels" }
-                        th scope="col" { "Callback" }
-                    } }
-                    tbody {
-                        @for e in &page_of.entries {
-                            (entry_row(e, acting))
-                        }
-                        @if page_of.entries.is_empty() {
-                            tr { td colspan="8" { "No entries match." } }
-                        }
-                    }
-                }
-            }
-            nav.paging aria-label="Pages" {
-                @if q.cursor.is_some() { a #first-page href=(paging(None)) { "First page" } }
-                @if let Some(n) = &next { a #next-page href=(n) { "Next page" } }
-            }
-            @if acting {
+                (rows)
                 (bulk_fields(matches))
             }
+        } @else {
+            (rows)
         }
     };
     Ok(page(frame("Entries", Nav::Entries, Some(&session), body)))

@@ -13,6 +13,7 @@ mod api_fuzz;
 mod broker_restart;
 mod cli;
 mod commands;
+mod console;
 mod deploy;
 mod foundation;
 mod groups;
