@@ -115,7 +115,7 @@ pub async fn overview(
                 @match &rejected { Ok(t) => (t.total), Err(_) => "unknown" } } }
             div { dt { "Ingest lag" } dd #stat-ingest-lag { (shown(ingest_lag)) } }
             div { dt { "Command lag" } dd { (shown(command_lag)) } }
-            div { dt { "Oldest entry" } dd #stat-oldest {
+            div { dt { "Oldest entry" } dd #stat-oldest.small {
                 @match &oldest {
                     Some(e) => {
                         a href=(format!("/console/entries/{}", h::seg(&e.dlq_id))) { (h::time(e.created_at)) }

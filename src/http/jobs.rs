@@ -327,7 +327,7 @@ pub async fn start_job(
 
 /// What [`submit_job`] did: a dry run's answer, or the id of the job now running.
 pub enum Submitted {
-    DryRun(JobView),
+    DryRun(Box<JobView>),
     Started(String),
 }
 
@@ -355,7 +355,7 @@ pub async fn submit_job(
                     "dry run {job_id} was written but not answered within {JOB_WAIT:?}"
                 ))
             })?;
-        return Ok(Submitted::DryRun(v));
+        return Ok(Submitted::DryRun(Box::new(v)));
     }
     Ok(Submitted::Started(job_id))
 }
