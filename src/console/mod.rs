@@ -10,7 +10,7 @@
 
 mod actions;
 pub mod html;
-mod pages;
+pub mod pages;
 pub mod rejected;
 pub mod session;
 
@@ -137,24 +137,19 @@ impl IntoResponse for ConsoleError {
             p.error role="alert" { (self.to_string()) }
             p { a href="/console" { "Back to the console" } }
         };
-        let page = html::page(title, html::Nav::None, None, body);
-        (status, maud::PreEscaped(page.into_string()).into_html()).into_response()
+        let mut r = page(html::page(title, html::Nav::None, None, body));
+        *r.status_mut() = status;
+        r
     }
 }
 
 /// A rendered page as a response.
-trait IntoHtml {
-    fn into_html(self) -> Response;
-}
-
-impl IntoHtml for maud::PreEscaped<String> {
-    fn into_html(self) -> Response {
-        ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], self.0).into_response()
-    }
-}
-
 fn page(markup: maud::Markup) -> Response {
-    markup.into_html()
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
 }
 
 /// Checks every console request: cross-site POSTs are refused; pages other than sign-in and
@@ -296,26 +291,6 @@ impl Form {
         }
     }
 }
-
-/// The filter fields of the API's query language, in the order the filter form shows them.
-pub const FILTER_FIELDS: [&str; 16] = [
-    "fromDate",
-    "toDate",
-    "workflowUrl",
-    "workflowRunId",
-    "workflowCreatedAt",
-    "label",
-    "failureFunctionState",
-    "callerIp",
-    "flowControlKey",
-    "messageId",
-    "topicName",
-    "scheduleId",
-    "queueName",
-    "responseStatus",
-    "signature",
-    "parked",
-];
 
 /// The filter part of a console query string, in the API's own parameters: blank fields (an
 /// HTML form sends every field) are dropped, and the date fields may be given as

@@ -652,6 +652,31 @@ async fn a_read_only_token_sees_no_action_and_attacker_text_stays_text() {
     assert!(b.text("#entries tbody").await.contains("<img src=x"));
     b.shot("list-read-only-xss").await;
     b.xss_never_ran().await;
+
+    // On a phone's width the pages reflow: nothing wider than the screen but inside the
+    // tables' own scroll boxes.
+    b.client.set_window_size(390, 844).await.expect("resize");
+    for (path, name) in [
+        ("/console/entries".to_string(), "list-phone"),
+        (format!("/console/entries/{xss_id}"), "entry-phone"),
+        ("/console".to_string(), "overview-phone"),
+    ] {
+        b.goto(&format!("{base}{path}")).await;
+        b.css("main h1").await;
+        let overflow = b
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+                vec![],
+            )
+            .await
+            .expect("execute");
+        assert!(
+            overflow.as_i64().unwrap_or(i64::MAX) <= 0,
+            "{path} is wider than a phone by {overflow}px"
+        );
+        b.shot(name).await;
+    }
     b.assert_no_errors("read-only pages").await;
     b.close().await;
     app.stop().await;
