@@ -59,10 +59,16 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/console/rejected", get(pages::rejected))
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
+        // Any other console path: a page saying so (not the JSON API's 404).
+        .route("/console/{*rest}", get(no_such_page))
         .route_layer(middleware::from_fn_with_state(state, guard));
     Router::new()
         .route("/", get(|| async { Redirect::to("/console") }))
         .merge(console)
+}
+
+async fn no_such_page() -> ConsoleError {
+    ConsoleError::NotFound("there is no such console page".into())
 }
 
 async fn css() -> Response {

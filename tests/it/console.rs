@@ -228,6 +228,63 @@ async fn console_pages_carry_the_csp_and_forms_need_session_csrf_same_origin_and
     assert!(r.text().await.unwrap().contains("Deleted"));
     assert_eq!(app.service.view.len(), 0);
 
+    // A bulk restart by filter with overrides: the dry run's count, then the job; the
+    // execution carries the overrides (parsed by the JSON API's own header parser).
+    app.ingest(&[failure_event(2)], 0).await;
+    let bulk = |confirm: bool, retries: &'static str| {
+        let mut form = vec![
+            ("csrf", csrf.clone()),
+            ("action", "RESTART".to_string()),
+            ("target", "filter".to_string()),
+            ("filter", "label=label-0".to_string()),
+            ("retries", retries.to_string()),
+            ("delay", "10s".to_string()),
+            ("label", "console".to_string()),
+            ("flowControlKey", "tenant-9".to_string()),
+            ("flowControlValue", "parallelism=1, rate=5".to_string()),
+        ];
+        if confirm {
+            form.push(("confirm", "yes".to_string()));
+        }
+        http.post(format!("{base}/console/bulk"))
+            .header("cookie", &ops)
+            .form(&form)
+            .send()
+    };
+    let r = bulk(false, "-1").await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("`Upstash-Retries` must be an integer"));
+    let r = bulk(false, "2").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let confirm_page = r.text().await.unwrap();
+    assert!(
+        confirm_page.contains("id=\"dry-run-count\">1<"),
+        "{confirm_page}"
+    );
+    assert!(app.executions().is_empty(), "a dry run acts on nothing");
+    let r = bulk(true, "2").await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/console/jobs/job-"));
+    common::eventually(Duration::from_secs(30), "the job's execution", || {
+        let execs = app.executions();
+        async move { !execs.is_empty() }
+    })
+    .await;
+    let exec = &app.executions()[0];
+    assert_eq!((exec.retries, exec.delay.as_str()), (2, "10s"));
+    assert_eq!(exec.labels, ["console"]);
+    assert_eq!(
+        exec.flow_control.as_ref().map(|f| (f.key.as_str(), f.rate)),
+        Some(("tenant-9", 5))
+    );
+
     // A record ingest cannot read goes to the rejected topic: the Rejected page reads its tail
     // and shows it (its key is attacker text too: escaped), and the overview counts it.
     let p = common::producer(&app.bootstrap());
@@ -277,6 +334,15 @@ async fn console_pages_carry_the_csp_and_forms_need_session_csrf_same_origin_and
         .await
         .unwrap();
     assert!(overview.contains("id=\"stat-rejected\">1<"), "{overview}");
+
+    let r = http
+        .get(format!("{base}/console/nope"))
+        .header("cookie", &ops)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.text().await.unwrap().contains("no such console page"));
 
     // The JSON API's errors stay JSON; a bad console query is an HTML page saying why.
     let r = http
