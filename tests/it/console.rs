@@ -760,6 +760,30 @@ async fn a_read_only_token_sees_no_action_and_attacker_text_stays_text() {
     b.click("#sign-in").await;
     assert_eq!(b.text("#who").await, "ro · read");
 
+    // The log check sees errors (a probe), and the CSP is enforced: an inline script put
+    // into the page does not run and is reported as a violation.
+    b.client
+        .execute("console.error('console-log-probe');", vec![])
+        .await
+        .expect("execute");
+    let ran = b
+        .client
+        .execute(
+            "var s = document.createElement('script'); s.textContent = 'window.__csp = 1'; \
+             document.body.appendChild(s); return typeof window.__csp;",
+            vec![],
+        )
+        .await
+        .expect("execute");
+    assert_eq!(
+        ran,
+        json!("undefined"),
+        "an inline script ran despite the CSP"
+    );
+    let errors = b.log_errors().await.join("\n");
+    assert!(errors.contains("console-log-probe"), "{errors}");
+    assert!(errors.contains("Content Security Policy"), "{errors}");
+
     // No action anywhere: the only form that posts is sign-out.
     for path in [
         "/console/entries".to_string(),
