@@ -375,7 +375,27 @@ async fn pause(_why: &fantoccini::error::CmdError) {
 struct Browser {
     client: Client,
     port: u16,
+    session: String,
     _driver: ChildGuard,
+}
+
+impl Drop for Browser {
+    /// Ends the WebDriver session with a plain blocking request, so chromedriver quits
+    /// Chromium also when the test failed (the async client cannot run while a panic unwinds
+    /// the test's runtime, and killing chromedriver alone leaves the browser behind).
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                s,
+                "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+                 Content-Length: 0\r\n\r\n",
+                self.session
+            );
+            let _ = s.read_to_end(&mut Vec::new());
+        }
+    }
 }
 
 impl Browser {
@@ -412,9 +432,15 @@ impl Browser {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .expect("WebDriver session");
+        let session = client
+            .session_id()
+            .await
+            .expect("session id")
+            .expect("a session");
         Browser {
             client,
             port,
+            session,
             _driver: driver,
         }
     }
@@ -524,12 +550,7 @@ impl Browser {
     /// The browser's console since the last call (chromedriver's log endpoint): errors, CSP
     /// violations, failed loads all show up here.
     async fn log_errors(&self) -> Vec<String> {
-        let id = self
-            .client
-            .session_id()
-            .await
-            .expect("session id")
-            .expect("a session");
+        let id = &self.session;
         let v: Value = reqwest::Client::new()
             .post(format!(
                 "http://127.0.0.1:{}/session/{id}/se/log",
@@ -571,7 +592,7 @@ impl Browser {
     }
 
     async fn close(self) {
-        let _ = self.client.close().await;
+        let _ = self.client.clone().close().await;
     }
 }
 
