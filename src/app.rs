@@ -166,6 +166,7 @@ impl Service {
             prometheus,
             commands,
             ledger: ledger.clone(),
+            kafka: conn.clone(),
         });
         let app = http::router(state);
         let http_shutdown = shutdown.clone();

@@ -310,9 +310,9 @@ pub async fn get_one(
 // ---- acting ----
 
 /// What an action did to the entries it targeted.
-struct Acted {
-    runs: Vec<WorkflowRun>,
-    ok: Vec<String>,
+pub(crate) struct Acted {
+    pub(crate) runs: Vec<WorkflowRun>,
+    pub(crate) ok: Vec<String>,
     /// Refused by the command consumer (e.g. no failed callback to re-run), with why.
     refused: Vec<(String, String)>,
     /// Of those, the ones left alone (`SKIPPED`: parked), with why.
@@ -507,8 +507,9 @@ async fn await_view(s: &AppState, action: Action, ok: &[String]) {
 }
 
 /// One entry's action: the run it started, or why not (a 400, as Upstash answers a callback
-/// that cannot be re-run or canceled).
-async fn act_on_one(
+/// that cannot be re-run or canceled). The console calls it too, with the override headers
+/// built from its form.
+pub(crate) async fn act_on_one(
     s: &AppState,
     caller: &Caller,
     action: Action,

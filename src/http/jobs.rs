@@ -310,18 +310,44 @@ pub async fn start_job(
             "the body must be a job like {{\"action\": \"RESTART\", \"all\": true}}: {e}"
         ))
     })?;
-    let dry_run = req.dry_run;
     let job_id = dedup::command_id(&headers, &format!("JOB {}", String::from_utf8_lossy(&body)))?
         .map(|id| id.replacen("http-dedup-", "job-", 1))
         .unwrap_or_else(|| format!("job-{}", uuid::Uuid::now_v7()));
-    let cmd = job_command(req, job_id.clone(), &caller)?;
-    ledger_ready(&s)?;
+    match submit_job(&s, &caller, req, job_id).await? {
+        Submitted::DryRun(v) => Ok((
+            StatusCode::OK,
+            Json(serde_json::to_value(v).unwrap_or_default()),
+        )),
+        Submitted::Started(job_id) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "jobId": job_id })),
+        )),
+    }
+}
+
+/// What [`submit_job`] did: a dry run's answer, or the id of the job now running.
+pub enum Submitted {
+    DryRun(Box<JobView>),
+    Started(String),
+}
+
+/// Checks a job request and writes its command; a dry run is waited for. Shared by the JSON
+/// API and the console, so both start exactly the same jobs.
+pub async fn submit_job(
+    s: &AppState,
+    caller: &Caller,
+    req: JobRequest,
+    job_id: String,
+) -> Result<Submitted, ApiError> {
+    let dry_run = req.dry_run;
+    let cmd = job_command(req, job_id.clone(), caller)?;
+    ledger_ready(s)?;
     s.commands
         .send(&cmd, JOB_WAIT)
         .await
         .map_err(submit_error)?;
     if dry_run {
-        let v = await_job(&s, &job_id)
+        let v = await_job(s, &job_id)
             .await
             .filter(|v| v.state != "running")
             .ok_or_else(|| {
@@ -329,15 +355,23 @@ pub async fn start_job(
                     "dry run {job_id} was written but not answered within {JOB_WAIT:?}"
                 ))
             })?;
-        return Ok((
-            StatusCode::OK,
-            Json(serde_json::to_value(v).unwrap_or_default()),
-        ));
+        return Ok(Submitted::DryRun(Box::new(v)));
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "jobId": job_id })),
-    ))
+    Ok(Submitted::Started(job_id))
+}
+
+/// A job's view as far as the ledger knows it (`None`: not written or not dispatched yet).
+pub fn job_view(s: &AppState, job_id: &str) -> Option<JobView> {
+    s.ledger.record_of(job_id).map(|r| view(job_id, &r))
+}
+
+/// Recent jobs, newest first.
+pub fn recent_jobs(s: &AppState, count: usize) -> Vec<JobView> {
+    s.ledger
+        .jobs(count.min(MAX_LISTED))
+        .iter()
+        .map(|(id, rec)| view(id, rec))
+        .collect()
 }
 
 /// One job's progress.
@@ -420,11 +454,23 @@ pub async fn cancel_job(
     Extension(caller): Extension<Caller>,
     Path(job_id): Path<String>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    ledger_ready(&s)?;
+    let v = cancel(&s, &caller, &job_id).await?;
+    let status = if v.state == "running" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(v)))
+}
+
+/// Asks a running job to stop and waits (bounded) for its final result: the JSON API's and
+/// the console's cancel.
+pub async fn cancel(s: &AppState, caller: &Caller, job_id: &str) -> Result<JobView, ApiError> {
+    ledger_ready(s)?;
     let rec = s
         .ledger
-        .record_of(&job_id)
-        .ok_or_else(|| no_such_job(&job_id))?;
+        .record_of(job_id)
+        .ok_or_else(|| no_such_job(job_id))?;
     if let Some(f) = &rec.finished {
         return Err(ApiError::Conflict(format!(
             "job `{job_id}` already finished ({} at {})",
@@ -435,19 +481,13 @@ pub async fn cancel_job(
     s.commands
         .cancel(
             &s.cfg.topics.results,
-            &job_id,
+            job_id,
             &caller.requested_by(),
             JOB_WAIT,
         )
         .await
         .map_err(submit_error)?;
-    let v = await_job(&s, &job_id)
+    await_job(s, job_id)
         .await
-        .ok_or_else(|| no_such_job(&job_id))?;
-    let status = if v.state == "running" {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(v)))
+        .ok_or_else(|| no_such_job(job_id))
 }

@@ -49,6 +49,9 @@ pub struct AppState {
     /// Where actions go, and where their answers come back from.
     pub commands: CommandSubmitter,
     pub ledger: Arc<Ledger>,
+    /// How to reach Kafka: the console reads the rejected topic's tail and the consumer lag
+    /// on demand.
+    pub kafka: crate::kafka::KafkaConn,
 }
 
 /// Largest request body accepted (413 beyond).
@@ -71,6 +74,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .merge(authed)
+        .merge(crate::console::routes(state.clone()))
         .fallback(not_found)
         .layer(middleware::from_fn(count_requests))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -173,7 +177,13 @@ async fn json_errors(req: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    // The console answers its errors as HTML pages (with its own security headers).
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json || is_html {
         return response;
     }
     let (parts, body) = response.into_parts();

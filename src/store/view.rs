@@ -864,6 +864,45 @@ impl StoreView {
         page
     }
 
+    /// How many entries match `filter` (the console's live count). Unfiltered it is the
+    /// entry count; filtered it walks the candidates like a listing does, without decoding any
+    /// entry, so it costs a scan of the matching per-value list (or of the slots).
+    pub fn count(&self, filter: &EntryFilter) -> u64 {
+        let ix = self.read();
+        if filter.is_empty() {
+            return ix.by_id.len() as u64;
+        }
+        let Some(matcher) = ix.matcher(filter) else {
+            return 0;
+        };
+        if matcher.indexed().iter().any(|wanted| !wanted.is_empty()) {
+            ix.candidates(&matcher, (i64::MIN, 0), Order::EarliestFirst, true)
+                .filter(|(_, i)| ix.matches(&matcher, &ix.slots[*i as usize]))
+                .count() as u64
+        } else {
+            ix.live().filter(|slot| ix.matches(&matcher, slot)).count() as u64
+        }
+    }
+
+    /// Entries still held that entered the DLQ in each of `buckets` intervals of `width_ms`
+    /// ending at `until_ms` (oldest bucket first): the overview's arrivals plot. Only the
+    /// range asked for is walked, through the creation-time order.
+    pub fn arrivals(&self, until_ms: i64, width_ms: i64, buckets: usize) -> Vec<u64> {
+        let mut out = vec![0u64; buckets];
+        let width = width_ms.max(1);
+        let from = until_ms - width * buckets as i64;
+        let ix = self.read();
+        for (created_at, _) in ix.order.range((from, 0)..(until_ms, 0)) {
+            if let Some(n) = usize::try_from((created_at - from) / width)
+                .ok()
+                .and_then(|b| out.get_mut(b))
+            {
+                *n += 1;
+            }
+        }
+        out
+    }
+
     /// Ids of the entries matching `filter` (a bulk command's snapshot).
     pub fn matching_ids(&self, filter: &EntryFilter) -> Vec<String> {
         let ix = self.read();
@@ -937,6 +976,33 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn count_agrees_with_listing_and_arrivals_bucket_by_creation_time() {
+        let v = StoreView::new();
+        for i in 0..10 {
+            let url = if i % 3 == 0 { "u3" } else { "u" };
+            v.upsert(0, i, &entry(&format!("x{i}"), 1_000 + i * 100, url));
+        }
+        let all = EntryFilter::all();
+        assert_eq!(v.count(&all), 10);
+        let by_url = |u: &str| {
+            EntryFilter::compile(&crate::wire::pb::Filter {
+                workflow_url: vec![u.into()],
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        assert_eq!(v.count(&by_url("u3")), 4);
+        assert_eq!(
+            v.count(&by_url("u3")) as usize,
+            v.list(&by_url("u3"), None, 100).entries.len()
+        );
+        assert_eq!(v.count(&by_url("nowhere")), 0);
+        // created_at 1000..=1900; buckets of 500 ms ending at 2000: [1000,1500) and [1500,2000).
+        assert_eq!(v.arrivals(2_000, 500, 2), [5, 5]);
+        assert_eq!(v.arrivals(1_000, 500, 2), [0, 0], "the end is exclusive");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod broker_restart;
 mod cli;
 mod cluster;
 mod commands;
+mod console;
 mod deploy;
 mod failover;
 mod fencing;

@@ -49,6 +49,9 @@ enum Scenario {
     Latency,
     /// The view alone, in process (no broker): failure groups at 1,000,000 entries.
     ViewGroups,
+    /// The console's list page rendered in process (no broker) at 1,000,000 entries: first
+    /// pages under several filters, and paging on by cursor.
+    Console,
     All,
 }
 
@@ -750,6 +753,9 @@ async fn main() {
     }
     if a.scenario == Scenario::ViewGroups {
         view::groups();
+    }
+    if a.scenario == Scenario::Console {
+        view::console();
     }
     if matches!(
         a.scenario,
