@@ -16,10 +16,6 @@ use std::{
 };
 
 use common::*;
-use rdkafka::{
-    config::ClientConfig,
-    producer::{FutureProducer, FutureRecord},
-};
 use workflow_dlq::wire::{ids::dlq_id_for_event, pb};
 
 fn kafka_script(args: &[&str]) {
@@ -57,16 +53,8 @@ async fn broker_stopped_mid_ingest_for_15s_not_ready_then_recovers_nothing_lost_
         "set DLQ_TEST_KAFKA_SCRIPT_CONTROL=1 (as .ci/run does) to let this test stop and start \
          the broker of KAFKA_BOOTSTRAP with deploy/dev/kafka.sh (same KAFKA_PORT)"
     );
-    let total: usize = std::env::var("DLQ_BROKER_RESTART_FAILURES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6_000);
-    let outage = Duration::from_secs(
-        std::env::var("DLQ_BROKER_OUTAGE_SECS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(18),
-    );
+    let total: usize = env_num("DLQ_BROKER_RESTART_FAILURES", 6_000);
+    let outage = Duration::from_secs(env_num("DLQ_BROKER_OUTAGE_SECS", 18));
     // The production guard interval: the store guard also notices an unreachable broker, but
     // only every `guard_interval` (30 s by default); readiness must not depend on it.
     let app = TestApp::spawn(workflow_dlq::Config {
@@ -79,47 +67,18 @@ async fn broker_stopped_mid_ingest_for_15s_not_ready_then_recovers_nothing_lost_
 
     // An idempotent producer publishing throughout (before, during and after the outage): its
     // retries never duplicate a record, and librdkafka holds the records while the broker is down.
-    let idempotent: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "300000")
-        .create()
-        .expect("producer");
     let events: Vec<pb::FailureEvent> = (0..total).map(failure_event).collect();
     let ids: Vec<String> = events
         .iter()
         .map(|e| dlq_id_for_event(&e.event_id))
         .collect();
     let publish_for = Duration::from_secs(12);
-    let failures_topic = topics.failures.clone();
-    let publisher = tokio::spawn(async move {
-        let started = Instant::now();
-        let mut inflight = Vec::new();
-        for (i, ev) in events.into_iter().enumerate() {
-            let due = publish_for.mul_f64(i as f64 / total as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-            let p = idempotent.clone();
-            let topic = failures_topic.clone();
-            inflight.push(tokio::spawn(async move {
-                let value = prost::Message::encode_to_vec(&envelope(ev.clone()));
-                p.send(
-                    FutureRecord::to(&topic)
-                        .key(ev.workflow_run_id.as_bytes())
-                        .payload(&value),
-                    Duration::from_secs(300),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .expect("published (after the outage at the latest)");
-            }));
-        }
-        for f in inflight {
-            f.await.expect("publish task");
-        }
-    });
+    let publisher = spawn_publisher(
+        idempotent_producer(&bootstrap),
+        topics.failures.clone(),
+        events,
+        publish_for,
+    );
 
     // Stop the broker once ingest is under way, not done.
     eventually(Duration::from_secs(60), "ingest under way", || {

@@ -17,10 +17,6 @@ use std::{
 };
 
 use common::*;
-use rdkafka::{
-    config::ClientConfig,
-    producer::{FutureProducer, FutureRecord},
-};
 use workflow_dlq::wire::{
     ids::dlq_id_for_event,
     pb::{
@@ -136,14 +132,8 @@ fn watch_readiness(app: &TestApp) -> (ReadinessLog, tokio::task::JoinHandle<()>)
 async fn leader_and_coordinator_kills_and_a_rolling_restart_during_ingest_and_bulk_restart_lose_and_double_nothing(
 ) {
     let bootstrap = cluster_bootstrap();
-    let rounds: usize = std::env::var("DLQ_CLUSTER_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let total: usize = std::env::var("DLQ_CLUSTER_FAILURES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6_000);
+    let rounds: usize = env_num("DLQ_CLUSTER_ROUNDS", 1);
+    let total: usize = env_num("DLQ_CLUSTER_FAILURES", 6_000);
     for round in 1..=rounds {
         eprintln!("---- round {round} of {rounds} ----");
         one_round(&bootstrap, total).await;
@@ -162,46 +152,18 @@ async fn one_round(bootstrap: &str, total: usize) {
     let (readiness, watcher) = watch_readiness(&app);
 
     // Continuous ingest for ~45 s from an idempotent producer (acks=all), across the kills.
-    let idempotent: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "300000")
-        .create()
-        .expect("producer");
     let events: Vec<pb::FailureEvent> = (0..total).map(failure_event).collect();
     let ids: HashSet<String> = events
         .iter()
         .map(|e| dlq_id_for_event(&e.event_id))
         .collect();
     let publish_for = Duration::from_secs(45);
-    let failures_topic = topics.failures.clone();
-    let publisher = tokio::spawn(async move {
-        let started = Instant::now();
-        let mut inflight = Vec::new();
-        for (i, ev) in events.into_iter().enumerate() {
-            let due = publish_for.mul_f64(i as f64 / total as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-            let (p, topic) = (idempotent.clone(), failures_topic.clone());
-            inflight.push(tokio::spawn(async move {
-                let value = prost::Message::encode_to_vec(&envelope(ev.clone()));
-                p.send(
-                    FutureRecord::to(&topic)
-                        .key(ev.workflow_run_id.as_bytes())
-                        .payload(&value),
-                    Duration::from_secs(300),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .expect("published");
-            }));
-        }
-        for f in inflight {
-            f.await.expect("publish task");
-        }
-    });
+    let publisher = spawn_publisher(
+        idempotent_producer(bootstrap),
+        topics.failures.clone(),
+        events,
+        publish_for,
+    );
     eventually(Duration::from_secs(60), "ingest under way", || {
         let view = app.service.view.clone();
         async move { view.len() >= total / 10 }

@@ -74,10 +74,7 @@ fn median(v: &mut [Duration]) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_kill_9_the_survivor_takes_over_ingest_and_a_running_bulk_command_exactly_once() {
     real_broker_only!();
-    let kills: usize = std::env::var("DLQ_FAILOVER_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let kills: usize = env_num("DLQ_FAILOVER_KILLS", 3);
     let cfg = test_config();
     let bootstrap = cfg.kafka_bootstrap.clone().expect("real broker");
     let http = reqwest::Client::new();

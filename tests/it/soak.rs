@@ -21,10 +21,6 @@ use std::{
 
 use common::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use rdkafka::{
-    config::ClientConfig,
-    producer::{FutureProducer, FutureRecord},
-};
 use workflow_dlq::wire::{
     ids::dlq_id_for_event,
     pb::{self, item_outcome::Status, recovery_command::Action, recovery_command::Selector},
@@ -32,64 +28,6 @@ use workflow_dlq::wire::{
 
 /// The two soak tests each load the machine; they take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn idempotent_producer(bootstrap: &str) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "10")
-        .set("partitioner", "murmur2_random")
-        .create()
-        .expect("producer")
-}
-
-/// Publishes `events` spread evenly over `over`.
-fn spawn_publisher(
-    p: FutureProducer,
-    topic: String,
-    events: Vec<pb::FailureEvent>,
-    over: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let total = events.len().max(1);
-        let mut inflight = Vec::new();
-        for (i, ev) in events.into_iter().enumerate() {
-            let due = over.mul_f64(i as f64 / total as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-            let (p, topic) = (p.clone(), topic.clone());
-            inflight.push(tokio::spawn(async move {
-                let value = prost::Message::encode_to_vec(&envelope(ev.clone()));
-                p.send(
-                    FutureRecord::to(&topic)
-                        .key(ev.workflow_run_id.as_bytes())
-                        .payload(&value),
-                    Duration::from_secs(60),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .expect("published");
-            }));
-            if inflight.len() >= 2_000 {
-                for f in inflight.drain(..) {
-                    f.await.expect("publish task");
-                }
-            }
-        }
-        for f in inflight {
-            f.await.expect("publish task");
-        }
-    })
-}
 
 fn events(from: usize, n: usize) -> Vec<pb::FailureEvent> {
     (from..from + n).map(failure_event).collect()

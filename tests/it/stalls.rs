@@ -4,11 +4,7 @@
 
 use crate::common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -23,20 +19,7 @@ async fn a_consumer_that_reads_nothing_while_records_wait_is_reported_stalled_th
     real_broker_only!();
     let cfg = test_config();
     let bootstrap = cfg.kafka_bootstrap.clone().expect("real broker");
-    let mut child = serve_command(&cfg)
-        .env("DLQ_API_TOKEN", TOKEN)
-        .env("DLQ_TEST_STALL_WORKER", "ingest")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let base = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("HTTP API on ").map(str::to_string))
-        .expect("the HTTP address is printed");
-    let _child = ChildGuard::new(child);
+    let (_child, base) = spawn_binary_with(&cfg, &[("DLQ_TEST_STALL_WORKER", "ingest")]);
     let http = reqwest::Client::new();
     let ready = |http: reqwest::Client, base: String| async move {
         match http.get(format!("{base}/readyz")).send().await {

@@ -563,6 +563,11 @@ impl Drop for ChildGuard {
 }
 
 pub fn spawn_binary(cfg: &Config) -> (ChildGuard, String) {
+    spawn_binary_with(cfg, &[])
+}
+
+/// [`spawn_binary`] with extra environment (e.g. a debug-build fault hook).
+pub fn spawn_binary_with(cfg: &Config, env: &[(&str, &str)]) -> (ChildGuard, String) {
     // DLQ_TEST_LOG_DIR=<dir> keeps each instance's logs (appended, one file per instance id)
     // for a failure to be read afterwards; they are dropped otherwise.
     let logs = match std::env::var_os("DLQ_TEST_LOG_DIR") {
@@ -579,6 +584,7 @@ pub fn spawn_binary(cfg: &Config) -> (ChildGuard, String) {
     };
     let mut child = serve_command(cfg)
         .env("DLQ_API_TOKEN", TOKEN)
+        .envs(env.iter().copied())
         // The default transaction sizes: exactly-once must hold at the rates they give.
         .stdout(Stdio::piped())
         .stderr(logs)
@@ -638,4 +644,65 @@ pub fn python_venv(name: &str, requirements: &str) -> std::path::PathBuf {
         std::fs::write(&marker, wanted).expect("marker");
     }
     venv.join("bin")
+}
+
+pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub fn idempotent_producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "10")
+        .set("partitioner", "murmur2_random")
+        // Held and retried through a broker outage, never duplicated (idempotence).
+        .set("message.timeout.ms", "300000")
+        .create()
+        .expect("producer")
+}
+
+/// Publishes `events` spread evenly over `over` (keyed by run id), each delivery awaited for up
+/// to 300 s — across a broker outage.
+pub fn spawn_publisher(
+    p: FutureProducer,
+    topic: String,
+    events: Vec<pb::FailureEvent>,
+    over: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let total = events.len().max(1);
+        let mut inflight = Vec::new();
+        for (i, ev) in events.into_iter().enumerate() {
+            let due = over.mul_f64(i as f64 / total as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+            let (p, topic) = (p.clone(), topic.clone());
+            inflight.push(tokio::spawn(async move {
+                let value = prost::Message::encode_to_vec(&envelope(ev.clone()));
+                p.send(
+                    FutureRecord::to(&topic)
+                        .key(ev.workflow_run_id.as_bytes())
+                        .payload(&value),
+                    Duration::from_secs(300),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("published");
+            }));
+            if inflight.len() >= 2_000 {
+                for f in inflight.drain(..) {
+                    f.await.expect("publish task");
+                }
+            }
+        }
+        for f in inflight {
+            f.await.expect("publish task");
+        }
+    })
 }
