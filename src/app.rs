@@ -166,6 +166,10 @@ impl Service {
             prometheus,
             commands,
             ledger: ledger.clone(),
+            in_flight: http::limit::InFlight::new(
+                cfg.http_max_inflight_reads,
+                cfg.http_max_inflight_actions,
+            ),
         });
         let app = http::router(state);
         let http_shutdown = shutdown.clone();

@@ -7,6 +7,7 @@ pub mod dedup;
 pub mod dlq;
 pub mod error;
 pub mod jobs;
+pub mod limit;
 pub mod messages;
 pub mod openapi;
 pub mod overrides;
@@ -49,6 +50,8 @@ pub struct AppState {
     /// Where actions go, and where their answers come back from.
     pub commands: CommandSubmitter,
     pub ledger: Arc<Ledger>,
+    /// The bound on API requests in flight ([`limit`]).
+    pub in_flight: limit::InFlight,
 }
 
 /// Largest request body accepted (413 beyond).
@@ -65,6 +68,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_bearer,
+        ))
+        // Outside auth: shedding is the cheapest answer, so it comes first. Inside
+        // `count_requests`, so shed requests are counted (503) under their route.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit::bound_in_flight,
         ));
     Router::new()
         .route("/healthz", get(healthz))
