@@ -190,8 +190,8 @@ impl Default for Config {
             guard_interval: Duration::from_secs(30),
             kafka_connect_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
-            // Sized so the answers held at once stay tens of MB (a page of 100 entries is
-            // ~0.3 MB of JSON) while 2 cores are kept busy; actions mostly wait on Kafka.
+            // Actions wait on Kafka (up to 20 s each): 128 keeps the command pipeline's batches
+            // full without letting waiters pile up. Reads never wait, so theirs is a safety net.
             http_max_inflight_reads: 256,
             http_max_inflight_actions: 128,
         }

@@ -1,5 +1,6 @@
-//! A bound on the API requests in flight, so memory and latency stay bounded however many
-//! clients call at once: beyond it a request is answered at once with 503, `Retry-After: 1` and
+//! A bound on the API requests in flight, so the work held at once (above all actions, each
+//! waiting on Kafka with its command and waiter) cannot grow with the number of clients: beyond
+//! it a request is answered at once with 503, `Retry-After: 1` and
 //! `{"error": "…"}` (shed, never queued: a queue in front of a full service only adds latency
 //! and memory, and the caller knows best whether to retry).
 //!
@@ -8,20 +9,19 @@
 //! it waits for its command's result (milliseconds to 20 s), so a burst of actions must not shed
 //! the reads that take a fraction of a millisecond, nor the reverse.
 //!
-//! A slot is held until the response body is written out (or the connection drops), not only
-//! while the handler runs: a page of 100 entries is built in full before it is sent, so the
-//! bodies waiting on slow readers are what memory is made of under load.
+//! A slot is held while the request is handled — for an action, until its command's result is
+//! in. Answers waiting on clients that are slow to read them are outside the bound: hyper
+//! buffers one answer per connection and reads that connection's next request only once it is
+//! sent, so those are bounded by the connections open (`tests/it/http_load.rs` shows such
+//! clients hold no slot and starve no one). A read never waits, so it is admitted, answered and
+//! handed to hyper within one poll: the read bound is a safety net should a read ever wait.
+//!
 //! `/healthz`, `/readyz` and `/metrics` are outside the bound: probes and scrapes must answer
 //! precisely when the API is busiest.
 
-use std::{
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::sync::Arc;
 
 use axum::{
-    body::{Body, Bytes, HttpBody},
     extract::{Request, State},
     http::{header, HeaderValue, Method},
     middleware::Next,
@@ -97,61 +97,18 @@ impl IntoResponse for Overloaded {
     }
 }
 
-/// The middleware: admits the request or sheds it; an admitted request's slot rides on its
-/// response body.
+/// The middleware: admits the request, or sheds it; the slot is freed once the response is
+/// built.
 pub async fn bound_in_flight(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let permit = match s.in_flight.admit(req.method()) {
-        Ok(p) => p,
-        Err(shed) => return shed.into_response(),
-    };
-    let response = next.run(req).await;
-    let (parts, body) = response.into_parts();
-    Response::from_parts(
-        parts,
-        Body::new(HeldBody {
-            inner: body,
-            permit: Some(permit),
-        }),
-    )
-}
-
-/// A response body that holds its request's slot until the last byte is handed to the
-/// connection, or the body is dropped (client gone, timeout).
-struct HeldBody {
-    inner: Body,
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-impl HttpBody for HeldBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        // `Body` is `Unpin`, so this wrapper is too: no pin projection needed.
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            this.permit = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+    match s.in_flight.admit(req.method()) {
+        // Bound to a name (not `_`), so the slot lives until the response is built.
+        Ok(_slot) => next.run(req).await,
+        Err(shed) => shed.into_response(),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use futures::StreamExt;
-
     use super::*;
 
     async fn text(r: Response) -> String {
@@ -192,27 +149,5 @@ mod tests {
         assert!(f.admit(&Method::DELETE).is_ok());
         drop(read);
         assert!(f.admit(&Method::GET).is_ok());
-    }
-
-    #[tokio::test]
-    async fn a_slot_is_held_until_the_body_is_sent() {
-        let f = InFlight::new(1, 1);
-        let permit = f.admit(&Method::GET).expect("a read");
-        let mut body = Body::new(HeldBody {
-            inner: Body::from("a page"),
-            permit: Some(permit),
-        })
-        .into_data_stream();
-        assert!(f.admit(&Method::GET).is_err(), "held while unsent");
-        assert_eq!(
-            body.next().await.and_then(Result::ok).as_deref(),
-            Some(&b"a page"[..])
-        );
-        assert!(body.next().await.is_none());
-        assert!(
-            f.admit(&Method::GET).is_ok(),
-            "released at the end of the body, not only when it is dropped"
-        );
-        drop(body);
     }
 }

@@ -273,3 +273,46 @@ async fn many_clients_get_2xx_or_the_documented_503_and_actions_act_once() {
     );
     app.stop().await;
 }
+
+/// Clients that do not read their answers hold no slot: hyper keeps one answer per connection
+/// and reads nothing more from it until that is sent, so such clients cost a buffer each
+/// (bounded by the connections) and never shed the others' reads. Probes are never shed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_do_not_read_their_answers_starve_no_one() {
+    use tokio::io::AsyncWriteExt;
+
+    let mut cfg = common::test_config();
+    cfg.http_max_inflight_reads = 2;
+    let app = TestApp::spawn(cfg).await;
+    let events: Vec<pb::FailureEvent> = (0..100).map(failure_event).collect();
+    app.ingest(&events, 0).await;
+    // Four clients (twice the bound) pipeline hundreds of page requests and never read: the
+    // answers (tens of MB each) fill the socket buffers and the connections stall.
+    let request = format!(
+        "GET /v2/workflows/dlq?count=100 HTTP/1.1\r\nHost: dlq\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(app.service.http_addr)
+            .await
+            .expect("connect");
+        s.write_all(request.repeat(400).as_bytes())
+            .await
+            .expect("pipelined requests");
+        slow.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..20 {
+        let r = app.get("/v2/workflows/dlq?count=10").await;
+        assert_eq!(r.status(), StatusCode::OK, "a read shed by stalled readers");
+    }
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+    drop(slow);
+    app.stop().await;
+}
