@@ -167,6 +167,10 @@ impl Service {
             commands,
             ledger: ledger.clone(),
             kafka: conn.clone(),
+            in_flight: http::limit::InFlight::new(
+                cfg.http_max_inflight_reads,
+                cfg.http_max_inflight_actions,
+            ),
         });
         let app = http::router(state);
         let http_shutdown = shutdown.clone();

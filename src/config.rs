@@ -152,9 +152,17 @@ pub struct Config {
     pub guard_interval: Duration,
     pub kafka_connect_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// API reads (`GET`) in flight at once; beyond it a read is shed with 503 (`http::limit`).
+    pub http_max_inflight_reads: usize,
+    /// API actions (`POST`/`DELETE`) in flight at once, each waiting for its command's result;
+    /// beyond it an action is shed with 503.
+    pub http_max_inflight_actions: usize,
 }
 
 const MIB: usize = 1024 * 1024;
+/// Upper bound of the in-flight settings: tokio's semaphore takes far more, but a bound this
+/// high is no bound at all.
+const MAX_INFLIGHT: usize = 100_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -182,6 +190,10 @@ impl Default for Config {
             guard_interval: Duration::from_secs(30),
             kafka_connect_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            // Actions wait on Kafka (up to 20 s each): 128 keeps the command pipeline's batches
+            // full without letting waiters pile up. Reads never wait, so theirs is a safety net.
+            http_max_inflight_reads: 256,
+            http_max_inflight_actions: 128,
         }
     }
 }
@@ -321,6 +333,15 @@ settings! {
         /// Bound on graceful shutdown after SIGTERM/SIGINT [default: 10s].
         #[arg(long, env = "DLQ_SHUTDOWN_GRACE")]
         pub shutdown_grace: Option<String>,
+        /// API reads (`GET`) in flight at once; beyond it a read is answered 503 with
+        /// `Retry-After: 1` at once [default: 256, between 1 and 100000].
+        #[arg(long, env = "DLQ_HTTP_MAX_INFLIGHT_READS")]
+        pub http_max_inflight_reads: Option<usize>,
+        /// API actions (`POST`/`DELETE`, each waiting for its command's result) in flight at
+        /// once; beyond it an action is answered 503 with `Retry-After: 1` at once [default:
+        /// 128, between 1 and 100000].
+        #[arg(long, env = "DLQ_HTTP_MAX_INFLIGHT_ACTIONS")]
+        pub http_max_inflight_actions: Option<usize>,
         /// The file's `[kafka]` table of librdkafka properties (no flag: `DLQ_KAFKA_<PROPERTY>`
         /// sets one from the environment).
         #[arg(skip)]
@@ -486,6 +507,12 @@ impl Config {
                 d.kafka_connect_timeout,
             )?,
             shutdown_grace: dur("shutdown_grace", s.shutdown_grace, d.shutdown_grace)?,
+            http_max_inflight_reads: s
+                .http_max_inflight_reads
+                .unwrap_or(d.http_max_inflight_reads),
+            http_max_inflight_actions: s
+                .http_max_inflight_actions
+                .unwrap_or(d.http_max_inflight_actions),
         })
     }
 
@@ -577,6 +604,14 @@ impl Config {
         if self.kafka_connect_timeout < Duration::from_secs(1) {
             return Err(invalid("kafka_connect_timeout", "must be at least 1s"));
         }
+        for (setting, value) in [
+            ("http_max_inflight_reads", self.http_max_inflight_reads),
+            ("http_max_inflight_actions", self.http_max_inflight_actions),
+        ] {
+            if !(1..=MAX_INFLIGHT).contains(&value) {
+                return Err(invalid(setting, "must be between 1 and 100000"));
+            }
+        }
         for forbidden in ["bootstrap.servers", "group.id", "transactional.id"] {
             if self.kafka_properties.contains_key(forbidden) {
                 return Err(ConfigError::Invalid {
@@ -662,8 +697,8 @@ mod tests {
             assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(&env)), "--{long}");
             count += 1;
         }
-        // `--config` and the 28 settings (the `[kafka]` table has no flag).
-        assert_eq!(count, 29);
+        // `--config` and the 30 settings (the `[kafka]` table has no flag).
+        assert_eq!(count, 31);
         let help = cmd.clone().render_long_help().to_string();
         for flag in [
             "--txn-max-bytes",
@@ -694,6 +729,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("max_redrives"));
+    }
+
+    #[test]
+    fn in_flight_bounds_come_from_any_layer_and_are_bounded() {
+        let cfg = layered(&[], &[], "");
+        assert_eq!(
+            (cfg.http_max_inflight_reads, cfg.http_max_inflight_actions),
+            (256, 128)
+        );
+        let cfg = layered(
+            &["--http-max-inflight-actions", "9"],
+            &[("DLQ_HTTP_MAX_INFLIGHT_READS", "7")],
+            "http_max_inflight_reads = 5\nhttp_max_inflight_actions = 6",
+        );
+        assert_eq!(
+            (cfg.http_max_inflight_reads, cfg.http_max_inflight_actions),
+            (7, 9)
+        );
+        for (flag, value) in [
+            ("--http-max-inflight-reads", "0"),
+            ("--http-max-inflight-actions", "0"),
+            ("--http-max-inflight-reads", "100001"),
+        ] {
+            let cfg = Config::from_settings(parse(&[flag, value], &[]).settings).expect("parses");
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains("`http_max_inflight_"), "{flag} {value}: {err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod dedup;
 pub mod dlq;
 pub mod error;
 pub mod jobs;
+pub mod limit;
 pub mod messages;
 pub mod openapi;
 pub mod overrides;
@@ -52,6 +53,8 @@ pub struct AppState {
     /// How to reach Kafka: the console reads the rejected topic's tail and the consumer lag
     /// on demand.
     pub kafka: crate::kafka::KafkaConn,
+    /// The bound on API requests in flight ([`limit`]).
+    pub in_flight: limit::InFlight,
 }
 
 /// Largest request body accepted (413 beyond).
@@ -68,6 +71,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_bearer,
+        ))
+        // Outside auth: shedding is the cheapest answer, so it comes first. Inside
+        // `count_requests`, so shed requests are counted (503) under their route.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit::bound_in_flight,
         ));
     Router::new()
         .route("/healthz", get(healthz))

@@ -22,6 +22,7 @@ mod foundation;
 mod groups;
 mod hostile;
 mod http_api;
+mod http_load;
 mod ingest;
 mod java_client;
 mod jobs;

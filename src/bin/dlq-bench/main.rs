@@ -4,9 +4,12 @@
 //! ```sh
 //! deploy/dev/kafka.sh start
 //! cargo run --release --bin dlq-bench -- all          # or: ingest | redrive | cold-start | memory-curve | queries | latency
+//! cargo build --release --bin dlq-bench --bin workflow-dlq
+//! ./target/release/dlq-bench http-load --embedded --clients 500 --seconds 60   # the binary as a child
 //! ```
 
 mod data;
+mod http_load;
 mod measure;
 mod passthrough;
 mod view;
@@ -52,6 +55,9 @@ enum Scenario {
     /// The console's list page rendered in process (no broker) at 1,000,000 entries: first
     /// pages under several filters, and paging on by cursor.
     Console,
+    /// Many HTTP clients mixing list, get and actions against the service binary (issue 17);
+    /// not part of `all`.
+    HttpLoad,
     All,
 }
 
@@ -85,6 +91,21 @@ struct Args {
     /// Failures per second for the second latency run: a trickle.
     #[arg(long, default_value_t = 10.0)]
     trickle_rate: f64,
+    /// `http-load`: concurrent clients.
+    #[arg(long, default_value_t = 500)]
+    clients: usize,
+    /// `http-load`: how long the clients run, in seconds.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// `http-load`: failures stored before the clients start.
+    #[arg(long, default_value_t = 20_000)]
+    entries: u64,
+    /// `http-load`: the service on its embedded broker instead of `--bootstrap`.
+    #[arg(long)]
+    embedded: bool,
+    /// `http-load`: the service binary [default: `workflow-dlq` next to this one].
+    #[arg(long)]
+    service_bin: Option<std::path::PathBuf>,
 }
 
 const TOKEN: &str = "bench-token";
@@ -756,6 +777,9 @@ async fn main() {
     }
     if a.scenario == Scenario::Console {
         view::console();
+    }
+    if a.scenario == Scenario::HttpLoad {
+        http_load::run(&a).await;
     }
     if matches!(
         a.scenario,
