@@ -274,7 +274,12 @@ jar_version() {
 }
 
 cmd_stop() {
-  local n
+  # All at once: stopped one by one, the last node waits for a controller quorum that is gone
+  # and needs the SIGKILL after KAFKA_STOP_TIMEOUT.
+  local n pid
+  for n in "${NODES[@]}"; do
+    if pid=$(node_pid "$n"); then kill -TERM "$pid" 2>/dev/null || true; fi
+  done
   for n in "${NODES[@]}"; do stop_node "$n" TERM; done
   log "stopped"
 }
