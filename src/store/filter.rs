@@ -293,6 +293,24 @@ impl Matcher {
                 .is_none_or(|p| p == is_parked(t.redrives.into(), self.max_redrives))
     }
 
+    /// True when only traits fields and per-value listed fields are filtered (no date, id or
+    /// creation-time field): the view can then count the matches from its tallies.
+    pub fn reads_traits_and_lists_only(&self) -> bool {
+        self.from_date.is_none()
+            && self.to_date.is_none()
+            && self.workflow_run_id.is_none()
+            && self.message_id.is_none()
+            && self.workflow_created_at.is_none()
+    }
+
+    /// Whether the traits symbol `t` passes (as [`Matcher::allow_traits`] set; every symbol
+    /// passes when no traits field is filtered).
+    pub fn allows_traits(&self, t: Sym) -> bool {
+        self.traits_allowed
+            .as_ref()
+            .is_none_or(|a| a.get(t as usize).copied().unwrap_or(false))
+    }
+
     /// Sets which traits symbols pass (see [`Matcher::accepts_traits`]), as the view resolved
     /// them.
     pub fn allow_traits(&mut self, allowed: Vec<bool>) {
@@ -312,10 +330,7 @@ impl Matcher {
                 .workflow_created_at
                 .is_none_or(|t| t == k.workflow_created_at)
             && (self.label.is_empty() || self.label.iter().any(|l| k.labels.contains(l)))
-            && self
-                .traits_allowed
-                .as_ref()
-                .is_none_or(|a| a.get(k.traits as usize).copied().unwrap_or(false))
+            && self.allows_traits(k.traits)
             && any_of(&self.caller_ip, k.caller_ip)
             && any_of(&self.flow_control_key, k.flow_control_key)
             && self.workflow_run_id.as_ref().is_none_or(|(hash, wanted)| {

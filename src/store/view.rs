@@ -36,6 +36,12 @@ const LABEL: usize = 3;
 /// first and last seen) without a scan.
 const SIGNATURE: usize = 4;
 
+/// `(created_at, slot)`: a position in the listing order.
+type At = (i64, u32);
+
+/// A group end not found yet.
+const UNMET: At = (i64::MIN, u32::MAX);
+
 /// The partition of a free slot (one whose entry was removed; reused by the next insert).
 const FREE: i32 = -1;
 
@@ -189,11 +195,38 @@ struct Index {
     traits: Symbols<Traits>,
     /// Per indexed field ([`URL`], [`CALLER_IP`], [`FLOW_CONTROL_KEY`], [`LABEL`]: each label of
     /// the set, [`SIGNATURE`]), per value: the keys of the entries holding it, in the order's
-    /// order. Empty strings are not listed (no filter asks for them).
-    by_value: [FastMap<Sym, Postings>; 5],
+    /// order, and their traits tallied. Empty strings are not listed (no filter asks for them).
+    by_value: [FastMap<Sym, Listed>; 5],
     payload_bytes: usize,
     /// `--max-redrives`: which entries the `parked` filter means (0: none).
     max_redrives: u32,
+}
+
+/// The entries holding one value of an indexed field, and how many of them hold each
+/// [`Traits`] symbol: a filter on this value and on traits fields (the signature, `parked`, a
+/// status…) is then counted per kind of failure without visiting an entry (groups and the
+/// console's count at a million entries; issue 15).
+struct Listed {
+    keys: Postings,
+    /// `(traits symbol, entries)`, sorted by symbol, no zero counts. Not kept for the signature
+    /// lists (the signature is itself a trait).
+    tally: Vec<(Sym, u32)>,
+}
+
+impl Listed {
+    fn count(&mut self, traits: Sym, add: bool) {
+        match self.tally.binary_search_by_key(&traits, |t| t.0) {
+            Ok(i) if add => self.tally[i].1 += 1,
+            Ok(i) => {
+                self.tally[i].1 -= 1;
+                if self.tally[i].1 == 0 {
+                    self.tally.remove(i);
+                }
+            }
+            Err(i) if add => self.tally.insert(i, (traits, 1)),
+            Err(_) => {}
+        }
+    }
 }
 
 impl Index {
@@ -340,16 +373,28 @@ impl Index {
                 continue;
             }
             let lists = &mut by_value[field];
+            let tallied = field != SIGNATURE;
             if add {
-                match lists.get_mut(&sym) {
-                    Some(p) => p.insert(key, at),
-                    None => {
-                        lists.insert(sym, Postings::new(key));
+                let listed = match lists.entry(sym) {
+                    hashbrown::hash_map::Entry::Occupied(o) => {
+                        let listed = o.into_mut();
+                        listed.keys.insert(key, at);
+                        listed
                     }
+                    hashbrown::hash_map::Entry::Vacant(v) => v.insert(Listed {
+                        keys: Postings::new(key),
+                        tally: Vec::new(),
+                    }),
+                };
+                if tallied {
+                    listed.count(slot.traits, true);
                 }
-            } else if let Some(p) = lists.get_mut(&sym) {
-                p.remove(key, at);
-                if p.is_empty() {
+            } else if let Some(listed) = lists.get_mut(&sym) {
+                listed.keys.remove(key, at);
+                if tallied {
+                    listed.count(slot.traits, false);
+                }
+                if listed.keys.is_empty() {
                     lists.remove(&sym);
                 }
             }
@@ -487,7 +532,7 @@ impl Index {
                 let held: usize = wanted
                     .iter()
                     .filter_map(|s| self.by_value[field].get(s))
-                    .map(Postings::len)
+                    .map(|l| l.keys.len())
                     .sum();
                 (held, field, wanted)
             })
@@ -496,7 +541,10 @@ impl Index {
             Some((held, field, wanted)) if held < self.order.len() => {
                 let from = Key::new(from.0, from.1);
                 let at = move |s: u32| Key::new(self.slots[s as usize].created_at, s);
-                let lists = wanted.iter().filter_map(|s| self.by_value[field].get(s));
+                let lists = wanted
+                    .iter()
+                    .filter_map(|s| self.by_value[field].get(s))
+                    .map(|l| &l.keys);
                 if latest_first {
                     let lists: Vec<Box<dyn Iterator<Item = Key> + 'a>> = lists
                         .map(|p| Box::new(p.until(from, at)) as Box<dyn Iterator<Item = Key> + 'a>)
@@ -512,6 +560,154 @@ impl Index {
             _ if latest_first => Box::new(self.order.range(..=from).rev().copied()),
             _ => Box::new(self.order.range(from..).copied()),
         }
+    }
+
+    /// The entries `m` matches, counted per traits symbol from the lists' tallies without
+    /// visiting an entry — when the filter allows it: traits fields, and at most one listed
+    /// field besides the signature (of one value for labels: an entry holding two wanted
+    /// labels would be counted twice). `None`: the matches must be visited.
+    fn tally(&self, m: &Matcher) -> Option<Vec<u64>> {
+        if !m.reads_traits_and_lists_only() {
+            return None;
+        }
+        let listed: Vec<(usize, &[Sym])> = m
+            .indexed()
+            .into_iter()
+            .enumerate()
+            .filter(|(field, wanted)| *field != SIGNATURE && !wanted.is_empty())
+            .collect();
+        let mut counts = vec![0u64; self.traits.values.len()];
+        match listed[..] {
+            [] => {
+                for (t, held) in self.traits.values.iter().enumerate() {
+                    if let Some((_, holders)) = held {
+                        if m.allows_traits(t as Sym) {
+                            counts[t] = u64::from(*holders);
+                        }
+                    }
+                }
+            }
+            [(field, wanted)] => {
+                let mut wanted = wanted.to_vec();
+                wanted.sort_unstable();
+                wanted.dedup();
+                if field == LABEL && wanted.len() > 1 {
+                    return None;
+                }
+                for listed in wanted.iter().filter_map(|s| self.by_value[field].get(s)) {
+                    for &(t, n) in &listed.tally {
+                        if let Some(c) = counts.get_mut(t as usize) {
+                            if m.allows_traits(t) {
+                                *c += u64::from(n);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => return None,
+        }
+        Some(counts)
+    }
+
+    /// Groups of the matches of `m` from the lists' tallies ([`Index::tally`]), when the
+    /// filter allows it.
+    fn tallied_groups(&self, m: &Matcher) -> Option<FastMap<Sym, (u64, At, At)>> {
+        let mut by_sig: FastMap<Sym, (u64, At, At)> = FastMap::default();
+        for (t, n) in self.tally(m)?.into_iter().enumerate() {
+            if let Some(traits) = self.traits.get(t as Sym).filter(|_| n > 0) {
+                by_sig
+                    .entry(traits.signature)
+                    .or_insert((0, UNMET, UNMET))
+                    .0 += n;
+            }
+        }
+        self.group_ends(m, &mut by_sig);
+        Some(by_sig)
+    }
+
+    /// The oldest and newest match of each signature in `groups` (whose counts are known): the
+    /// matches are walked from each end of the listing order until every group has been met,
+    /// so it costs a few steps per group unless a group's matches are rare and far from both
+    /// ends (then as much as the scan it replaces).
+    fn group_ends(&self, m: &Matcher, groups: &mut FastMap<Sym, (u64, At, At)>) {
+        for order in [Order::EarliestFirst, Order::LatestFirst] {
+            let from = match order {
+                Order::EarliestFirst => (i64::MIN, 0),
+                Order::LatestFirst => (i64::MAX, u32::MAX),
+            };
+            let mut unmet = groups.len();
+            for key in self.candidates(m, from, order, true) {
+                if unmet == 0 {
+                    break;
+                }
+                let slot = &self.slots[key.1 as usize];
+                if !self.matches(m, slot) {
+                    continue;
+                }
+                let Some(g) = self
+                    .traits
+                    .get(slot.traits)
+                    .and_then(|t| groups.get_mut(&t.signature))
+                else {
+                    continue;
+                };
+                let end = if order == Order::EarliestFirst {
+                    &mut g.1
+                } else {
+                    &mut g.2
+                };
+                if *end == UNMET {
+                    *end = key;
+                    unmet -= 1;
+                }
+            }
+        }
+    }
+
+    /// Groups of the matches of `m` by visiting each: counted per traits symbol (a vector
+    /// index, no hashing per entry), then folded into signatures (several combinations share
+    /// one). Keys are compared, not assumed ordered, so a full scan can walk the slots in
+    /// memory order.
+    fn scan_groups(&self, m: &Matcher) -> FastMap<Sym, (u64, At, At)> {
+        let mut by_traits: Vec<(u64, At, At)> =
+            vec![(0, (i64::MAX, u32::MAX), (i64::MIN, 0)); self.traits.values.len()];
+        let mut count = |slot: &Slot, key: At| {
+            if !self.matches(m, slot) {
+                return;
+            }
+            if let Some(g) = by_traits.get_mut(slot.traits as usize) {
+                g.0 += 1;
+                g.1 = g.1.min(key);
+                g.2 = g.2.max(key);
+            }
+        };
+        if m.indexed().iter().any(|wanted| !wanted.is_empty()) {
+            for key in self.candidates(m, (i64::MIN, 0), Order::EarliestFirst, true) {
+                count(&self.slots[key.1 as usize], key);
+            }
+        } else {
+            // Every entry is a candidate: the slots in memory order beat the B-tree.
+            for (i, slot) in self.slots.iter().enumerate() {
+                if slot.partition != FREE {
+                    count(slot, (slot.created_at, i as u32));
+                }
+            }
+        }
+        let mut by_sig: FastMap<Sym, (u64, At, At)> = FastMap::default();
+        for (t, g) in by_traits.into_iter().enumerate() {
+            let Some(traits) = self.traits.get(t as Sym).filter(|_| g.0 > 0) else {
+                continue;
+            };
+            by_sig
+                .entry(traits.signature)
+                .and_modify(|s| {
+                    s.0 += g.0;
+                    s.1 = s.1.min(g.1);
+                    s.2 = s.2.max(g.2);
+                })
+                .or_insert(g);
+        }
+        by_sig
     }
 
     fn matcher(&self, filter: &EntryFilter) -> Option<Matcher> {
@@ -760,8 +956,10 @@ impl StoreView {
 
     /// The groups of the entries matching `filter`, largest first, `count` after `after`.
     /// Unfiltered, each group's figures are read from its signature's list (no entry is
-    /// visited: the answer costs the number of groups); filtered, the matching entries are
-    /// scanned, through a per-value list when the filter has one.
+    /// visited: the answer costs the number of groups). Filtered on traits fields and at most
+    /// one listed field, the counts come from the lists' tallies and first/last seen from a
+    /// walk in from each end ([`Index::tally`], [`Index::group_ends`]); any other filter
+    /// scans its matches, through a per-value list when it has one.
     pub fn groups(
         &self,
         filter: &EntryFilter,
@@ -770,61 +968,19 @@ impl StoreView {
     ) -> GroupPage {
         let ix = self.read();
         let at = |s: u32| Key::new(ix.slots[s as usize].created_at, s);
-        /// `(created_at, slot)`: a position in the listing order.
-        type At = (i64, u32);
         // (count, signature, oldest, newest)
         let mut found: Vec<(u64, Sym, At, At)> = Vec::new();
         if filter.is_empty() {
             for (sym, list) in &ix.by_value[SIGNATURE] {
-                if let Some((first, last)) = list.ends(at) {
-                    found.push((list.len() as u64, *sym, first.get(), last.get()));
+                if let Some((first, last)) = list.keys.ends(at) {
+                    found.push((list.keys.len() as u64, *sym, first.get(), last.get()));
                 }
             }
         } else {
             let Some(m) = ix.matcher(filter) else {
                 return GroupPage::default();
             };
-            // Counted per traits symbol (a vector index, no hashing per entry), then folded
-            // into signatures (several combinations share one). Keys are compared, not
-            // assumed ordered, so a full scan can walk the slots in memory order.
-            let mut by_traits: Vec<(u64, At, At)> =
-                vec![(0, (i64::MAX, u32::MAX), (i64::MIN, 0)); ix.traits.values.len()];
-            let mut count = |slot: &Slot, key: At| {
-                if !ix.matches(&m, slot) {
-                    return;
-                }
-                if let Some(g) = by_traits.get_mut(slot.traits as usize) {
-                    g.0 += 1;
-                    g.1 = g.1.min(key);
-                    g.2 = g.2.max(key);
-                }
-            };
-            if m.indexed().iter().any(|wanted| !wanted.is_empty()) {
-                for key in ix.candidates(&m, (i64::MIN, 0), Order::EarliestFirst, true) {
-                    count(&ix.slots[key.1 as usize], key);
-                }
-            } else {
-                // Every entry is a candidate: the slots in memory order beat the B-tree.
-                for (i, slot) in ix.slots.iter().enumerate() {
-                    if slot.partition != FREE {
-                        count(slot, (slot.created_at, i as u32));
-                    }
-                }
-            }
-            let mut by_sig: FastMap<Sym, (u64, At, At)> = FastMap::default();
-            for (t, g) in by_traits.into_iter().enumerate() {
-                let Some(traits) = ix.traits.get(t as Sym).filter(|_| g.0 > 0) else {
-                    continue;
-                };
-                by_sig
-                    .entry(traits.signature)
-                    .and_modify(|s| {
-                        s.0 += g.0;
-                        s.1 = s.1.min(g.1);
-                        s.2 = s.2.max(g.2);
-                    })
-                    .or_insert(g);
-            }
+            let by_sig = ix.tallied_groups(&m).unwrap_or_else(|| ix.scan_groups(&m));
             found.extend(by_sig.into_iter().map(|(s, (n, f, l))| (n, s, f, l)));
         }
         let mut named: Vec<_> = found
@@ -875,6 +1031,9 @@ impl StoreView {
         let Some(matcher) = ix.matcher(filter) else {
             return 0;
         };
+        if let Some(by_traits) = ix.tally(&matcher) {
+            return by_traits.iter().sum();
+        }
         if matcher.indexed().iter().any(|wanted| !wanted.is_empty()) {
             ix.candidates(&matcher, (i64::MIN, 0), Order::EarliestFirst, true)
                 .filter(|(_, i)| ix.matches(&matcher, &ix.slots[*i as usize]))
@@ -1326,7 +1485,20 @@ mod tests {
         for (field, want) in want.iter().enumerate() {
             assert_eq!(ix.by_value[field].len(), want.len(), "field {field}");
             for (sym, keys) in want {
-                let got: Vec<_> = ix.by_value[field][sym]
+                let listed = &ix.by_value[field][sym];
+                let mut tally: std::collections::BTreeMap<Sym, u32> = Default::default();
+                if field != SIGNATURE {
+                    for &(_, i) in keys {
+                        *tally.entry(ix.slots[i as usize].traits).or_default() += 1;
+                    }
+                }
+                let tally: Vec<(Sym, u32)> = tally.into_iter().collect();
+                assert_eq!(
+                    listed.tally, tally,
+                    "field {field} value {sym}: traits tally"
+                );
+                let got: Vec<_> = listed
+                    .keys
                     .from(Key::new(i64::MIN, 0), |s| {
                         Key::new(ix.slots[s as usize].created_at, s)
                     })
@@ -1343,6 +1515,8 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(13);
         let v = StoreView::new();
+        v.set_max_redrives(3);
+        let mut tallied_filters = 0;
         let urls = ["u0", "u1", "u2", "u3", "u4"];
         let pick = |rng: &mut rand::rngs::StdRng, n: usize, prefix: &str| -> String {
             match rng.random_range(0..n + 1) {
@@ -1371,6 +1545,8 @@ mod tests {
                 ev.topic_name = pick(&mut rng, 2, "t");
                 ev.response_status = [0, 404, 500, 503][rng.random_range(0..4)];
                 ev.message_id = format!("m{}", rng.random_range(0..50));
+                ev.redrive_count = rng.random_range(0..5);
+                ev.error_message = format!("boom {}", ["a", "b", "c"][rng.random_range(0..3)]);
                 v.upsert(0, round * 1000 + step, &e);
             }
             check_lists(&v);
@@ -1382,7 +1558,29 @@ mod tests {
                         .map(|_| format!("{prefix}{}", rng.random_range(0..n + 1)))
                         .collect::<Vec<_>>()
                 };
-                match rng.random_range(0..9) {
+                let signatures: Vec<String> = {
+                    let ix = v.read();
+                    ix.by_value[SIGNATURE]
+                        .keys()
+                        .filter_map(|s| ix.strings.get(*s).map(|s| s.to_string()))
+                        .collect()
+                };
+                let signature = |rng: &mut rand::rngs::StdRng| {
+                    let k = rng.random_range(0..signatures.len().max(1));
+                    signatures.get(k).cloned().into_iter().collect::<Vec<_>>()
+                };
+                match rng.random_range(0..13) {
+                    9 => f.parked = Some(rng.random_bool(0.5)),
+                    10 => f.signature = signature(&mut rng),
+                    11 => {
+                        f.label = values(&mut rng, 6, "l");
+                        f.parked = Some(rng.random_bool(0.5));
+                    }
+                    12 => {
+                        f.workflow_url = values(&mut rng, 5, "u");
+                        f.signature = signature(&mut rng);
+                        f.response_status = vec![[404, 500, 503][rng.random_range(0..3)]];
+                    }
                     6 => {
                         f.queue_name = values(&mut rng, 3, "q");
                         f.response_status = (0..rng.random_range(0..3))
@@ -1452,8 +1650,18 @@ mod tests {
                 matching.sort();
                 want.sort();
                 assert_eq!(matching, want, "{f:?}");
+                // Counts and groups from the tallies agree with visiting every match.
+                assert_eq!(v.count(&f), scan.len() as u64, "count: {f:?}");
+                let ix = v.read();
+                if let Some(m) = ix.matcher(&f) {
+                    if let Some(tallied) = ix.tallied_groups(&m) {
+                        tallied_filters += 1;
+                        assert_eq!(tallied, ix.scan_groups(&m), "groups: {f:?}");
+                    }
+                }
             }
         }
+        assert!(tallied_filters > 300, "tallied: {tallied_filters}");
         // Everything removed: no list is left behind.
         for i in 0..300 {
             v.remove(&format!("id-{i}"));

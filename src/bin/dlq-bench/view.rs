@@ -93,7 +93,7 @@ pub fn console() {
             "workflowUrl and queue (1 in 8)",
             "workflowUrl=https://shop.example.com/api/checkout-2&queueName=queue-2".to_string(),
         ),
-        ("parked=true (2 in 5, no index)", "parked=true".to_string()),
+        ("parked=true (2 in 5)", "parked=true".to_string()),
         ("100 rows, no filter", "count=100".to_string()),
     ];
     println!(
