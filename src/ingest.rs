@@ -316,8 +316,8 @@ impl Ingest {
                     .or_else(|| m.timestamp().to_millis())
                     .map(|t| ((now - t).max(0) as f64) / 1000.0);
                 let dlq_id = entry.dlq_id.clone();
-                txn.send(&OutRecord {
-                    topic: cfg.topics.store.clone(),
+                txn.send(OutRecord {
+                    topic: &cfg.topics.store,
                     key: Some(dlq_id.clone().into_bytes()),
                     value: Some(codec::encode(entry.as_ref(), encoding)),
                     headers: OwnedHeaders::new().insert(Header {
@@ -349,8 +349,8 @@ impl Ingest {
                 });
             }
             Outcome::ForwardReport(report) => {
-                txn.send(&OutRecord {
-                    topic: cfg.topics.commands.clone(),
+                txn.send(OutRecord {
+                    topic: &cfg.topics.commands,
                     key: Some(report.dlq_id.clone().into_bytes()),
                     value: Some(codec::encode(&report, encoding)),
                     headers: OwnedHeaders::new()
@@ -380,7 +380,7 @@ impl Ingest {
                     &cfg.topics.rejected,
                     cfg.max_record_bytes,
                 );
-                txn.send(&record)?;
+                txn.send(record)?;
                 let event = RecordRejected {
                     topic: m.topic().to_string(),
                     partition: m.partition(),

@@ -176,8 +176,8 @@ impl Pipeline<'_> {
             Written::Deleted => None,
             Written::Updated(e) => Some(codec::encode(e.as_ref(), self.encoding)),
         };
-        t.send(&OutRecord {
-            topic: self.w.cfg.topics.store.clone(),
+        t.send(OutRecord {
+            topic: &self.w.cfg.topics.store,
             key: Some(dlq_id.as_bytes().to_vec()),
             headers: if value.is_some() {
                 self.content_type()
@@ -200,8 +200,8 @@ impl Pipeline<'_> {
         exec: &crate::wire::pb::WorkflowExecution,
         t: &mut TxnBatch,
     ) -> Result<(), CommandError> {
-        t.send(&OutRecord {
-            topic: self.w.cfg.topics.executions.clone(),
+        t.send(OutRecord {
+            topic: &self.w.cfg.topics.executions,
             key: Some(exec.workflow_run_id.as_bytes().to_vec()),
             value: Some(codec::encode(exec, self.encoding)),
             headers: self.content_type(),

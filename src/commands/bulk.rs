@@ -108,8 +108,10 @@ impl Pipeline<'_> {
     ) -> Result<(), CommandError> {
         self.commit_open(t)?;
         let results = self.w.cfg.topics.results.clone();
+        // Through `ends`: the consumer's connection may be held by a long-poll fetch (see
+        // `kafka::watchdog`), which cost every bulk command 500 ms here.
         let md = self
-            .consumer
+            .ends
             .fetch_metadata(Some(&results), Duration::from_secs(10))?;
         let count = md
             .topics()
@@ -192,8 +194,8 @@ impl Pipeline<'_> {
                         ids: vec![id.clone()],
                     }));
                     sub.new_run_ids = Default::default();
-                    t.send(&OutRecord {
-                        topic: self.w.cfg.topics.commands.clone(),
+                    t.send(OutRecord {
+                        topic: &self.w.cfg.topics.commands,
                         key: Some(id.into_bytes()),
                         value: Some(codec::encode(&sub, self.encoding)),
                         headers: self
@@ -235,8 +237,8 @@ impl Pipeline<'_> {
                     .map(|r| (id.clone(), r.clone()))
                     .into_iter()
                     .collect();
-                t.send(&OutRecord {
-                    topic: self.w.cfg.topics.commands.clone(),
+                t.send(OutRecord {
+                    topic: &self.w.cfg.topics.commands,
                     key: Some(id.into_bytes()),
                     value: Some(codec::encode(&sub, self.encoding)),
                     headers: self.content_type().insert(Header {

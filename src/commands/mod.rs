@@ -374,7 +374,7 @@ impl Pipeline<'_> {
             &cfg.topics.rejected,
             cfg.max_record_bytes,
         );
-        t.send(&rec)?;
+        t.send(rec)?;
         let event = RecordRejected {
             topic: m.topic().to_string(),
             partition: m.partition(),

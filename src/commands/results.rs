@@ -110,8 +110,8 @@ impl Pipeline<'_> {
         r: CommandResult,
         t: &mut TxnBatch,
     ) -> Result<(), CommandError> {
-        t.send(&OutRecord {
-            topic: self.w.cfg.topics.results.clone(),
+        t.send(OutRecord {
+            topic: &self.w.cfg.topics.results,
             key: Some(r.command_id.as_bytes().to_vec()),
             value: Some(codec::encode(&r, self.encoding)),
             headers: self.content_type(),

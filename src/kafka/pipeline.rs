@@ -127,7 +127,7 @@ fn run_loop<H: Handler>(
     worker: &Worker,
 ) -> Result<(), H::Error> {
     consumer.subscribe(&[spec.topic])?;
-    let mut watch = ProgressWatch::new(spec.topic);
+    let mut watch = ProgressWatch::new(spec.topic, spec.conn);
     tracing::info!(
         topic = spec.topic,
         transactional_id = spec.transactional_id,

@@ -17,13 +17,13 @@ pub mod headers {
 
 /// The record for the rejected topic: the original key and value, verbatim (cut to the maximum
 /// record size if larger, and marked so), with headers naming its source and the reason.
-pub fn record(
+pub fn record<'t>(
     m: &BorrowedMessage<'_>,
     reason: &str,
     detail: &str,
-    rejected_topic: &str,
+    rejected_topic: &'t str,
     max_bytes: usize,
-) -> OutRecord {
+) -> OutRecord<'t> {
     let mut headers = OwnedHeaders::new();
     if let Some(original) = m.headers() {
         for h in original.iter() {
@@ -67,7 +67,7 @@ pub fn record(
         });
     }
     OutRecord {
-        topic: rejected_topic.to_string(),
+        topic: rejected_topic,
         key: m.key().map(<[u8]>::to_vec),
         value,
         headers,

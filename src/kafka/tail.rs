@@ -103,7 +103,7 @@ fn tail<S: TailSink>(
         "tailing from the beginning"
     );
     let mut positions_read = Instant::now();
-    let mut watch = ProgressWatch::new(topic);
+    let mut watch = ProgressWatch::new(topic, conn);
     while !shutdown.is_cancelled() {
         worker.beat();
         let polled = match consumer.poll(Duration::ZERO) {

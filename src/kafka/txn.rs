@@ -76,8 +76,8 @@ impl TxnLimits {
 
 /// One record to write inside the transaction.
 #[derive(Debug)]
-pub struct OutRecord {
-    pub topic: String,
+pub struct OutRecord<'a> {
+    pub topic: &'a str,
     pub key: Option<Vec<u8>>,
     /// `None` writes a tombstone.
     pub value: Option<Vec<u8>>,
@@ -114,7 +114,8 @@ pub struct TxnBatch {
     /// Bytes of keys and values produced in the open transaction.
     bytes: usize,
     /// Next offset to consume per partition: what the transaction commits.
-    next_offsets: HashMap<(String, i32), i64>,
+    /// (Per topic, then partition: a record's topic is looked up, not copied.)
+    next_offsets: HashMap<String, HashMap<i32, i64>>,
     /// Effects to run once the transaction is committed (metrics, answering waiters): nothing
     /// is reported for work that may still be aborted.
     after_commit: Vec<Box<dyn FnOnce() + Send>>,
@@ -177,8 +178,15 @@ impl TxnBatch {
     pub fn consumed(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), TxnError> {
         self.ensure_open()?;
         // The +1 trap: a committed offset is the *next* record to read.
-        self.next_offsets
-            .insert((topic.to_string(), partition), offset + 1);
+        match self.next_offsets.get_mut(topic) {
+            Some(partitions) => {
+                partitions.insert(partition, offset + 1);
+            }
+            None => {
+                let partitions = HashMap::from([(partition, offset + 1)]);
+                self.next_offsets.insert(topic.to_string(), partitions);
+            }
+        }
         self.records += 1;
         Ok(())
     }
@@ -190,11 +198,10 @@ impl TxnBatch {
     }
 
     /// Produces a record inside the open transaction.
-    pub fn send(&mut self, rec: &OutRecord) -> Result<(), TxnError> {
+    pub fn send(&mut self, rec: OutRecord<'_>) -> Result<(), TxnError> {
         self.ensure_open()?;
         self.bytes += rec.key.as_ref().map_or(0, Vec::len) + rec.value.as_ref().map_or(0, Vec::len);
-        let mut record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(&rec.topic).headers(rec.headers.clone());
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(rec.topic).headers(rec.headers);
         if let Some(k) = &rec.key {
             record = record.key(k.as_slice());
         }
@@ -288,9 +295,11 @@ impl TxnBatch {
         consumer: &BaseConsumer<C>,
     ) -> Result<usize, TxnError> {
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in &self.next_offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
-                .map_err(failed("listing offsets"))?;
+        for (topic, partitions) in &self.next_offsets {
+            for (partition, next) in partitions {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                    .map_err(failed("listing offsets"))?;
+            }
         }
         // Deliveries first (they overlap the offsets round trip below), then nothing is left
         // for the library's own flush to round up to 100 ms.
@@ -464,8 +473,8 @@ mod tests {
         let mut took = Vec::new();
         for i in 0..9u8 {
             batch
-                .send(&OutRecord {
-                    topic: topic.clone(),
+                .send(OutRecord {
+                    topic: &topic,
                     key: Some(vec![i]),
                     value: Some(vec![i; 100]),
                     headers: OwnedHeaders::new(),

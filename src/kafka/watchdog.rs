@@ -12,6 +12,13 @@
 //! clients, which is what recovers a consumer left without a fetch position or a paused
 //! partition. The worker stays stalled across the rebuild until it reads again. When the brokers
 //! cannot be asked, nothing is judged: `/readyz` already says Kafka is unreachable.
+//!
+//! The ends are asked through a client of the watchdog's own, never through the pipeline's
+//! consumer: a broker answers one request per connection at a time, and a consumer's
+//! connection mostly carries a fetch the broker holds for up to `fetch.wait.max.ms` (500 ms)
+//! when there is nothing to read — exactly when the watchdog looks. Asked through the consumer,
+//! the ends of 12 partitions took 6 s, during which the pipeline read nothing: a command that
+//! arrived then waited for it (a 100,000-entry redrive measured 8 s instead of 4).
 
 use std::{
     collections::HashMap,
@@ -23,6 +30,7 @@ use rdkafka::{
     Offset, TopicPartitionList,
 };
 
+use super::KafkaConn;
 use crate::{
     events::{Event, PipelineStalled},
     health::Worker,
@@ -68,6 +76,10 @@ enum Verdict {
 
 pub struct ProgressWatch {
     topic: String,
+    conn: KafkaConn,
+    /// Asks where partitions end (read_committed, no fetching: its connection is never held by
+    /// a long poll). Made at the first look.
+    probe: Option<BaseConsumer>,
     last_progress: Instant,
     last_check: Instant,
     /// First look that found records waiting (since the last progress).
@@ -76,10 +88,12 @@ pub struct ProgressWatch {
 }
 
 impl ProgressWatch {
-    pub fn new(topic: &str) -> ProgressWatch {
+    pub fn new(topic: &str, conn: &KafkaConn) -> ProgressWatch {
         let now = Instant::now();
         ProgressWatch {
             topic: topic.to_string(),
+            conn: conn.clone(),
+            probe: None,
             last_progress: now,
             last_check: now,
             waiting_since: None,
@@ -114,7 +128,20 @@ impl ProgressWatch {
             return Ok(());
         }
         self.last_check = now;
-        let Some(waiting) = waiting(consumer, &self.topic) else {
+        if self.probe.is_none() {
+            match self.conn.reader_config().create() {
+                Ok(probe) => self.probe = Some(probe),
+                Err(e) => {
+                    tracing::warn!(topic = self.topic, error = %e, "no client to ask where partitions end");
+                    return Ok(());
+                }
+            }
+        }
+        let Some(waiting) = self
+            .probe
+            .as_ref()
+            .and_then(|probe| waiting(consumer, probe, &self.topic))
+        else {
             return Ok(());
         };
         match self.judge(waiting, now) {
@@ -169,8 +196,13 @@ impl ProgressWatch {
     }
 }
 
-/// What waits for `consumer` on its assignment of `topic`; `None` when the brokers cannot tell.
-fn waiting<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Option<Waiting> {
+/// What waits for `consumer` on its assignment of `topic` (the ends asked through `probe`);
+/// `None` when the brokers cannot tell.
+fn waiting<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    probe: &BaseConsumer,
+    topic: &str,
+) -> Option<Waiting> {
     let assignment = consumer.assignment().ok()?;
     let assigned: Vec<i32> = assignment
         .elements_for_topic(topic)
@@ -205,7 +237,7 @@ fn waiting<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Optio
     }
     let mut out = Waiting::default();
     for p in assigned {
-        let (low, stable_end) = consumer.fetch_watermarks(topic, p, PROBE_TIMEOUT).ok()?;
+        let (low, stable_end) = probe.fetch_watermarks(topic, p, PROBE_TIMEOUT).ok()?;
         let from = next.get(&p).copied().unwrap_or(low).max(low);
         if stable_end > from {
             out.records += stable_end - from;
@@ -226,9 +258,20 @@ mod tests {
         }
     }
 
+    fn watch() -> ProgressWatch {
+        let conn = KafkaConn {
+            bootstrap: "127.0.0.1:1".into(),
+            properties: Default::default(),
+            embedded: false,
+            client_id: "watchdog-test".into(),
+            max_record_bytes: 1 << 20,
+        };
+        ProgressWatch::new("t", &conn)
+    }
+
     #[test]
     fn records_waiting_unread_are_reported_then_restart_the_pipeline_and_reading_ends_it() {
-        let mut w = ProgressWatch::new("t");
+        let mut w = watch();
         let t0 = w.last_progress + CHECK_EVERY;
         // Nothing waits: a quiet pipeline is not stalled, however long.
         assert_eq!(
@@ -267,10 +310,85 @@ mod tests {
         );
     }
 
+    /// A look at a quiet pipeline must not queue behind its consumer's long-poll fetches (see
+    /// the module comment): through the consumer, the ends of 12 partitions took 6 s on Kafka
+    /// 4.4, every one waiting out `fetch.wait.max.ms` (500 ms). Real broker when
+    /// `KAFKA_BOOTSTRAP` is set (CI's second pass), else the embedded one.
+    #[test]
+    fn a_look_at_a_quiet_pipeline_does_not_wait_behind_its_consumers_fetches() {
+        use crate::kafka::{embedded::EmbeddedBroker, topics};
+        use rdkafka::{Offset, TopicPartitionList};
+        let real = std::env::var("KAFKA_BOOTSTRAP").ok();
+        let embedded = match real {
+            Some(_) => None,
+            None => Some(EmbeddedBroker::start().expect("embedded broker")),
+        };
+        let bootstrap = real.unwrap_or_else(|| {
+            embedded
+                .as_ref()
+                .map(|e| e.bootstrap().to_string())
+                .unwrap_or_default()
+        });
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let topic = format!("watchdog-quiet-{tag}");
+        let conn = KafkaConn {
+            bootstrap,
+            properties: Default::default(),
+            embedded: embedded.is_some(),
+            client_id: format!("watchdog-quiet-{tag}"),
+            max_record_bytes: 1 << 20,
+        };
+        let spec = topics::TopicSpec {
+            name: topic.clone(),
+            partitions: 12,
+            ..topics::topic_specs(&crate::Config::default())[0].clone()
+        };
+        let handle = embedded.as_ref().map(EmbeddedBroker::handle);
+        let creator = match &handle {
+            Some(h) => topics::TopicCreator::Embedded(h),
+            None => topics::TopicCreator::Admin(&conn),
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(topics::ensure_topics(creator, &[spec], -1))
+            .expect("topic");
+        // A consumer of all 12 partitions with nothing to read: its fetches are long polls.
+        let consumer: BaseConsumer = conn.reader_config().create().expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..12 {
+            tpl.add_partition_offset(&topic, p, Offset::End)
+                .expect("partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let settle = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < settle {
+            assert!(consumer.poll(Duration::from_millis(100)).is_none());
+        }
+        let worker = Worker::detached(crate::events::WorkerKind::Ingest);
+        let mut w = ProgressWatch::new(&topic, &conn);
+        let mut took = Vec::new();
+        for _ in 0..3 {
+            let long_ago = Instant::now() - CHECK_EVERY * 2;
+            (w.last_progress, w.last_check) = (long_ago, long_ago);
+            let _ = consumer.poll(Duration::from_millis(50));
+            let started = Instant::now();
+            w.check(&consumer, &worker).expect("nothing waits");
+            took.push(started.elapsed());
+            assert!(w.last_check > long_ago, "the look was made");
+        }
+        took.sort();
+        assert!(
+            took[1] < Duration::from_millis(400),
+            "a look took {took:?}: it waited behind the consumer's fetches"
+        );
+    }
+
     #[test]
     fn progress_clears_a_reported_stall_and_hold_defers_the_verdict() {
         let worker = Worker::detached(crate::events::WorkerKind::Ingest);
-        let mut w = ProgressWatch::new("t");
+        let mut w = watch();
         let t0 = w.last_progress;
         w.judge(waiting(3), t0);
         let stall = match w.judge(waiting(3), t0 + REPORT_AFTER) {
