@@ -162,6 +162,21 @@ impl<'a> IndexKeys<'a> {
         Ok(k)
     }
 
+    /// The `dlqId` of a protobuf-encoded `DlqEntry` from its top-level fields alone (the event
+    /// inside is skipped, not walked): the store reader's check of a record's key. The view
+    /// reads the rest when it applies the entry ([`IndexKeys::read`]); reading it all on both
+    /// threads was three quarters of the reader's time in a cold start.
+    pub fn read_id(raw: &'a [u8]) -> Result<&'a str, KeysError> {
+        let mut id = "";
+        fields(raw, |tag, v| {
+            if tag == entry::DLQ_ID {
+                id = text(bytes(v)?)?;
+            }
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
     /// The entry's signature: the stored one, or — for an entry stored before signatures
     /// existed — computed now from the same fields ingest uses, so old entries group too.
     pub fn signature(&self) -> std::borrow::Cow<'a, str> {
@@ -362,5 +377,13 @@ mod tests {
         bad_utf8[at] = 0xff;
         assert!(IndexKeys::read(&bad_utf8).is_err());
         assert!(IndexKeys::read(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(IndexKeys::read_id(&bad_utf8).is_err());
+        assert!(IndexKeys::read_id(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        // The id alone, from the same bytes: what a full read finds, wherever the read stops.
+        for cut in 0..raw.len() {
+            if let Ok(keys) = IndexKeys::read(&raw[..cut]) {
+                assert_eq!(IndexKeys::read_id(&raw[..cut]).ok(), Some(keys.dlq_id));
+            }
+        }
     }
 }

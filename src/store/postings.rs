@@ -140,6 +140,32 @@ impl Postings {
         Self::put(c, pos, key);
     }
 
+    /// Adds `key`, which sorts after every key held (a list built in listing order): no
+    /// search and no slot read.
+    pub fn push_last(&mut self, key: Key) {
+        match self {
+            Postings::One(k) => {
+                let mut keys = Vec::with_capacity(4);
+                keys.extend([k.slot, key.slot]);
+                *self = Postings::Many {
+                    chunks: vec![Chunk { first: *k, keys }],
+                    len: 2,
+                };
+            }
+            Postings::Many { chunks, len } => {
+                *len += 1;
+                match chunks.last_mut() {
+                    Some(c) if c.keys.len() < CHUNK => Self::put(c, c.keys.len(), key),
+                    _ => {
+                        let mut keys = Vec::with_capacity(16);
+                        keys.push(key.slot);
+                        chunks.push(Chunk { first: key, keys });
+                    }
+                }
+            }
+        }
+    }
+
     fn put(c: &mut Chunk, pos: usize, key: Key) {
         if c.keys.len() == c.keys.capacity() {
             let n = c.keys.len();

@@ -37,6 +37,8 @@ pub fn spawn(
     view: Arc<StoreView>,
     shutdown: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // The replay fills the view first; its per-value lists are built once caught up.
+    view.defer_lists();
     let (tx, rx) = mpsc::sync_channel(IN_FLIGHT);
     let applier = Applier {
         view: view.clone(),
@@ -194,14 +196,15 @@ fn read(m: &BorrowedMessage<'_>) -> Option<Op> {
     let (partition, offset) = (m.partition(), m.offset());
     // The change, or the other id the record holds, or the reason it can't be read.
     let applied: Result<Result<Op, String>, String> = match codec::detect(ct, payload) {
-        // Protobuf is kept as read (copied once), and only the index's fields are read.
-        Ok(codec::Encoding::Protobuf) => match IndexKeys::read(payload) {
-            Ok(keys) if keys.dlq_id == key => Ok(Ok(Op::Upsert {
+        // Protobuf is kept as read (copied once); here only its id is read, the view reads
+        // the index's fields when it applies it (and counts an entry it cannot read).
+        Ok(codec::Encoding::Protobuf) => match IndexKeys::read_id(payload) {
+            Ok(id) if id == key => Ok(Ok(Op::Upsert {
                 partition,
                 offset,
                 raw: payload.into(),
             })),
-            Ok(keys) => Ok(Err(keys.dlq_id.to_string())),
+            Ok(id) => Ok(Err(id.to_string())),
             Err(e) => Err(e.to_string()),
         },
         // JSON is decoded whole and kept as protobuf.

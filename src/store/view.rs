@@ -24,7 +24,11 @@ use super::{
     keys::IndexKeys,
     postings::{Key, Postings, Union},
 };
-use crate::{kafka::progress::ReadProgress, wire::pb::DlqEntry};
+use crate::{
+    events::{Event, StoreIntegrityBreach},
+    kafka::progress::ReadProgress,
+    wire::pb::DlqEntry,
+};
 
 /// The fields with per-value lists, as indices into [`Index::by_value`] (the order of
 /// [`Matcher::indexed`]).
@@ -200,6 +204,18 @@ struct Index {
     payload_bytes: usize,
     /// `--max-redrives`: which entries the `parked` filter means (0: none).
     max_redrives: u32,
+    /// The per-value lists are not kept yet ([`StoreView::defer_lists`]): a cold start fills
+    /// the view first and builds them in one pass once caught up. Meanwhile every query scans.
+    lists_deferred: bool,
+}
+
+/// How [`Index::list_values`] changes a slot's lists.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    Add,
+    /// Add a key known to sort after every key of its lists ([`Index::build_lists`]).
+    Append,
+    Remove,
 }
 
 /// The entries holding one value of an indexed field, and how many of them hold each
@@ -287,7 +303,13 @@ impl Index {
         let entry = match IndexKeys::read(&raw) {
             Ok(keys) => keys,
             Err(e) => {
-                tracing::error!(partition, offset, error = %e, "unreadable entry; skipped");
+                StoreIntegrityBreach {
+                    what: &format!(
+                        "undecodable store record at partition {partition} offset {offset}: \
+                         {e}; skipped"
+                    ),
+                }
+                .emit();
                 return;
             }
         };
@@ -343,11 +365,32 @@ impl Index {
         self.by_id
             .insert_unique(hash, i, |&j| hasher.hash_one(slots[j as usize].id()));
         self.order.insert((created_at, i));
-        self.index_values(i, true);
+        if !self.lists_deferred {
+            self.index_values(i, true);
+        }
+    }
+
+    /// Builds every per-value list from the entries, in listing order: each key is appended
+    /// at its list's end (no search inside a chunk). A replay's keys arrive in each
+    /// partition's order, interleaved, so inserting them one by one searched a chunk per list
+    /// per entry, reading a slot at each step: most of a cold start's index work.
+    fn build_lists(&mut self) {
+        if !self.lists_deferred {
+            return;
+        }
+        self.lists_deferred = false;
+        let keys: Vec<u32> = self.order.iter().map(|&(_, i)| i).collect();
+        for i in keys {
+            self.list_values(i, Listing::Append);
+        }
     }
 
     /// Adds slot `i` to (or removes it from) the per-value lists of its values.
     fn index_values(&mut self, i: u32, add: bool) {
+        self.list_values(i, if add { Listing::Add } else { Listing::Remove });
+    }
+
+    fn list_values(&mut self, i: u32, how: Listing) {
         let Index {
             slots,
             strings,
@@ -374,11 +417,15 @@ impl Index {
             }
             let lists = &mut by_value[field];
             let tallied = field != SIGNATURE;
-            if add {
+            if how != Listing::Remove {
                 let listed = match lists.entry(sym) {
                     hashbrown::hash_map::Entry::Occupied(o) => {
                         let listed = o.into_mut();
-                        listed.keys.insert(key, at);
+                        if how == Listing::Append {
+                            listed.keys.push_last(key);
+                        } else {
+                            listed.keys.insert(key, at);
+                        }
                         listed
                     }
                     hashbrown::hash_map::Entry::Vacant(v) => v.insert(Listed {
@@ -415,7 +462,9 @@ impl Index {
             return false;
         };
         let (i, _) = found.remove();
-        self.index_values(i, false);
+        if !self.lists_deferred {
+            self.index_values(i, false);
+        }
         let slot = std::mem::replace(&mut self.slots[i as usize], Slot::free());
         self.free_slots.push(i);
         self.order.remove(&(slot.created_at, i));
@@ -527,7 +576,7 @@ impl Index {
             .indexed()
             .into_iter()
             .enumerate()
-            .filter(|(_, wanted)| use_index && !wanted.is_empty())
+            .filter(|(_, wanted)| use_index && !self.lists_deferred && !wanted.is_empty())
             .map(|(field, wanted)| {
                 let held: usize = wanted
                     .iter()
@@ -567,7 +616,7 @@ impl Index {
     /// field besides the signature (of one value for labels: an entry holding two wanted
     /// labels would be counted twice). `None`: the matches must be visited.
     fn tally(&self, m: &Matcher) -> Option<Vec<u64>> {
-        if !m.reads_traits_and_lists_only() {
+        if self.lists_deferred || !m.reads_traits_and_lists_only() {
             return None;
         }
         let listed: Vec<(usize, &[Sym])> = m
@@ -681,7 +730,7 @@ impl Index {
                 g.2 = g.2.max(key);
             }
         };
-        if m.indexed().iter().any(|wanted| !wanted.is_empty()) {
+        if !self.lists_deferred && m.indexed().iter().any(|wanted| !wanted.is_empty()) {
             for key in self.candidates(m, (i64::MIN, 0), Order::EarliestFirst, true) {
                 count(&self.slots[key.1 as usize], key);
             }
@@ -949,9 +998,18 @@ impl StoreView {
     /// held before).
     pub fn has_signature(&self, signature: &str) -> bool {
         let ix = self.read();
-        ix.strings
-            .lookup(signature)
-            .is_some_and(|s| ix.by_value[SIGNATURE].contains_key(&s))
+        let Some(sym) = ix.strings.lookup(signature) else {
+            return false;
+        };
+        if ix.lists_deferred {
+            return ix
+                .traits
+                .values
+                .iter()
+                .flatten()
+                .any(|(t, _)| t.signature == sym);
+        }
+        ix.by_value[SIGNATURE].contains_key(&sym)
     }
 
     /// The groups of the entries matching `filter`, largest first, `count` after `after`.
@@ -970,7 +1028,7 @@ impl StoreView {
         let at = |s: u32| Key::new(ix.slots[s as usize].created_at, s);
         // (count, signature, oldest, newest)
         let mut found: Vec<(u64, Sym, At, At)> = Vec::new();
-        if filter.is_empty() {
+        if filter.is_empty() && !ix.lists_deferred {
             for (sym, list) in &ix.by_value[SIGNATURE] {
                 if let Some((first, last)) = list.keys.ends(at) {
                     found.push((list.keys.len() as u64, *sym, first.get(), last.get()));
@@ -1034,7 +1092,7 @@ impl StoreView {
         if let Some(by_traits) = ix.tally(&matcher) {
             return by_traits.iter().sum();
         }
-        if matcher.indexed().iter().any(|wanted| !wanted.is_empty()) {
+        if !ix.lists_deferred && matcher.indexed().iter().any(|wanted| !wanted.is_empty()) {
             ix.candidates(&matcher, (i64::MIN, 0), Order::EarliestFirst, true)
                 .filter(|(_, i)| ix.matches(&matcher, &ix.slots[*i as usize]))
                 .count() as u64
@@ -1106,7 +1164,17 @@ impl StoreView {
         self.progress.position(partition)
     }
 
+    /// Keeps no per-value lists until [`StoreView::set_caught_up`], which builds them in one
+    /// pass (a cold start's replay; queries meanwhile scan and answer the same).
+    pub fn defer_lists(&self) {
+        let mut ix = self.write();
+        if ix.by_id.is_empty() {
+            ix.lists_deferred = true;
+        }
+    }
+
     pub fn set_caught_up(&self) {
+        self.write().build_lists();
         self.progress.set_caught_up();
     }
 
@@ -1668,6 +1736,75 @@ mod tests {
         }
         check_lists(&v);
         assert!(v.read().by_value.iter().all(|m| m.is_empty()));
+    }
+
+    /// A cold start keeps no per-value lists until caught up: meanwhile every query scans and
+    /// answers what the lists would; then the lists are built in one pass, exactly.
+    #[test]
+    fn a_view_replayed_without_lists_answers_the_same_and_builds_them_when_caught_up() {
+        use crate::wire::pb::Filter;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (listed, deferred) = (StoreView::new(), StoreView::new());
+        deferred.defer_lists();
+        for v in [&listed, &deferred] {
+            v.set_max_redrives(3);
+        }
+        for step in 0..3000 {
+            let id = format!("id-{}", rng.random_range(0..800));
+            if rng.random_range(0..10) < 2 {
+                listed.remove(&id);
+                deferred.remove(&id);
+                continue;
+            }
+            let mut e = entry(&id, rng.random_range(0..500), ["u0", "u1", "u2"][step % 3]);
+            let ev = e.event.as_mut().unwrap();
+            ev.labels = vec![format!("l{}", rng.random_range(0..4))];
+            ev.redrive_count = rng.random_range(0..5);
+            ev.response_status = [404, 500][rng.random_range(0..2)];
+            listed.upsert(0, step as i64, &e);
+            deferred.upsert(0, step as i64, &e);
+        }
+        assert!(deferred.read().by_value.iter().all(|m| m.is_empty()));
+        let filters = [
+            Filter::default(),
+            Filter {
+                label: vec!["l1".into()],
+                ..Default::default()
+            },
+            Filter {
+                workflow_url: vec!["u2".into()],
+                parked: Some(true),
+                ..Default::default()
+            },
+            Filter {
+                response_status: vec![404],
+                ..Default::default()
+            },
+        ];
+        let answers = |v: &StoreView, f: &EntryFilter| {
+            let groups = v.groups(f, None, 100).groups;
+            let mut ids = v.matching_ids(f);
+            ids.sort();
+            (
+                ids,
+                v.count(f),
+                super::tests::ids(&v.list(f, None, 50)),
+                groups,
+            )
+        };
+        for f in filters {
+            let f = filter(f);
+            assert_eq!(answers(&listed, &f), answers(&deferred, &f), "{f:?}");
+        }
+        assert_eq!(
+            listed.has_signature("x"),
+            deferred.has_signature("x"),
+            "an unknown signature"
+        );
+        deferred.set_caught_up();
+        assert!(!deferred.read().lists_deferred);
+        check_lists(&deferred);
     }
 
     #[test]
