@@ -624,8 +624,8 @@ async fn queries(a: &Args, svc: &Service) {
         ("page of 100, 2 fields AND (1 in 80)", "/v2/workflows/dlq?count=100&label=label-3&workflowUrl=https://shop.example.com/api/workflows/checkout-3".to_string()),
         ("page of 100, flowControlKey (1 in 1000)", "/v2/workflows/dlq?count=100&flowControlKey=fc-7".to_string()),
         ("groups, no filter (from the per-signature lists)", "/v2/workflows/dlq/groups".to_string()),
-        ("groups, label (1 in 10: scans the label's list)", "/v2/workflows/dlq/groups?label=label-3".to_string()),
-        ("groups, queueName (1 in 4: scans every entry)", "/v2/workflows/dlq/groups?queueName=queue-1".to_string()),
+        ("groups, label (1 in 10: from the label's tallies)", "/v2/workflows/dlq/groups?label=label-3".to_string()),
+        ("groups, queueName (1 in 4: from the traits counts)", "/v2/workflows/dlq/groups?queueName=queue-1".to_string()),
         ("page of 100, signature (1 in 40)", format!("/v2/workflows/dlq?count=100&signature={signature}")),
         ("one entry by id", format!("/v2/workflows/dlq/{}", svc.view.list(&workflow_dlq::store::EntryFilter::all(), None, 1).entries.first().map(|e| e.dlq_id.clone()).unwrap_or_default())),
     ];
