@@ -72,7 +72,7 @@ fn require_operate(s: &Session) -> Result<(), ConsoleError> {
     if can_act(s) {
         Ok(())
     } else {
-        Err(ConsoleError::Forbidden(format!(
+        Err(ConsoleError::forbidden(format!(
             "token `{}` has scope `{}`: acting needs `operate`",
             s.name,
             s.scope.as_str()
@@ -84,12 +84,14 @@ fn require_operate(s: &Session) -> Result<(), ConsoleError> {
 fn action_of(form: &Form) -> Result<Action, ConsoleError> {
     let name = form
         .get("action")
-        .ok_or_else(|| ConsoleError::BadRequest("choose an action".into()))?;
+        .ok_or_else(|| ConsoleError::bad_request("choose an action".into()))?;
     match Action::from_str_name(name) {
         Some(
             a @ (Action::Restart | Action::Resume | Action::RetryFailureCallback | Action::Delete),
         ) => Ok(a),
-        _ => Err(ConsoleError::BadRequest(format!("unknown action `{name}`"))),
+        _ => Err(ConsoleError::bad_request(format!(
+            "unknown action `{name}`"
+        ))),
     }
 }
 
@@ -118,7 +120,7 @@ fn override_headers(form: &Form) -> Result<HeaderMap, ConsoleError> {
     ] {
         if let Some(v) = form.get(field) {
             let v = HeaderValue::from_str(v).map_err(|_| {
-                ConsoleError::BadRequest(format!("`{field}` must be visible ASCII"))
+                ConsoleError::bad_request(format!("`{field}` must be visible ASCII"))
             })?;
             h.insert(HeaderName::from_static(name), v);
         }
@@ -190,12 +192,12 @@ fn job_request(form: &Form, action: Action, dry_run: bool) -> Result<JobRequest,
         "selection" => {
             let ids = form.all("dlqIds");
             if ids.is_empty() {
-                return Err(ConsoleError::BadRequest(
+                return Err(ConsoleError::bad_request(
                     "no entry is selected: tick the entries to act on, or act on the filter".into(),
                 ));
             }
             if ids.len() > MAX_IDS {
-                return Err(ConsoleError::BadRequest(format!(
+                return Err(ConsoleError::bad_request(format!(
                     "at most {MAX_IDS} selected entries at once, got {}",
                     ids.len()
                 )));
@@ -208,12 +210,12 @@ fn job_request(form: &Form, action: Action, dry_run: bool) -> Result<JobRequest,
                 (None, None, Some(true))
             } else {
                 let f = serde_json::to_value(&q.filter)
-                    .map_err(|e| ConsoleError::Internal(format!("filter as JSON: {e}")))?;
+                    .map_err(|e| ConsoleError::internal(format!("filter as JSON: {e}")))?;
                 (None, Some(f), None)
             }
         }
         other => {
-            return Err(ConsoleError::BadRequest(format!(
+            return Err(ConsoleError::bad_request(format!(
                 "`target` must be `selection` or `filter`, got `{other}`"
             )))
         }
@@ -222,7 +224,7 @@ fn job_request(form: &Form, action: Action, dry_run: bool) -> Result<JobRequest,
         Action::Restart | Action::Resume => overrides::parse(&override_headers(form)?)?
             .map(|o| serde_json::to_value(&o))
             .transpose()
-            .map_err(|e| ConsoleError::Internal(format!("overrides as JSON: {e}")))?,
+            .map_err(|e| ConsoleError::internal(format!("overrides as JSON: {e}")))?,
         _ => None,
     };
     let max_per_second = form
@@ -232,7 +234,7 @@ fn job_request(form: &Form, action: Action, dry_run: bool) -> Result<JobRequest,
                 .ok()
                 .filter(|r| r.is_finite() && *r > 0.0)
                 .ok_or_else(|| {
-                    ConsoleError::BadRequest(format!(
+                    ConsoleError::bad_request(format!(
                         "`maxPerSecond` must be a positive number, got `{v}`"
                     ))
                 })

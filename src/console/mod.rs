@@ -68,7 +68,7 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
 }
 
 async fn no_such_page() -> ConsoleError {
-    ConsoleError::NotFound("there is no such console page".into())
+    ConsoleError::not_found("there is no such console page".into())
 }
 
 async fn css() -> Response {
@@ -91,46 +91,38 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// What can go wrong in a console request, shown as a page with the status and the reason.
+/// What can go wrong in a console request: the API's own error ([`ApiError`], one type for
+/// both), shown as a page with the status and the reason instead of JSON.
 #[derive(Debug, thiserror::Error)]
-pub enum ConsoleError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<ApiError> for ConsoleError {
-    fn from(e: ApiError) -> Self {
-        let m = e.to_string();
-        match e {
-            ApiError::BadRequest(_) => ConsoleError::BadRequest(m),
-            ApiError::Unauthorized(_) | ApiError::Forbidden(_) => ConsoleError::Forbidden(m),
-            ApiError::NotFound(_) => ConsoleError::NotFound(m),
-            ApiError::Conflict(_) => ConsoleError::Conflict(m),
-            ApiError::Unavailable(_) => ConsoleError::Unavailable(m),
-            ApiError::Internal(_) => ConsoleError::Internal(m),
-        }
-    }
-}
+#[error(transparent)]
+pub struct ConsoleError(#[from] pub ApiError);
 
 impl ConsoleError {
+    pub fn bad_request(m: String) -> Self {
+        ConsoleError(ApiError::BadRequest(m))
+    }
+    pub fn forbidden(m: String) -> Self {
+        ConsoleError(ApiError::Forbidden(m))
+    }
+    pub fn not_found(m: String) -> Self {
+        ConsoleError(ApiError::NotFound(m))
+    }
+    pub fn conflict(m: String) -> Self {
+        ConsoleError(ApiError::Conflict(m))
+    }
+    pub fn unavailable(m: String) -> Self {
+        ConsoleError(ApiError::Unavailable(m))
+    }
+    pub fn internal(m: String) -> Self {
+        ConsoleError(ApiError::Internal(m))
+    }
+
+    /// The API's status, except that a refused credential is a 403 page: a console session
+    /// that lost its scope is signed in, not anonymous.
     fn status(&self) -> StatusCode {
-        match self {
-            ConsoleError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ConsoleError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
-            ConsoleError::Conflict(_) => StatusCode::CONFLICT,
-            ConsoleError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ConsoleError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        match &self.0 {
+            ApiError::Unauthorized(_) => StatusCode::FORBIDDEN,
+            e => e.status(),
         }
     }
 }
@@ -166,7 +158,7 @@ async fn guard(State(s): State<Arc<AppState>>, mut req: Request, next: Next) -> 
     let public = path == "/console/signin" || path.starts_with("/console/assets/");
     let reading = req.method() == Method::GET || req.method() == Method::HEAD;
     let mut response = if !reading && !same_origin(req.headers()) {
-        ConsoleError::Forbidden(
+        ConsoleError::forbidden(
             "cross-origin request refused: console forms are accepted only from the console".into(),
         )
         .into_response()
@@ -179,7 +171,7 @@ async fn guard(State(s): State<Arc<AppState>>, mut req: Request, next: Next) -> 
             }
             (false, None) if reading => Redirect::to("/console/signin").into_response(),
             (false, None) => {
-                let mut r = ConsoleError::Forbidden(
+                let mut r = ConsoleError::forbidden(
                     "you are not signed in (or the session expired): sign in again".into(),
                 )
                 .into_response();
@@ -290,7 +282,7 @@ impl Form {
     pub fn check_csrf(&self, s: &Session) -> Result<(), ConsoleError> {
         match self.get("csrf") {
             Some(t) if s.csrf_ok(t) => Ok(()),
-            _ => Err(ConsoleError::Forbidden(
+            _ => Err(ConsoleError::forbidden(
                 "the form's CSRF token is missing or belongs to another session: reload the page and try again"
                     .into(),
             )),
@@ -354,7 +346,7 @@ fn date_ms(name: &str, v: &str) -> Result<String, ConsoleError> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis().to_string())
         .ok_or_else(|| {
-            ConsoleError::BadRequest(format!(
+            ConsoleError::bad_request(format!(
                 "`{name}` must be unix milliseconds or a UTC date-time like 2026-01-31T13:45, got `{v}`"
             ))
         })

@@ -41,7 +41,7 @@ fn view_ready(s: &AppState) -> Result<(), ConsoleError> {
     if s.view.is_caught_up() {
         Ok(())
     } else {
-        Err(ConsoleError::Unavailable(
+        Err(ConsoleError::unavailable(
             "the store view is still loading from Kafka; reload in a moment".into(),
         ))
     }
@@ -176,7 +176,7 @@ pub fn list_page(
     }
     let q = parse_query(Some(&api.finish()))?;
     if !q.dlq_ids.is_empty() {
-        return Err(ConsoleError::BadRequest(
+        return Err(ConsoleError::bad_request(
             "`dlqIds` is not a console filter: open an entry by its link".into(),
         ));
     }
@@ -464,7 +464,7 @@ pub async fn entry(
     let e = s
         .view
         .get(&dlq_id)
-        .ok_or_else(|| ConsoleError::NotFound(format!("DLQ entry `{dlq_id}` was not found")))?;
+        .ok_or_else(|| ConsoleError::not_found(format!("DLQ entry `{dlq_id}` was not found")))?;
     Ok(page(entry_page(&s, &session, &e)))
 }
 
@@ -734,7 +734,7 @@ pub async fn rejected(
 ) -> Result<Response, ConsoleError> {
     let tail = super::rejected::tail(&s.kafka, &s.cfg.topics.rejected, 20)
         .await
-        .map_err(|e| ConsoleError::Unavailable(e.to_string()))?;
+        .map_err(|e| ConsoleError::unavailable(e.to_string()))?;
     let body = html! {
         p { "Input records that could not be decoded or validated, copied verbatim to "
             code { (s.cfg.topics.rejected) } " (" span #rejected-total { (tail.total) } " in the topic). "

@@ -42,6 +42,9 @@ pub trait TailSink: Send + 'static {
     /// The next offset to read on `partition` (moves past transaction markers too).
     fn position(&mut self, _partition: i32, _next_offset: i64) {}
     fn caught_up(&mut self) {}
+    /// Before the replay: how many records the topic holds up to its ends at start (an upper
+    /// bound on what the replay brings: superseded records and tombstones count too).
+    fn backlog(&mut self, _records: u64) {}
     /// Called before the tail waits for more records: whatever the sink buffered must be
     /// applied now (the store reader hands records to its applier thread in batches).
     fn flush(&mut self) {}
@@ -88,13 +91,18 @@ fn tail<S: TailSink>(
     }
     // The end of each partition now: caught up once every partition reaches it.
     let mut pending: HashMap<i32, i64> = HashMap::new();
+    let mut backlog = 0u64;
     let mut tpl = TopicPartitionList::new();
     for &p in &partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         if high > low {
             pending.insert(p, high);
+            backlog += (high - low) as u64;
         }
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    if !*caught_up {
+        sink.backlog(backlog);
     }
     consumer.assign(&tpl)?;
     tracing::info!(

@@ -80,6 +80,8 @@ enum Op {
         entry: Box<DlqEntry>,
     },
     Remove(Box<str>),
+    /// The replay brings at most this many entries.
+    Reserve(u64),
     Position(i32, i64),
     CaughtUp,
 }
@@ -106,6 +108,7 @@ impl Applier {
             Op::Remove(id) => {
                 view.remove(&id);
             }
+            Op::Reserve(records) => view.reserve(records),
             Op::Position(partition, next) => view.set_position(partition, next),
             Op::CaughtUp => {
                 view.set_caught_up();
@@ -146,6 +149,10 @@ impl tail::TailSink for StoreSink {
 
     fn position(&mut self, partition: i32, next_offset: i64) {
         self.send(Op::Position(partition, next_offset));
+    }
+
+    fn backlog(&mut self, records: u64) {
+        self.send(Op::Reserve(records));
     }
 
     fn caught_up(&mut self) {

@@ -1164,6 +1164,24 @@ impl StoreView {
         self.progress.position(partition)
     }
 
+    /// Makes room for `records` more entries before a replay (the store's record count at
+    /// start: an upper bound), so the slot array and the id table are not regrown — and
+    /// rehashed, reading every slot's id — while it runs, and hold no doubling slack after it.
+    /// Capped: a store of mostly superseded records or tombstones must not reserve for them all.
+    pub fn reserve(&self, records: u64) {
+        const MOST: u64 = 20_000_000;
+        let n = records.min(MOST) as usize;
+        let mut ix = self.write();
+        let Index {
+            slots,
+            by_id,
+            hasher,
+            ..
+        } = &mut *ix;
+        slots.reserve_exact(n);
+        by_id.reserve(n, |&j| hasher.hash_one(slots[j as usize].id()));
+    }
+
     /// Keeps no per-value lists until [`StoreView::set_caught_up`], which builds them in one
     /// pass (a cold start's replay; queries meanwhile scan and answer the same).
     pub fn defer_lists(&self) {
@@ -1805,6 +1823,24 @@ mod tests {
         deferred.set_caught_up();
         assert!(!deferred.read().lists_deferred);
         check_lists(&deferred);
+    }
+
+    #[test]
+    fn a_replay_reserved_for_does_not_regrow_its_slots_or_id_table() {
+        let v = StoreView::new();
+        v.reserve(1000);
+        let (slots, ids) = {
+            let ix = v.read();
+            (ix.slots.capacity(), ix.by_id.capacity())
+        };
+        assert!(slots >= 1000 && ids >= 1000, "{slots} {ids}");
+        for i in 0..1000 {
+            v.upsert(0, i, &entry(&format!("id-{i}"), i, "u"));
+        }
+        let ix = v.read();
+        assert_eq!((ix.slots.capacity(), ix.by_id.capacity()), (slots, ids));
+        drop(ix);
+        assert_eq!(v.get("id-999").map(|e| e.created_at), Some(999));
     }
 
     #[test]
