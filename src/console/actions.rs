@@ -68,6 +68,15 @@ pub async fn signout(
 
 // ---- shared checks ----
 
+/// The form of an action: parsed, its CSRF token checked against the session, and the
+/// session allowed to act — in that order, for every action handler.
+fn operator_form(session: &Session, body: &Bytes) -> Result<Form, ConsoleError> {
+    let form = Form::parse(body);
+    form.check_csrf(session)?;
+    require_operate(session)?;
+    Ok(form)
+}
+
 fn require_operate(s: &Session) -> Result<(), ConsoleError> {
     if can_act(s) {
         Ok(())
@@ -146,9 +155,7 @@ pub async fn act_one(
     Path(dlq_id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
-    let form = Form::parse(&body);
-    form.check_csrf(&session)?;
-    require_operate(&session)?;
+    let form = operator_form(&session, &body)?;
     let action = action_of(&form)?;
     let headers = match action {
         Action::Restart | Action::Resume => override_headers(&form)?,
@@ -259,9 +266,7 @@ pub async fn bulk(
     Extension(session): Extension<Session>,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
-    let form = Form::parse(&body);
-    form.check_csrf(&session)?;
-    require_operate(&session)?;
+    let form = operator_form(&session, &body)?;
     let action = action_of(&form)?;
     let confirmed = form.get("confirm") == Some("yes");
     let req = job_request(&form, action, !confirmed)?;
@@ -314,8 +319,7 @@ pub async fn cancel_job(
     Path(job_id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
-    Form::parse(&body).check_csrf(&session)?;
-    require_operate(&session)?;
+    operator_form(&session, &body)?;
     jobs::cancel(&s, &caller(&session), &job_id).await?;
     Ok(Redirect::to(&format!("/console/jobs/{}", h::seg(&job_id))).into_response())
 }

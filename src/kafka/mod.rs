@@ -468,6 +468,53 @@ pub fn probe(conn: &KafkaConn, timeout: Duration) -> Result<usize, ProbeError> {
     }
 }
 
+/// For a lib test: the broker to run on — the real one when `KAFKA_BOOTSTRAP` is set (CI's
+/// second pass), else an embedded one, kept alive by the returned handle — with a fresh topic
+/// `<prefix>-<uuid>` of `partitions` made on it. Returns (handle, connection, topic).
+#[cfg(test)]
+pub(crate) fn test_broker(
+    prefix: &str,
+    partitions: i32,
+) -> (Option<embedded::EmbeddedBroker>, KafkaConn, String) {
+    let real = std::env::var("KAFKA_BOOTSTRAP").ok();
+    let broker = match real {
+        Some(_) => None,
+        None => Some(embedded::EmbeddedBroker::start().expect("embedded broker")),
+    };
+    let bootstrap = real.unwrap_or_else(|| {
+        broker
+            .as_ref()
+            .map(|b| b.bootstrap().to_string())
+            .unwrap_or_default()
+    });
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let topic = format!("{prefix}-{tag}");
+    let conn = KafkaConn {
+        bootstrap,
+        properties: Default::default(),
+        embedded: broker.is_some(),
+        client_id: topic.clone(),
+        max_record_bytes: 1 << 20,
+    };
+    let spec = topics::TopicSpec {
+        name: topic.clone(),
+        partitions,
+        ..topics::topic_specs(&crate::Config::default())[0].clone()
+    };
+    let handle = broker.as_ref().map(embedded::EmbeddedBroker::handle);
+    let creator = match &handle {
+        Some(h) => topics::TopicCreator::Embedded(h),
+        None => topics::TopicCreator::Admin(&conn),
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(topics::ensure_topics(creator, &[spec], -1))
+        .expect("topic");
+    (broker, conn, topic)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -424,7 +424,6 @@ impl ConsumerContext for TxnConsumerContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::embedded::EmbeddedBroker;
     use rdkafka::consumer::BaseConsumer;
 
     /// rust-rdkafka's flush made every commit with a record in flight wait out a 100 ms poll
@@ -434,41 +433,9 @@ mod tests {
     /// the client, so both show it.
     #[test]
     fn a_commit_of_one_record_does_not_wait_out_a_100ms_poll_slice() {
-        let embedded;
-        let bootstrap = match std::env::var("KAFKA_BOOTSTRAP") {
-            Ok(b) => b,
-            Err(_) => {
-                embedded = EmbeddedBroker::start().expect("embedded broker");
-                embedded.bootstrap().to_string()
-            }
-        };
-        let tag = uuid::Uuid::new_v4().simple().to_string();
-        let topic = format!("txn-latency-{tag}");
-        let conn = KafkaConn {
-            bootstrap,
-            properties: Default::default(),
-            embedded: std::env::var("KAFKA_BOOTSTRAP").is_err(),
-            client_id: format!("txn-latency-{tag}"),
-            max_record_bytes: 1 << 20,
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let spec = crate::kafka::topics::TopicSpec {
-            name: topic.clone(),
-            ..crate::kafka::topics::topic_specs(&crate::Config::default())[0].clone()
-        };
-        if !conn.embedded {
-            runtime
-                .block_on(crate::kafka::topics::ensure_topics(
-                    crate::kafka::topics::TopicCreator::Admin(&conn),
-                    &[spec],
-                    -1,
-                ))
-                .expect("topic");
-        }
-        let mut batch = TxnBatch::new(&conn, &format!("txn-latency-{tag}")).expect("producer");
+        let (_broker, conn, topic) =
+            crate::kafka::test_broker("txn-latency", crate::Config::default().partitions);
+        let mut batch = TxnBatch::new(&conn, &topic).expect("producer");
         let consumer: BaseConsumer = conn.reader_config().create().expect("consumer");
         let mut took = Vec::new();
         for i in 0..9u8 {

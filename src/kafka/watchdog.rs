@@ -316,44 +316,8 @@ mod tests {
     /// `KAFKA_BOOTSTRAP` is set (CI's second pass), else the embedded one.
     #[test]
     fn a_look_at_a_quiet_pipeline_does_not_wait_behind_its_consumers_fetches() {
-        use crate::kafka::{embedded::EmbeddedBroker, topics};
         use rdkafka::{Offset, TopicPartitionList};
-        let real = std::env::var("KAFKA_BOOTSTRAP").ok();
-        let embedded = match real {
-            Some(_) => None,
-            None => Some(EmbeddedBroker::start().expect("embedded broker")),
-        };
-        let bootstrap = real.unwrap_or_else(|| {
-            embedded
-                .as_ref()
-                .map(|e| e.bootstrap().to_string())
-                .unwrap_or_default()
-        });
-        let tag = uuid::Uuid::new_v4().simple().to_string();
-        let topic = format!("watchdog-quiet-{tag}");
-        let conn = KafkaConn {
-            bootstrap,
-            properties: Default::default(),
-            embedded: embedded.is_some(),
-            client_id: format!("watchdog-quiet-{tag}"),
-            max_record_bytes: 1 << 20,
-        };
-        let spec = topics::TopicSpec {
-            name: topic.clone(),
-            partitions: 12,
-            ..topics::topic_specs(&crate::Config::default())[0].clone()
-        };
-        let handle = embedded.as_ref().map(EmbeddedBroker::handle);
-        let creator = match &handle {
-            Some(h) => topics::TopicCreator::Embedded(h),
-            None => topics::TopicCreator::Admin(&conn),
-        };
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(topics::ensure_topics(creator, &[spec], -1))
-            .expect("topic");
+        let (_broker, conn, topic) = crate::kafka::test_broker("watchdog-quiet", 12);
         // A consumer of all 12 partitions with nothing to read: its fetches are long polls.
         let consumer: BaseConsumer = conn.reader_config().create().expect("consumer");
         let mut tpl = TopicPartitionList::new();

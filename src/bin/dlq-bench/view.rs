@@ -78,12 +78,7 @@ pub fn console() {
         expires_at: i64::MAX,
         csrf: "x".repeat(43),
     };
-    let sig = v
-        .groups(&EntryFilter::all(), None, 1)
-        .groups
-        .first()
-        .map(|g| g.signature.clone())
-        .unwrap_or_default();
+    let sig = largest_group_signature(&v);
     let cases = [
         ("no filter, newest first", String::new()),
         ("no filter, oldest first", "order=earliestFirst".to_string()),
@@ -149,12 +144,7 @@ pub fn groups() {
         v.payload_bytes() / ENTRIES,
         over / ENTRIES as f64
     );
-    let sig = v
-        .groups(&EntryFilter::all(), None, 1)
-        .groups
-        .first()
-        .map(|g| g.signature.clone())
-        .unwrap_or_default();
+    let sig = largest_group_signature(&v);
     let cases = [
         ("groups, no filter", EntryFilter::all(), true),
         (
@@ -204,4 +194,13 @@ pub fn groups() {
             percentile(&times, 99.0)
         );
     }
+}
+
+/// The signature of the largest group: the bench's signature filter.
+fn largest_group_signature(v: &StoreView) -> String {
+    v.groups(&EntryFilter::all(), None, 1)
+        .groups
+        .first()
+        .map(|g| g.signature.clone())
+        .unwrap_or_default()
 }
