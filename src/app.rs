@@ -134,7 +134,8 @@ impl Service {
         }
         let view = Arc::new(StoreView::new());
         view.set_max_redrives(cfg.max_redrives);
-        let health = Arc::new(Health::new(view.clone()));
+        let ledger = Arc::new(Ledger::new());
+        let health = Arc::new(Health::new(view.clone(), ledger.clone()));
         let shutdown = CancellationToken::new();
 
         let listener =
@@ -148,7 +149,6 @@ impl Service {
             addr: cfg.http_addr,
             source,
         })?;
-        let ledger = Arc::new(Ledger::new());
         let commands = CommandSubmitter::new(
             &conn,
             cfg.topics.commands.clone(),

@@ -112,6 +112,9 @@ impl Worker {
 
 pub struct Health {
     view: Arc<StoreView>,
+    /// The command ledger: job routes and action answers read it, so an instance whose
+    /// ledger is still loading is not ready (it would answer those with 503).
+    ledger: Arc<crate::commands::ledger::Ledger>,
     workers: Mutex<Vec<Worker>>,
     kafka_reachable: AtomicBool,
     /// A problem with the store topic's configuration (cleared once fixed).
@@ -125,9 +128,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Health {
-    pub fn new(view: Arc<StoreView>) -> Health {
+    pub fn new(view: Arc<StoreView>, ledger: Arc<crate::commands::ledger::Ledger>) -> Health {
         Health {
             view,
+            ledger,
             workers: Mutex::new(Vec::new()),
             kafka_reachable: AtomicBool::new(false),
             store_config_breach: Mutex::new(None),
@@ -202,6 +206,9 @@ impl Health {
         if !self.view.is_caught_up() {
             why.push("the store view has not caught up with the store topic yet".to_string());
         }
+        if !self.ledger.is_caught_up() {
+            why.push("the command ledger has not caught up with the results topic yet".to_string());
+        }
         if let Some(b) = lock(&self.store_config_breach).as_ref() {
             why.push(format!("store topic integrity: {b}"));
         }
@@ -225,7 +232,9 @@ mod tests {
     fn a_restarting_stalled_or_dead_worker_makes_the_service_unready_naming_it() {
         let view = Arc::new(StoreView::new());
         view.set_caught_up();
-        let health = Health::new(view);
+        let ledger = Arc::new(crate::commands::ledger::Ledger::new());
+        ledger.progress.set_caught_up();
+        let health = Health::new(view, ledger);
         health.set_kafka_reachable(true);
         let ingest = health.register(WorkerKind::Ingest);
         assert_eq!(health.readiness(), Ok(()));
