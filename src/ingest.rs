@@ -250,7 +250,10 @@ impl Decider<'_> {
 /// Whether `signature` names a kind of failure the DLQ does not hold: no entry of the view has
 /// it, and this pipeline has not stored one since (`recent`, which remembers it). True once.
 fn first_of_its_kind(view: &StoreView, recent: &mut HashSet<String>, signature: &str) -> bool {
-    !view.has_signature(signature) && recent.insert(signature.to_string())
+    // `recent` first: most failures are of a kind just stored, answered without the view's lock.
+    !recent.contains(signature)
+        && !view.has_signature(signature)
+        && recent.insert(signature.to_string())
 }
 
 /// The ingest worker: runs on its own thread, restarting its pipeline after any Kafka error.

@@ -148,7 +148,7 @@ impl Pipeline<'_> {
                 .cloned()
                 .unwrap_or_else(new_run_id);
             let exec = execution(
-                &entry,
+                *entry,
                 kind,
                 cmd.overrides.as_ref(),
                 run_id.clone(),

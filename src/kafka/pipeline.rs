@@ -11,7 +11,7 @@
 
 use std::{
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rdkafka::{
@@ -38,6 +38,10 @@ const POLL_IDLE: Duration = Duration::from_millis(50);
 const IDLE_COMMIT_AFTER: Duration = Duration::from_millis(1);
 /// How long a poll waits while the handler has work of its own (a bulk command fanning out).
 const POLL_BUSY: Duration = Duration::from_millis(5);
+/// A busy pipeline's heartbeat: liveness is judged in seconds.
+const BEAT_EVERY: Duration = Duration::from_millis(50);
+/// How often a busy pipeline serves the producer's delivery reports (every turn when idle).
+const DELIVERY_POLL_EVERY: Duration = Duration::from_millis(1);
 
 /// What one pipeline does with its records.
 pub trait Handler {
@@ -133,8 +137,17 @@ fn run_loop<H: Handler>(
         transactional_id = spec.transactional_id,
         "pipeline consuming"
     );
+    // Per-record bookkeeping reads the clock once per turn: at tens of thousands of records a
+    // second, the heartbeat, the watchdog, the batch's age and delivery-report polling each
+    // reading it (and polling the producer every record) were a tenth of the thread.
+    let mut last_beat: Option<Instant> = None;
+    let mut last_delivery_poll = Instant::now();
     loop {
-        worker.beat();
+        let now = Instant::now();
+        if last_beat.is_none_or(|b| now - b >= BEAT_EVERY) {
+            worker.beat();
+            last_beat = Some(now);
+        }
         if shutdown.is_cancelled() {
             // Bounded by the transaction timeout; what fails to commit is re-read.
             if let Err(e) = lock(txn).commit(consumer) {
@@ -160,7 +173,7 @@ fn run_loop<H: Handler>(
         let idle = match polled {
             Some(Ok(m)) => {
                 handler.record(consumer, &m, &mut t)?;
-                watch.progressed(worker);
+                watch.progressed_at(worker, now);
                 stall_hook(worker, consumer);
                 false
             }
@@ -171,8 +184,11 @@ fn run_loop<H: Handler>(
             None => true,
         };
         handler.turn(consumer, &mut t)?;
-        t.poll();
-        if t.full(&spec.limits) || (idle && !handler.busy() && t.is_open()) {
+        if idle || now - last_delivery_poll >= DELIVERY_POLL_EVERY {
+            t.poll();
+            last_delivery_poll = now;
+        }
+        if t.full_at(&spec.limits, now) || (idle && !handler.busy() && t.is_open()) {
             t.commit(consumer)?;
             handler.committed();
         }
@@ -218,23 +234,30 @@ const CLOSE_BOUND: Duration = Duration::from_secs(10);
 /// left to finish in the background (it ends when the coordinator answers; the group drops the
 /// member at its session timeout in any case).
 pub fn close(consumer: TxnConsumer) {
-    let (done, closed) = std::sync::mpsc::channel::<()>();
+    if !drop_within(consumer, CLOSE_BOUND) {
+        tracing::warn!(
+            bound_secs = CLOSE_BOUND.as_secs(),
+            "consumer did not close within its bound; going on without it"
+        );
+    }
+}
+
+/// Drops `value` on a thread of its own and waits at most `bound` for it: true if the drop
+/// ended in time. A drop that runs out goes on in the background.
+fn drop_within<T: Send + 'static>(value: T, bound: Duration) -> bool {
+    let (done, dropped) = std::sync::mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
         .name("consumer-close".into())
         .spawn(move || {
-            drop(consumer);
+            drop(value);
             let _ = done.send(());
         });
     match spawned {
-        Ok(_) => {
-            if closed.recv_timeout(CLOSE_BOUND).is_err() {
-                tracing::warn!(
-                    bound_secs = CLOSE_BOUND.as_secs(),
-                    "consumer did not close within its bound; going on without it"
-                );
-            }
+        Ok(_) => dropped.recv_timeout(bound).is_ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "no thread to close the consumer on");
+            false
         }
-        Err(e) => tracing::warn!(error = %e, "no thread to close the consumer on"),
     }
 }
 
@@ -251,4 +274,38 @@ pub fn commit_now<H: Handler>(
         handler.committed();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stands in for a consumer whose close never hears from its group coordinator.
+    struct HangingDrop(Duration);
+
+    impl Drop for HangingDrop {
+        fn drop(&mut self) {
+            std::thread::sleep(self.0);
+        }
+    }
+
+    /// The supervisor rebuilds a pipeline only once the old consumer is closed: a close that
+    /// hangs must cost its bound, not the pipeline.
+    #[test]
+    fn a_close_that_hangs_costs_its_bound_and_no_more() {
+        let started = Instant::now();
+        assert!(!drop_within(
+            HangingDrop(Duration::from_secs(30)),
+            Duration::from_millis(200)
+        ));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(5),
+            "waited {took:?}"
+        );
+        assert!(drop_within(
+            HangingDrop(Duration::from_millis(10)),
+            Duration::from_secs(5)
+        ));
+    }
 }

@@ -238,10 +238,15 @@ impl TxnBatch {
 
     /// The open transaction has reached one of its limits: commit it before adding more.
     pub fn full(&self, limits: &TxnLimits) -> bool {
+        self.full_at(limits, Instant::now())
+    }
+
+    /// [`TxnBatch::full`] at `now`, read by the caller.
+    pub fn full_at(&self, limits: &TxnLimits, now: Instant) -> bool {
         self.open
             && (self.records >= limits.max_records
                 || self.bytes >= limits.max_bytes
-                || self.opened_at.elapsed() >= limits.max_interval)
+                || now.saturating_duration_since(self.opened_at) >= limits.max_interval)
     }
 
     /// Serves delivery reports until nothing of this transaction is in flight (or `deadline`).

@@ -103,7 +103,12 @@ impl ProgressWatch {
 
     /// A record was read (or the handler's own work moved): nothing is stalled.
     pub fn progressed(&mut self, worker: &Worker) {
-        self.last_progress = Instant::now();
+        self.progressed_at(worker, Instant::now());
+    }
+
+    /// [`ProgressWatch::progressed`] at `now`, read by the caller.
+    pub fn progressed_at(&mut self, worker: &Worker, now: Instant) {
+        self.last_progress = now;
         self.waiting_since = None;
         self.reported = false;
         worker.progressed();

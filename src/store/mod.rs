@@ -1,6 +1,7 @@
 //! The DLQ store: the compacted store topic is the truth; every instance keeps a queryable
 //! in-memory view of it ([`view`]), fed by a reader that tails the whole topic ([`reader`]).
-//! The [`guard`] checks that the topic can still be trusted; the [`sweeper`] expires entries.
+//! The [`guard`] checks that the topic can still be trusted; the [`sweeper`] expires entries;
+//! [`trim`] returns a replay's freed buffers to the system.
 
 pub mod filter;
 pub mod guard;
@@ -8,6 +9,7 @@ pub mod keys;
 mod postings;
 pub mod reader;
 pub mod sweeper;
+pub mod trim;
 pub mod view;
 
 pub use filter::{Cursor, EntryFilter, FilterError};

@@ -881,6 +881,16 @@ impl StoreView {
         self.write().insert(partition, offset, raw);
     }
 
+    /// [`StoreView::upsert_raw`] for each of `entries`, under one write lock: taken per entry,
+    /// the lock's hand-offs with ingest's reads (a duplicate check per failure) put both
+    /// threads to sleep and wake them tens of thousands of times a second.
+    pub fn upsert_raw_all(&self, entries: impl IntoIterator<Item = (i32, i64, Box<[u8]>)>) {
+        let mut ix = self.write();
+        for (partition, offset, raw) in entries {
+            ix.insert(partition, offset, raw);
+        }
+    }
+
     /// Applies a tombstone.
     pub fn remove(&self, dlq_id: &str) -> bool {
         let mut ix = self.write();
@@ -1193,6 +1203,8 @@ impl StoreView {
 
     pub fn set_caught_up(&self) {
         self.write().build_lists();
+        // Before anyone is told: a caller measuring memory at readiness sees what the view holds.
+        super::trim::return_free_memory();
         self.progress.set_caught_up();
     }
 

@@ -21,7 +21,7 @@ use std::{
 };
 
 use clap::{Parser, ValueEnum};
-use measure::{percentile, reset_peak, rss_kb, table, Row};
+use measure::{join_note, percentile, reset_peak, rss_kb, table, CpuMark, Row, ThreadMark};
 use passthrough::{bare_read, Passthrough};
 use prost::Message as _;
 use rdkafka::{
@@ -35,8 +35,9 @@ use workflow_dlq::{
     config::Topics,
     kafka::{
         topics::{ensure_topics, topic_specs, TopicCreator, TopicSpec},
-        KafkaConn,
+        KafkaConn, KafkaProperty,
     },
+    store::trim::return_free_memory,
     wire::{ids::dlq_id_for_event, pb},
     Config, Service,
 };
@@ -113,7 +114,16 @@ const PARTITIONS: i32 = 12;
 
 fn bench_config(a: &Args, tag: &str) -> Config {
     let bootstrap = &a.bootstrap;
+    // Diagnostics: `BENCH_SERVICE_PROPS=k=v,k=v` adds librdkafka properties to every client of
+    // the service (as `[kafka]` in its config file would).
+    let kafka_properties = std::env::var("BENCH_SERVICE_PROPS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), KafkaProperty::new(k, v)))
+        .collect();
     Config {
+        kafka_properties,
         txn_max_interval: a.txn_max_interval,
         kafka_bootstrap: Some(bootstrap.to_string()),
         http_addr: "127.0.0.1:0".parse().expect("literal"),
@@ -251,6 +261,7 @@ fn baselines(a: &Args, cfg: &Config, input: &str, scratch: &str, n: u64, what: &
         // The limit is a run of 1–3 s that moved 2× from one run to the next on a shared VM:
         // the median of three, with the range beside it, so a ratio is not one draw's luck.
         let runs = if transactional { 1 } else { 3 };
+        let cpu = CpuMark::now();
         let mut times: Vec<Duration> = (0..runs).map(|_| pass.run()).collect();
         times.sort();
         let took = times[times.len() / 2];
@@ -264,6 +275,7 @@ fn baselines(a: &Args, cfg: &Config, input: &str, scratch: &str, n: u64, what: &
                 times.first().map_or(0.0, rate)
             );
         }
+        r.note = join_note(&r.note, &cpu.per_record(n * runs as u64));
         rows.push(r);
     }
     rows
@@ -280,15 +292,19 @@ async fn ingest(a: &Args) -> f64 {
     let bytes = data::load(&a.bootstrap, &cfg.topics.failures, n, |i| envelope(i, &t));
     let mut rows = baselines(a, &cfg, &cfg.topics.failures, &scratch, n, "");
     reset_peak();
+    let cpu = CpuMark::now();
     let svc = start(cfg).await;
+    let threads = ThreadMark::now();
     let took = wait_view(&svc, n as usize).await;
+    let threads_end = ThreadMark::now();
+    let cpu_note = cpu.per_record(n);
     let mut r = Row::timed(
         "workflow-dlq ingest (decode, validate, dedup, store, exactly once)",
         n,
         took,
     );
     r.peak_rss_mb = mb(rss_kb().1);
-    r.note = format!("{:.0} B/record", bytes as f64 / n as f64);
+    r.note = format!("{:.0} B/record; {cpu_note}", bytes as f64 / n as f64);
     let rate = r.rate;
     rows.push(r);
     svc.stop().await.expect("stop");
@@ -296,6 +312,10 @@ async fn ingest(a: &Args) -> f64 {
         &format!("1. ingest: {n} failures → store (RSS is the whole bench process)"),
         &rows,
         0,
+    );
+    threads.table(
+        &threads_end,
+        "1b. ingest, per thread: from ready to the last entry in the view",
     );
     if took < Duration::from_secs(30) {
         println!(
@@ -341,6 +361,8 @@ async fn redrive(a: &Args) {
         ..Default::default()
     };
     let p = data::loader(&a.bootstrap);
+    let cpu = CpuMark::now();
+    let threads = ThreadMark::now();
     let started = Instant::now();
     let payload = cmd.encode_to_vec();
     p.send(
@@ -355,16 +377,22 @@ async fn redrive(a: &Args) {
         .await
         .expect("join");
     let took = started.elapsed();
+    let threads_end = ThreadMark::now();
+    let cpu_note = cpu.per_record(seen);
     let mut ours = Row::timed(
         "workflow-dlq RESTART all (command → last execution committed)",
         seen,
         took,
     );
     ours.peak_rss_mb = mb(rss_kb().1);
-    ours.note = format!("view left: {}", svc.view.len());
+    ours.note = format!("view left: {}; {cpu_note}", svc.view.len());
     svc.stop().await.expect("stop");
     rows.push(ours);
     table(&format!("2. bulk redrive: {n} entries"), &rows, 0);
+    threads.table(
+        &threads_end,
+        "2b. redrive, per thread: command sent → last execution committed",
+    );
 }
 
 /// Counts committed records on a topic from its current end.
@@ -433,12 +461,6 @@ async fn load_store(a: &Args, cfg: &Config, t: &str, n: u64) -> u64 {
     })
 }
 
-extern "C" {
-    /// glibc: returns free heap memory to the system, so a run's RSS growth is not hidden by
-    /// memory the previous run freed.
-    fn malloc_trim(pad: usize) -> i32;
-}
-
 /// The view's memory over its payload per entry, at each of `--curve-sizes` entries: flat is the
 /// target (issue 13). Each size is a fresh store topic and a fresh service in this process. A
 /// service started on an empty store comes first: what it grows by (clients, threads, buffers,
@@ -452,8 +474,9 @@ async fn memory_curve(a: &Args) {
         let t = tag();
         let cfg = bench_config(a, &t);
         load_store(a, &cfg, &t, n).await;
-        // SAFETY: glibc's malloc_trim only returns free pages; it has no preconditions.
-        unsafe { malloc_trim(0) };
+        // Free memory back to the system, so a run's RSS growth is not hidden by memory the
+        // previous run freed.
+        return_free_memory();
         let (rss_before, _) = rss_kb();
         reset_peak();
         let started = Instant::now();
@@ -461,8 +484,7 @@ async fn memory_curve(a: &Args) {
         let took = started.elapsed();
         // What the service holds now, not the fetch buffers it read through (freed, but kept
         // by glibc until trimmed: tens of MB whatever the size, which swamps 10,000 entries).
-        // SAFETY: as above.
-        unsafe { malloc_trim(0) };
+        return_free_memory();
         let (rss_after, peak) = rss_kb();
         let payload = svc.view.payload_bytes() as f64;
         let grown = (rss_after.saturating_sub(rss_before) * 1024) as f64;
@@ -474,8 +496,7 @@ async fn memory_curve(a: &Args) {
             row.note = format!("RSS grew {:.1} MB: taken off every size below", grown / 1e6);
             rows.push(row);
             svc.stop().await.expect("stop");
-            // SAFETY: as above.
-            unsafe { malloc_trim(0) };
+            return_free_memory();
             continue;
         }
         let over = grown - fixed - payload;
@@ -495,8 +516,7 @@ async fn memory_curve(a: &Args) {
         );
         rows.push(row);
         svc.stop().await.expect("stop");
-        // SAFETY: as above.
-        unsafe { malloc_trim(0) };
+        return_free_memory();
     }
     table(
         "3b. view memory per entry by size (start → ready)",
@@ -511,6 +531,7 @@ async fn cold_start(a: &Args, then_queries: bool) {
     let n = a.cold_entries;
     let bytes = load_store(a, &cfg, &t, n).await;
     reset_peak();
+    let cpu = CpuMark::now();
     let (records, read_bytes, took) = bare_read(&a.bootstrap, &cfg.topics.store);
     let mut base = Row::timed(
         "bare consumer: read the store topic end to end",
@@ -518,10 +539,20 @@ async fn cold_start(a: &Args, then_queries: bool) {
         took,
     );
     base.peak_rss_mb = mb(rss_kb().1);
-    base.note = format!("{:.0} MB payload", read_bytes as f64 / 1e6);
+    base.note = format!(
+        "{:.0} MB payload; {}",
+        read_bytes as f64 / 1e6,
+        cpu.per_record(records)
+    );
 
+    // What earlier scenarios freed goes back first: the service returns free memory once its
+    // replay is done, which would otherwise count it off the view's growth (in `all`, a
+    // negative cost per entry).
+    return_free_memory();
     let (rss_before, _) = rss_kb();
     reset_peak();
+    let cpu = CpuMark::now();
+    let threads = ThreadMark::now();
     let started = Instant::now();
     let svc = Service::start(cfg).await.expect("service starts");
     let mut first = None;
@@ -532,6 +563,8 @@ async fn cold_start(a: &Args, then_queries: bool) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let took = started.elapsed();
+    let threads_end = ThreadMark::now();
+    let cpu_note = cpu.per_record(n);
     let connect = first.unwrap_or_default();
     let (rss_after, peak) = rss_kb();
     let mut ours = Row::timed(
@@ -543,7 +576,7 @@ async fn cold_start(a: &Args, then_queries: bool) {
     let payload = svc.view.payload_bytes() as f64;
     let grown = (rss_after.saturating_sub(rss_before) * 1024) as f64;
     ours.note = format!(
-        "first entry at {:.2}s (connect, topics, assign); RSS grew {:.0} MB for {:.0} MB payload: {:.0} B/entry over payload",
+        "first entry at {:.2}s (connect, topics, assign); RSS grew {:.0} MB for {:.0} MB payload: {:.0} B/entry over payload; {cpu_note}",
         connect.as_secs_f64(),
         grown / 1e6,
         payload / 1e6,
@@ -557,6 +590,7 @@ async fn cold_start(a: &Args, then_queries: bool) {
         &[base, ours],
         0,
     );
+    threads.table(&threads_end, "3b. cold start, per thread: start → ready");
     if then_queries {
         queries(a, &svc).await;
     }
