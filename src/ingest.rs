@@ -32,10 +32,11 @@ use crate::{
     store::{EntryState, StoreView},
     wire::{
         codec::{self, Encoding},
+        failure_ref::{entry_with_event, FailureRef},
         ids::dlq_id_for_event,
         pb::{
-            failure_callback_info, failure_envelope::Kind, DlqEntry, FailureCallbackInfo,
-            FailureCallbackReport, FailureEnvelope, FailureEvent,
+            failure_callback_info, failure_envelope::Kind, DlqEntry, FailureCallbackReport,
+            FailureEnvelope, FailureEvent,
         },
         DecodeError,
     },
@@ -88,40 +89,70 @@ pub enum IngestError {
     Stalled(#[from] Stall),
 }
 
+/// The fields of a failure event whose presence and bounds ingest checks, however the event
+/// was read (decoded, or borrowed in place by the fast path).
+struct CheckedFields<'a> {
+    event_id: &'a str,
+    workflow_run_id: &'a str,
+    workflow_url: &'a str,
+    caller_ip: &'a str,
+    failure_callback: &'a str,
+    label_count: usize,
+    longest_label: usize,
+    callback_state: Option<i32>,
+}
+
+impl CheckedFields<'_> {
+    fn check(&self) -> Result<(), Rejection> {
+        let required = [
+            ("eventId", self.event_id),
+            ("workflowRunId", self.workflow_run_id),
+            ("workflowUrl", self.workflow_url),
+        ];
+        for (name, value) in required {
+            if value.trim().is_empty() {
+                return Err(Rejection::Invalid(format!("{name} is required")));
+            }
+        }
+        for (name, value, max) in [
+            ("eventId", self.event_id, MAX_ID_LEN),
+            ("workflowRunId", self.workflow_run_id, MAX_ID_LEN),
+            ("workflowUrl", self.workflow_url, MAX_URL_LEN),
+            ("callerIp", self.caller_ip, MAX_ID_LEN),
+            ("failureCallback", self.failure_callback, MAX_URL_LEN),
+        ] {
+            if value.len() > max {
+                return Err(Rejection::Invalid(format!(
+                    "{name} is {} bytes, at most {max} allowed",
+                    value.len()
+                )));
+            }
+        }
+        if self.label_count > 64 || self.longest_label > 256 {
+            return Err(Rejection::Invalid(
+                "at most 64 labels of at most 256 bytes each".into(),
+            ));
+        }
+        if let Some(state) = self.callback_state {
+            known_callback_state(state)?;
+        }
+        Ok(())
+    }
+}
+
 /// Checks a failure event's required fields and bounds; trims what may be trimmed.
 pub fn validate_failure(mut ev: FailureEvent) -> Result<FailureEvent, Rejection> {
-    let required = [
-        ("eventId", &ev.event_id),
-        ("workflowRunId", &ev.workflow_run_id),
-        ("workflowUrl", &ev.workflow_url),
-    ];
-    for (name, value) in required {
-        if value.trim().is_empty() {
-            return Err(Rejection::Invalid(format!("{name} is required")));
-        }
+    CheckedFields {
+        event_id: &ev.event_id,
+        workflow_run_id: &ev.workflow_run_id,
+        workflow_url: &ev.workflow_url,
+        caller_ip: &ev.caller_ip,
+        failure_callback: &ev.failure_callback,
+        label_count: ev.labels.len(),
+        longest_label: ev.labels.iter().map(String::len).max().unwrap_or(0),
+        callback_state: ev.failure_callback_info.as_ref().map(|i| i.state),
     }
-    for (name, value, max) in [
-        ("eventId", &ev.event_id, MAX_ID_LEN),
-        ("workflowRunId", &ev.workflow_run_id, MAX_ID_LEN),
-        ("workflowUrl", &ev.workflow_url, MAX_URL_LEN),
-        ("callerIp", &ev.caller_ip, MAX_ID_LEN),
-        ("failureCallback", &ev.failure_callback, MAX_URL_LEN),
-    ] {
-        if value.len() > max {
-            return Err(Rejection::Invalid(format!(
-                "{name} is {} bytes, at most {max} allowed",
-                value.len()
-            )));
-        }
-    }
-    if ev.labels.len() > 64 || ev.labels.iter().any(|l| l.len() > 256) {
-        return Err(Rejection::Invalid(
-            "at most 64 labels of at most 256 bytes each".into(),
-        ));
-    }
-    if let Some(info) = &ev.failure_callback_info {
-        known_callback_state(info)?;
-    }
+    .check()?;
     if ev.error_message.len() > MAX_ERROR_MESSAGE {
         let mut cut = MAX_ERROR_MESSAGE;
         while !ev.error_message.is_char_boundary(cut) {
@@ -134,14 +165,43 @@ pub fn validate_failure(mut ev: FailureEvent) -> Result<FailureEvent, Rejection>
 
 /// An enum value this version does not know is refused, not stored as a number no filter or
 /// command can name.
-fn known_callback_state(info: &FailureCallbackInfo) -> Result<(), Rejection> {
-    match failure_callback_info::State::try_from(info.state) {
+fn known_callback_state(state: i32) -> Result<(), Rejection> {
+    match failure_callback_info::State::try_from(state) {
         Ok(_) => Ok(()),
         Err(_) => Err(Rejection::Invalid(format!(
-            "unknown failureCallbackInfo.state {}",
-            info.state
+            "unknown failureCallbackInfo.state {state}"
         ))),
     }
+}
+
+/// The fast path's checks: a protobuf failure event read in place ([`FailureRef`]) that passes
+/// them is stored as it came. `None` when the record is not one the fast path takes (see
+/// [`FailureRef`]), or when it needs changing (an error message to cut): [`check_record`]
+/// decodes it and decides.
+fn check_in_place<'a>(
+    content_type: Option<&[u8]>,
+    value: Option<&'a [u8]>,
+    max_record_bytes: usize,
+) -> Option<Result<FailureRef<'a>, Rejection>> {
+    let payload = value.filter(|v| v.len() <= max_record_bytes)?;
+    if codec::detect(content_type, payload).ok()? != Encoding::Protobuf {
+        return None;
+    }
+    let ev = FailureRef::in_envelope(payload)?;
+    if ev.error_message.len() > MAX_ERROR_MESSAGE {
+        return None;
+    }
+    let checked = CheckedFields {
+        event_id: ev.event_id,
+        workflow_run_id: ev.workflow_run_id,
+        workflow_url: ev.workflow_url,
+        caller_ip: ev.caller_ip,
+        failure_callback: ev.failure_callback,
+        label_count: ev.label_count,
+        longest_label: ev.longest_label,
+        callback_state: ev.callback_state,
+    };
+    Some(checked.check().map(|()| ev))
 }
 
 /// The checks on an input record that need no state: its size, its decoding, a failure's
@@ -168,7 +228,7 @@ pub fn check_record(
             let Some(info) = report.info.as_ref() else {
                 return Err(Rejection::Invalid("callback report without `info`".into()));
             };
-            known_callback_state(info)?;
+            known_callback_state(info.state)?;
             Ok(Kind::CallbackReport(report))
         }
         None => Err(Rejection::Invalid(
@@ -177,10 +237,22 @@ pub fn check_record(
     }
 }
 
+/// A new entry for the store, encoded, with what ingest reports about it.
+#[derive(Debug)]
+pub struct NewEntry {
+    pub dlq_id: String,
+    /// The encoded `DlqEntry`: the store record's value.
+    pub value: Vec<u8>,
+    pub signature: String,
+    pub failed_at: i64,
+    pub response_status: i32,
+    pub workflow_url: String,
+}
+
 /// What one input record turns into.
 #[derive(Debug)]
 pub enum Outcome {
-    Store(Box<DlqEntry>),
+    Store(NewEntry),
     /// A callback report for a stored entry: forwarded to the entry's owner on the command
     /// topic, which applies it in order with the commands on that entry (no lost update).
     ForwardReport(FailureCallbackReport),
@@ -196,6 +268,8 @@ pub struct Decider<'a> {
     pub max_record_bytes: usize,
     /// Ids this pipeline wrote that the view may not show yet.
     pub recent: &'a HashMap<String, Instant>,
+    /// How the store's entries are written.
+    pub encoding: Encoding,
 }
 
 impl Decider<'_> {
@@ -206,6 +280,14 @@ impl Decider<'_> {
         source: (&str, i32, i64),
         now_ms: i64,
     ) -> Outcome {
+        // Most records: a protobuf failure, checked in place and stored as it came.
+        if self.encoding == Encoding::Protobuf {
+            match check_in_place(content_type, value, self.max_record_bytes) {
+                Some(Ok(ev)) => return self.failure_in_place(&ev, source, now_ms),
+                Some(Err(r)) => return Outcome::Reject(r),
+                None => {}
+            }
+        }
         match check_record(content_type, value, self.max_record_bytes) {
             Ok(Kind::Failure(ev)) => self.failure(ev, source, now_ms),
             Ok(Kind::CallbackReport(report)) => self.callback_report(report),
@@ -213,24 +295,82 @@ impl Decider<'_> {
         }
     }
 
-    fn failure(&self, ev: FailureEvent, source: (&str, i32, i64), now_ms: i64) -> Outcome {
-        let dlq_id = dlq_id_for_event(&ev.event_id);
-        if self.recent.contains_key(&dlq_id) || self.view.state(&dlq_id) != EntryState::Unknown {
-            return Outcome::Duplicate;
-        }
+    /// Already stored (or recovered) under this id, by the view's account or this pipeline's.
+    fn is_duplicate(&self, dlq_id: &str) -> bool {
+        self.recent.contains_key(dlq_id) || self.view.state(dlq_id) != EntryState::Unknown
+    }
+
+    /// Every field of the entry but its event.
+    fn entry_head(
+        &self,
+        dlq_id: String,
+        signature: String,
+        source: (&str, i32, i64),
+        now_ms: i64,
+    ) -> DlqEntry {
         let (topic, partition, offset) = source;
-        Outcome::Store(Box::new(DlqEntry {
+        DlqEntry {
             dlq_id,
             // Computed once here and stored: an entry keeps its group when the normaliser
             // changes, and a cold start reads 16 bytes instead of normalising a message.
-            signature: crate::signature::of_event(&ev),
-            event: Some(ev),
+            signature,
+            event: None,
             created_at: now_ms,
             expires_at: now_ms.saturating_add(self.retention.as_millis() as i64),
             source_topic: topic.to_string(),
             source_partition: partition,
             source_offset: offset,
-        }))
+        }
+    }
+
+    fn failure_in_place(
+        &self,
+        ev: &FailureRef<'_>,
+        source: (&str, i32, i64),
+        now_ms: i64,
+    ) -> Outcome {
+        let dlq_id = dlq_id_for_event(ev.event_id);
+        if self.is_duplicate(&dlq_id) {
+            return Outcome::Duplicate;
+        }
+        let signature = crate::signature::signature(&crate::signature::Parts {
+            workflow_url: ev.workflow_url,
+            step_name: ev.step_name,
+            step_type: ev.step_type,
+            response_status: ev.response_status,
+            error_message: ev.error_message,
+        });
+        let head = self.entry_head(dlq_id.clone(), signature.clone(), source, now_ms);
+        Outcome::Store(NewEntry {
+            dlq_id,
+            value: entry_with_event(head, ev.raw),
+            signature,
+            failed_at: ev.failed_at,
+            response_status: ev.response_status,
+            workflow_url: ev.workflow_url.to_string(),
+        })
+    }
+
+    fn failure(&self, ev: FailureEvent, source: (&str, i32, i64), now_ms: i64) -> Outcome {
+        let dlq_id = dlq_id_for_event(&ev.event_id);
+        if self.is_duplicate(&dlq_id) {
+            return Outcome::Duplicate;
+        }
+        let signature = crate::signature::of_event(&ev);
+        let (failed_at, response_status) = (ev.failed_at, ev.response_status);
+        let workflow_url = ev.workflow_url.clone();
+        let entry = DlqEntry {
+            event: Some(ev),
+            ..self.entry_head(dlq_id.clone(), signature.clone(), source, now_ms)
+        };
+        Outcome::Store(NewEntry {
+            dlq_id,
+            value: codec::encode(&entry, self.encoding),
+            signature,
+            failed_at,
+            response_status,
+            workflow_url,
+        })
     }
 
     /// `report` has passed [`check_record`]; what is left is whether its entry exists.
@@ -307,38 +447,34 @@ impl Ingest {
             retention: cfg.retention,
             max_record_bytes: cfg.max_record_bytes,
             recent,
+            encoding,
         };
         let source = (m.topic(), m.partition(), m.offset());
         match decider.decide(content_type, m.payload(), source, now) {
             Outcome::Store(entry) => {
-                let latency = entry
-                    .event
-                    .as_ref()
-                    .map(|e| e.failed_at)
+                let latency = Some(entry.failed_at)
                     .filter(|t| *t > 0)
                     .or_else(|| m.timestamp().to_millis())
                     .map(|t| ((now - t).max(0) as f64) / 1000.0);
-                let dlq_id = entry.dlq_id.clone();
                 txn.send(OutRecord {
                     topic: &cfg.topics.store,
-                    key: Some(dlq_id.clone().into_bytes()),
-                    value: Some(codec::encode(entry.as_ref(), encoding)),
+                    key: Some(entry.dlq_id.as_bytes().to_vec()),
+                    value: Some(entry.value),
                     headers: OwnedHeaders::new().insert(Header {
                         key: codec::CONTENT_TYPE,
                         value: Some(encoding.content_type()),
                     }),
                 })?;
-                recent.insert(dlq_id, Instant::now());
+                recent.insert(entry.dlq_id, Instant::now());
                 // A kind of failure neither the view nor this pipeline's recent writes hold.
                 // Two instances storing the first two of a new kind at once may both count
                 // it: the alert is on any increase, so a double count changes nothing.
                 let new_signature =
                     first_of_its_kind(&self.view, recent_signatures, &entry.signature).then(|| {
-                        let ev = entry.event.as_ref();
                         NewSignature {
-                            signature: entry.signature.clone(),
-                            status_class: StatusClass::of(ev.map_or(0, |e| e.response_status)),
-                            workflow_url: ev.map_or(String::new(), |e| e.workflow_url.clone()),
+                            status_class: StatusClass::of(entry.response_status),
+                            signature: entry.signature,
+                            workflow_url: entry.workflow_url,
                         }
                     });
                 txn.on_commit(move || {
@@ -451,6 +587,7 @@ impl pipeline::Handler for IngestHandler<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::pb::FailureCallbackInfo;
     use prost::Message;
 
     fn report_record(dlq_id: &str) -> Vec<u8> {
@@ -514,6 +651,7 @@ mod tests {
             retention: Duration::from_secs(60),
             max_record_bytes: 1 << 20,
             recent: &recent,
+            encoding: Encoding::Protobuf,
         };
         let decide = |id: &str| d.decide(None, Some(&report_record(id)), ("t", 0, 0), 1);
         assert!(matches!(decide("dlq-x"), Outcome::ForwardReport(r) if r.dlq_id == "dlq-x"));
@@ -523,5 +661,144 @@ mod tests {
                 Outcome::Reject(Rejection::UnknownDlqId(_))
             ));
         }
+    }
+
+    fn failure_record(ev: FailureEvent) -> Vec<u8> {
+        FailureEnvelope {
+            kind: Some(Kind::Failure(ev)),
+        }
+        .encode_to_vec()
+    }
+
+    /// The fast path (checked in place, stored as it came) and the decoding path write the
+    /// same entry byte for byte, and refuse the same records for the same reasons.
+    #[test]
+    fn the_fast_path_stores_and_refuses_exactly_what_decoding_does() {
+        let view = StoreView::new();
+        let recent = HashMap::new();
+        let d = Decider {
+            view: &view,
+            retention: Duration::from_secs(60),
+            max_record_bytes: 1 << 20,
+            recent: &recent,
+            encoding: Encoding::Protobuf,
+        };
+        let valid = FailureEvent {
+            event_id: "e-1".into(),
+            workflow_run_id: "wfr_1".into(),
+            workflow_url: "https://w.example.com/a?b=1".into(),
+            labels: vec!["x".into()],
+            failed_step: Some(crate::wire::pb::Step {
+                step_name: "charge".into(),
+                step_type: "Run".into(),
+                ..Default::default()
+            }),
+            response_status: 502,
+            error_message: "timeout after 30s on order 42".into(),
+            failed_at: 123,
+            failure_callback_info: Some(FailureCallbackInfo {
+                state: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let source = ("failures", 1, 9);
+        let slow = |ev: FailureEvent| match check_record(None, Some(&failure_record(ev)), 1 << 20) {
+            Ok(Kind::Failure(ev)) => d.failure(ev, source, 1_000),
+            Ok(_) => panic!("not a failure"),
+            Err(r) => Outcome::Reject(r),
+        };
+        let fast = |ev: FailureEvent| {
+            let raw = failure_record(ev);
+            assert!(
+                check_in_place(None, Some(&raw), 1 << 20).is_some(),
+                "on the fast path"
+            );
+            d.decide(None, Some(&raw), source, 1_000)
+        };
+        let (Outcome::Store(a), Outcome::Store(b)) = (fast(valid.clone()), slow(valid.clone()))
+        else {
+            panic!("both store a valid failure");
+        };
+        assert_eq!(a.value, b.value);
+        assert_eq!(
+            (
+                &a.dlq_id,
+                &a.signature,
+                a.failed_at,
+                a.response_status,
+                &a.workflow_url
+            ),
+            (
+                &b.dlq_id,
+                &b.signature,
+                b.failed_at,
+                b.response_status,
+                &b.workflow_url
+            )
+        );
+        assert_eq!(a.signature, crate::signature::of_event(&valid));
+        let stored = DlqEntry::decode(&a.value[..]).expect("decodes");
+        assert_eq!(stored.event.as_ref(), Some(&valid));
+        assert_eq!(
+            (stored.created_at, stored.source_offset),
+            (1_000, 9),
+            "{stored:?}"
+        );
+
+        let invalid = [
+            FailureEvent {
+                event_id: " ".into(),
+                ..valid.clone()
+            },
+            FailureEvent {
+                caller_ip: "x".repeat(MAX_ID_LEN + 1),
+                ..valid.clone()
+            },
+            FailureEvent {
+                labels: vec!["l".into(); 65],
+                ..valid.clone()
+            },
+            FailureEvent {
+                failure_callback_info: Some(FailureCallbackInfo {
+                    state: 99,
+                    ..Default::default()
+                }),
+                ..valid.clone()
+            },
+        ];
+        for ev in invalid {
+            let (Outcome::Reject(a), Outcome::Reject(b)) = (fast(ev.clone()), slow(ev)) else {
+                panic!("both refuse");
+            };
+            assert_eq!(a.to_string(), b.to_string());
+        }
+
+        // An error message to cut goes the decoding way, and is cut.
+        let long = FailureEvent {
+            error_message: "é".repeat(MAX_ERROR_MESSAGE),
+            ..valid
+        };
+        let raw = failure_record(long);
+        assert!(check_in_place(None, Some(&raw), 1 << 20).is_none());
+        let Outcome::Store(cut) = d.decide(None, Some(&raw), source, 1_000) else {
+            panic!("stored");
+        };
+        let stored = DlqEntry::decode(&cut.value[..]).expect("decodes");
+        assert_eq!(
+            stored.event.map(|e| e.error_message.len()),
+            Some(MAX_ERROR_MESSAGE)
+        );
+        // Bytes that do not decode are refused with prost's reason.
+        let mut broken = failure_record(FailureEvent {
+            event_id: "é".into(),
+            ..Default::default()
+        });
+        let last = broken.len() - 1;
+        broken[last] = 0xff;
+        assert!(matches!(
+            d.decide(None, Some(&broken), source, 1_000),
+            Outcome::Reject(Rejection::Decode(_))
+        ));
     }
 }

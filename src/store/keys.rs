@@ -5,51 +5,11 @@
 //! them. [`IndexKeys::read`] borrows them from the record instead. Its tags are those of
 //! `proto/workflow/dlq/v1/dlq.proto`; a test checks it agrees with prost on the same bytes.
 
-/// Why an entry's bytes could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum KeysError {
-    #[error("invalid protobuf: {0}")]
-    Varint(#[from] prost::DecodeError),
-    #[error("invalid protobuf: {0}")]
-    Malformed(&'static str),
-}
-
-use KeysError::Malformed;
-
-/// `DlqEntry` fields (dlq.proto).
-mod entry {
-    pub const DLQ_ID: u32 = 1;
-    pub const EVENT: u32 = 2;
-    pub const CREATED_AT: u32 = 3;
-    pub const EXPIRES_AT: u32 = 4;
-    pub const SIGNATURE: u32 = 8;
-}
-
-/// `FailureEvent` fields (dlq.proto).
-mod event {
-    pub const WORKFLOW_RUN_ID: u32 = 2;
-    pub const WORKFLOW_URL: u32 = 3;
-    pub const WORKFLOW_CREATED_AT: u32 = 4;
-    pub const MESSAGE_ID: u32 = 5;
-    pub const CALLER_IP: u32 = 11;
-    pub const LABELS: u32 = 12;
-    pub const FLOW_CONTROL: u32 = 13;
-    pub const RESPONSE_STATUS: u32 = 16;
-    pub const FAILED_STEP: u32 = 15;
-    pub const FAILURE_CALLBACK_INFO: u32 = 20;
-    pub const ERROR_MESSAGE: u32 = 22;
-    pub const REDRIVE_COUNT: u32 = 23;
-    pub const TOPIC_NAME: u32 = 24;
-    pub const QUEUE_NAME: u32 = 25;
-    pub const SCHEDULE_ID: u32 = 26;
-    /// `FlowControl.key`.
-    pub const FLOW_CONTROL_KEY: u32 = 1;
-    /// `FailureCallbackInfo.state`.
-    pub const CALLBACK_STATE: u32 = 1;
-    /// `Step.step_name`, `Step.step_type`.
-    pub const STEP_NAME: u32 = 2;
-    pub const STEP_TYPE: u32 = 3;
-}
+use crate::wire::walk::{
+    bytes, fields,
+    tags::{callback_info, entry, event, flow_control, step},
+    text, varint, WalkError,
+};
 
 /// What the view needs of an entry, borrowed from its encoded bytes.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -78,75 +38,9 @@ pub struct IndexKeys<'a> {
     pub error_message: &'a str,
 }
 
-/// One field of a protobuf message.
-enum Value<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    /// Fixed-width values: no field we read has one.
-    Fixed,
-}
-
-/// Walks the fields of one message, last occurrence last (protobuf's merge order).
-fn fields<'a>(
-    mut buf: &'a [u8],
-    mut each: impl FnMut(u32, Value<'a>) -> Result<(), KeysError>,
-) -> Result<(), KeysError> {
-    while !buf.is_empty() {
-        let key = prost::encoding::decode_varint(&mut buf)?;
-        let tag = u32::try_from(key >> 3).map_err(|_| Malformed("tag out of range"))?;
-        let value = match key & 7 {
-            0 => Value::Varint(prost::encoding::decode_varint(&mut buf)?),
-            1 | 5 => {
-                let width = if key & 7 == 1 { 8 } else { 4 };
-                buf = buf.get(width..).ok_or(Malformed("buffer underflow"))?;
-                Value::Fixed
-            }
-            2 => {
-                let len = usize::try_from(prost::encoding::decode_varint(&mut buf)?)
-                    .map_err(|_| Malformed("length out of range"))?;
-                if len > buf.len() {
-                    return Err(Malformed("buffer underflow"));
-                }
-                let (bytes, rest) = buf.split_at(len);
-                buf = rest;
-                Value::Bytes(bytes)
-            }
-            _ => return Err(Malformed("unsupported wire type")),
-        };
-        if tag == 0 {
-            return Err(Malformed("invalid tag value: 0"));
-        }
-        each(tag, value)?;
-    }
-    Ok(())
-}
-
-fn text(bytes: &[u8]) -> Result<&str, KeysError> {
-    std::str::from_utf8(bytes)
-        .map_err(|_| Malformed("invalid string value: data is not UTF-8 encoded"))
-}
-
-fn wrong_type() -> KeysError {
-    Malformed("invalid wire type for a known field")
-}
-
-fn bytes(v: Value<'_>) -> Result<&[u8], KeysError> {
-    match v {
-        Value::Bytes(b) => Ok(b),
-        _ => Err(wrong_type()),
-    }
-}
-
-fn varint(v: Value<'_>) -> Result<u64, KeysError> {
-    match v {
-        Value::Varint(n) => Ok(n),
-        _ => Err(wrong_type()),
-    }
-}
-
 impl<'a> IndexKeys<'a> {
     /// Reads the index fields of a protobuf-encoded `DlqEntry`; other fields are skipped.
-    pub fn read(raw: &'a [u8]) -> Result<IndexKeys<'a>, KeysError> {
+    pub fn read(raw: &'a [u8]) -> Result<IndexKeys<'a>, WalkError> {
         let mut k = IndexKeys::default();
         fields(raw, |tag, v| {
             match tag {
@@ -166,7 +60,7 @@ impl<'a> IndexKeys<'a> {
     /// inside is skipped, not walked): the store reader's check of a record's key. The view
     /// reads the rest when it applies the entry ([`IndexKeys::read`]); reading it all on both
     /// threads was three quarters of the reader's time in a cold start.
-    pub fn read_id(raw: &'a [u8]) -> Result<&'a str, KeysError> {
+    pub fn read_id(raw: &'a [u8]) -> Result<&'a str, WalkError> {
         let mut id = "";
         fields(raw, |tag, v| {
             if tag == entry::DLQ_ID {
@@ -192,7 +86,7 @@ impl<'a> IndexKeys<'a> {
         }))
     }
 
-    fn read_event(&mut self, raw: &'a [u8]) -> Result<(), KeysError> {
+    fn read_event(&mut self, raw: &'a [u8]) -> Result<(), WalkError> {
         fields(raw, |tag, v| {
             match tag {
                 event::WORKFLOW_RUN_ID => self.workflow_run_id = text(bytes(v)?)?,
@@ -207,8 +101,8 @@ impl<'a> IndexKeys<'a> {
                 event::REDRIVE_COUNT => self.redrive_count = varint(v)? as i32,
                 event::FAILED_STEP => fields(bytes(v)?, |tag, v| {
                     match tag {
-                        event::STEP_NAME => self.step_name = text(bytes(v)?)?,
-                        event::STEP_TYPE => self.step_type = text(bytes(v)?)?,
+                        step::STEP_NAME => self.step_name = text(bytes(v)?)?,
+                        step::STEP_TYPE => self.step_type = text(bytes(v)?)?,
                         _ => {}
                     }
                     Ok(())
@@ -216,13 +110,13 @@ impl<'a> IndexKeys<'a> {
                 event::CALLER_IP => self.caller_ip = text(bytes(v)?)?,
                 event::LABELS => self.labels.push(text(bytes(v)?)?),
                 event::FLOW_CONTROL => fields(bytes(v)?, |tag, v| {
-                    if tag == event::FLOW_CONTROL_KEY {
+                    if tag == flow_control::KEY {
                         self.flow_control_key = text(bytes(v)?)?;
                     }
                     Ok(())
                 })?,
                 event::FAILURE_CALLBACK_INFO => fields(bytes(v)?, |tag, v| {
-                    if tag == event::CALLBACK_STATE {
+                    if tag == callback_info::STATE {
                         self.callback_state = varint(v)? as i32;
                     }
                     Ok(())
