@@ -4,6 +4,14 @@
 //! open transaction.
 
 use super::*;
+use crate::republish::{in_place::EntryInPlace, kind_of};
+
+/// An entry read in place ([`Pipeline::read_in_place`]): what the decision reads, and the run
+/// already written from its bytes with its id.
+struct InPlace {
+    entry: DlqEntry,
+    run: Option<(String, Vec<u8>)>,
+}
 
 /// How long a decision waits for the view or the ledger to pass a partition's end. A killed
 /// instance's open transaction holds readers back until the broker aborts it: the transaction
@@ -97,6 +105,51 @@ impl Pipeline<'_> {
         }
     }
 
+    /// Reads the entry in place for bulk redrive's common case — a RESTART or RESUME without
+    /// overrides, or a DELETE, of an entry this instance has not written since the view read
+    /// it — with the run to republish already written from its bytes
+    /// ([`crate::republish::in_place`]). `None`: decode the entry ([`Self::current`]).
+    fn read_in_place(
+        &self,
+        cmd: &RecoveryCommand,
+        action: Action,
+        dlq_id: &str,
+        now: i64,
+    ) -> Option<InPlace> {
+        let kind = match action {
+            Action::Restart | Action::Resume if cmd.overrides.is_none() => kind_of(action),
+            Action::Delete => None,
+            _ => return None,
+        };
+        if self.encoding != Encoding::Protobuf
+            || self.staged.contains_key(dlq_id)
+            || lock(&self.w.overlay).contains_key(dlq_id)
+        {
+            return None;
+        }
+        let run_id = kind.map(|_| self.run_id_for(cmd, dlq_id));
+        self.w.view.with_raw(dlq_id, |raw| {
+            let entry = EntryInPlace::read(raw)?;
+            let run = kind.zip(run_id).map(|(kind, run_id)| {
+                let value = entry.execution(kind, &run_id, now, &cmd.command_id);
+                (run_id, value)
+            });
+            Some(InPlace {
+                entry: entry.for_decision(),
+                run,
+            })
+        })?
+    }
+
+    /// The id of the run republished from `dlq_id`: the caller's (so a retried call is
+    /// recognised), or a new one.
+    fn run_id_for(&self, cmd: &RecoveryCommand, dlq_id: &str) -> String {
+        cmd.new_run_ids
+            .get(dlq_id)
+            .cloned()
+            .unwrap_or_else(new_run_id)
+    }
+
     /// Acts on one entry inside the open transaction: decides ([`decide::decide`]) on the
     /// entry as this instance knows it, then writes what the decision says.
     pub(super) fn act(
@@ -106,12 +159,15 @@ impl Pipeline<'_> {
         dlq_id: &str,
         t: &mut TxnBatch,
     ) -> Result<ItemOutcome, CommandError> {
-        let entry = self.current(dlq_id);
+        let now = crate::now_ms();
+        let (entry, mut in_place_run) = match self.read_in_place(cmd, action, dlq_id, now) {
+            Some(InPlace { entry, run }) => (Some(entry), run),
+            None => (self.current(dlq_id), None),
+        };
         let first = match entry {
             None => self.w.ledger.item(&cmd.command_id, dlq_id),
             Some(_) => None,
         };
-        let now = crate::now_ms();
         let guard = decide::Guard {
             max_redrives: self.w.cfg.max_redrives,
             force: cmd.force,
@@ -142,20 +198,23 @@ impl Pipeline<'_> {
         };
         let mut item = outcome(dlq_id, Status::Ok, "");
         if let Some(kind) = republish {
-            let run_id = cmd
-                .new_run_ids
-                .get(dlq_id)
-                .cloned()
-                .unwrap_or_else(new_run_id);
-            let exec = execution(
-                *entry,
-                kind,
-                cmd.overrides.as_ref(),
-                run_id.clone(),
-                now,
-                &cmd.command_id,
-            );
-            self.send_execution(&exec, t)?;
+            let (run_id, value) = match in_place_run.take() {
+                // Written in place for this same kind (the kind follows from the action).
+                Some(run) => run,
+                None => {
+                    let run_id = self.run_id_for(cmd, dlq_id);
+                    let exec = execution(
+                        *entry,
+                        kind,
+                        cmd.overrides.as_ref(),
+                        run_id.clone(),
+                        now,
+                        &cmd.command_id,
+                    );
+                    (run_id, codec::encode(&exec, self.encoding))
+                }
+            };
+            self.send_execution(&run_id, value, kind, t)?;
             item.workflow_run_id = run_id;
             item.workflow_created_at = now;
         }
@@ -195,19 +254,23 @@ impl Pipeline<'_> {
         Ok(())
     }
 
+    /// Sends the run `run_id` (an encoded `WorkflowExecution` of `kind`) to the executions
+    /// topic, keyed by its run id.
     pub(super) fn send_execution(
         &self,
-        exec: &crate::wire::pb::WorkflowExecution,
+        run_id: &str,
+        value: Vec<u8>,
+        kind: crate::wire::pb::workflow_execution::Kind,
         t: &mut TxnBatch,
     ) -> Result<(), CommandError> {
         t.send(OutRecord {
             topic: &self.w.cfg.topics.executions,
-            key: Some(exec.workflow_run_id.as_bytes().to_vec()),
-            value: Some(codec::encode(exec, self.encoding)),
+            key: Some(run_id.as_bytes().to_vec()),
+            value: Some(value),
             headers: self.content_type(),
         })?;
         use crate::wire::pb::workflow_execution::Kind;
-        let kind = match exec.kind() {
+        let kind = match kind {
             Kind::Restart => RepublishKind::Restart,
             Kind::Resume => RepublishKind::Resume,
             Kind::FailureCallback => RepublishKind::FailureCallback,

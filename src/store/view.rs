@@ -986,6 +986,13 @@ impl StoreView {
             .and_then(|s| DlqEntry::decode(&s.raw[..]).ok())
     }
 
+    /// `read` over the entry's protobuf bytes as stored, under the view's read lock (keep it
+    /// short): for a reader that needs a few fields, or copies the bytes on, without decoding.
+    pub fn with_raw<R>(&self, dlq_id: &str, read: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let ix = self.read();
+        ix.find(dlq_id).map(|s| read(&s.raw[..]))
+    }
+
     pub fn len(&self) -> usize {
         self.read().by_id.len()
     }

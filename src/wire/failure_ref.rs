@@ -44,6 +44,7 @@ pub struct FailureRef<'a> {
     pub response_status: i32,
     pub failed_at: i64,
     pub error_message: &'a str,
+    pub redrive_count: i32,
 }
 
 impl<'a> FailureRef<'a> {
@@ -68,8 +69,9 @@ impl<'a> FailureRef<'a> {
         }
     }
 
-    /// Walks a `FailureEvent`, last occurrence of a field last (protobuf's merge order).
-    fn read(raw: &'a [u8]) -> Result<FailureRef<'a>, WalkError> {
+    /// Walks a `FailureEvent`, last occurrence of a field last (protobuf's merge order),
+    /// checking all of it as prost's decoding does.
+    pub fn read(raw: &'a [u8]) -> Result<FailureRef<'a>, WalkError> {
         let mut f = FailureRef {
             raw,
             ..FailureRef::default()
@@ -89,6 +91,7 @@ impl<'a> FailureRef<'a> {
                 }
                 event::RESPONSE_STATUS => f.response_status = varint(v)? as i32,
                 event::FAILED_AT => f.failed_at = varint(v)? as i64,
+                event::REDRIVE_COUNT => f.redrive_count = varint(v)? as i32,
                 event::FAILED_STEP => fields(bytes(v)?, |tag, v| {
                     match tag {
                         step::STEP_NAME => f.step_name = text(bytes(v)?)?,
@@ -121,10 +124,9 @@ impl<'a> FailureRef<'a> {
                 | event::REDRIVEN_FROM_DLQ_ID
                 | event::LINEAGE => _ = text(bytes(v)?)?,
                 event::BODY | event::RESPONSE_BODY => _ = bytes(v)?,
-                event::WORKFLOW_CREATED_AT
-                | event::MAX_RETRIES
-                | event::NOT_BEFORE
-                | event::REDRIVE_COUNT => _ = varint(v)?,
+                event::WORKFLOW_CREATED_AT | event::MAX_RETRIES | event::NOT_BEFORE => {
+                    _ = varint(v)?
+                }
                 event::HEADER
                 | event::RESPONSE_HEADER
                 | event::CALLBACK_HEADER
@@ -197,7 +199,7 @@ pub fn entry_with_event(mut head: DlqEntry, event: &[u8]) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
@@ -231,7 +233,7 @@ mod tests {
     }
 
     /// Every field of the event set, nested ones included.
-    fn full_event() -> FailureEvent {
+    pub(crate) fn full_event() -> FailureEvent {
         FailureEvent {
             event_id: "evt-1".into(),
             workflow_run_id: "wfr_1".into(),
@@ -301,6 +303,7 @@ mod tests {
                 && f.response_status == ev.response_status
                 && f.failed_at == ev.failed_at
                 && f.error_message == ev.error_message
+                && f.redrive_count == ev.redrive_count
                 && FailureEvent::decode(f.raw).as_ref() == Ok(ev)
         }
     }

@@ -25,7 +25,31 @@ pub mod tags {
         pub const EVENT: u32 = 2;
         pub const CREATED_AT: u32 = 3;
         pub const EXPIRES_AT: u32 = 4;
+        pub const SOURCE_TOPIC: u32 = 5;
+        pub const SOURCE_PARTITION: u32 = 6;
+        pub const SOURCE_OFFSET: u32 = 7;
         pub const SIGNATURE: u32 = 8;
+    }
+
+    /// `WorkflowExecution`.
+    pub mod execution {
+        pub const WORKFLOW_RUN_ID: u32 = 1;
+        pub const WORKFLOW_CREATED_AT: u32 = 2;
+        pub const KIND: u32 = 3;
+        pub const WORKFLOW_URL: u32 = 4;
+        pub const METHOD: u32 = 5;
+        pub const HEADER: u32 = 6;
+        pub const BODY: u32 = 7;
+        pub const STEPS: u32 = 8;
+        pub const RETRIES: u32 = 9;
+        pub const FLOW_CONTROL: u32 = 10;
+        pub const LABELS: u32 = 11;
+        pub const FAILURE_CALLBACK: u32 = 14;
+        pub const SOURCE_DLQ_ID: u32 = 15;
+        pub const SOURCE_WORKFLOW_RUN_ID: u32 = 16;
+        pub const COMMAND_ID: u32 = 17;
+        pub const REDRIVE_COUNT: u32 = 18;
+        pub const LINEAGE: u32 = 20;
     }
 
     /// `FailureEnvelope`'s oneof.

@@ -1,5 +1,7 @@
 //! Republishing: the `WorkflowExecution` a recovery action sends to the executions topic.
 
+pub mod in_place;
+
 use std::mem::take;
 
 use crate::wire::pb::{
