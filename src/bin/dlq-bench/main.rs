@@ -37,7 +37,7 @@ use workflow_dlq::{
         topics::{ensure_topics, topic_specs, TopicCreator, TopicSpec},
         KafkaConn, KafkaProperty,
     },
-    store::trim::return_free_memory,
+    store::{keys::IndexKeys, trim::return_free_memory},
     wire::{ids::dlq_id_for_event, pb},
     Config, Service,
 };
@@ -712,58 +712,57 @@ async fn latency(a: &Args, rate: f64) {
     create_topics(&cfg, &[]).await;
     let svc = start(cfg.clone()).await;
     let (failures, store) = (cfg.topics.failures.clone(), cfg.topics.store.clone());
-    let reader_cfg = (a.bootstrap.clone(), failures.clone(), store.clone());
+    // One reader per topic, each on its own thread: a single consumer of both (as before
+    // 2026-12-01's third session) queued the baseline's records behind the decoding of the
+    // store's, so both rows measured the reader's own backlog too. The store's reader takes
+    // the message id in place (no decode of the whole entry).
     let total = (rate * a.latency_seconds as f64) as u64;
-    let reader = std::thread::spawn(move || {
-        let (bootstrap, failures, store) = reader_cfg;
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", format!("bench-lat-{}", tag()))
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "5")
-            .create()
-            .expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        for topic in [&failures, &store] {
+    let read = |topic: String, of_store: bool| {
+        let bootstrap = a.bootstrap.clone();
+        std::thread::spawn(move || {
+            let c: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", format!("bench-lat-{}", tag()))
+                .set("isolation.level", "read_committed")
+                .set("enable.auto.commit", "false")
+                .set("fetch.wait.max.ms", "5")
+                .create()
+                .expect("consumer");
+            let mut tpl = TopicPartitionList::new();
             for p in 0..PARTITIONS {
-                tpl.add_partition_offset(topic, p, Offset::End)
+                tpl.add_partition_offset(&topic, p, Offset::End)
                     .expect("tpl");
             }
-        }
-        c.assign(&tpl).expect("assign");
-        let (mut raw, mut stored) = (Vec::new(), Vec::new());
-        let deadline = Instant::now() + Duration::from_secs(600);
-        while (stored.len() as u64) < total && Instant::now() < deadline {
-            let Some(Ok(m)) = c.poll(Duration::from_millis(50)) else {
-                continue;
-            };
-            let now = now_us();
-            if m.topic() == failures {
-                let sent = m
-                    .headers()
-                    .and_then(|h| {
-                        h.iter()
-                            .find(|h| h.key == "bench-sent-us")
-                            .and_then(|h| h.value)
-                    })
-                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
+            c.assign(&tpl).expect("assign");
+            let mut latencies = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while (latencies.len() as u64) < total && Instant::now() < deadline {
+                let Some(Ok(m)) = c.poll(Duration::from_millis(50)) else {
+                    continue;
+                };
+                let now = now_us();
+                let sent = if of_store {
+                    m.payload()
+                        .and_then(|p| IndexKeys::read(p).ok())
+                        .and_then(|k| k.message_id.strip_prefix("sent-")?.parse::<i64>().ok())
+                } else {
+                    m.headers()
+                        .and_then(|h| {
+                            h.iter()
+                                .find(|h| h.key == "bench-sent-us")
+                                .and_then(|h| h.value)
+                        })
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+                };
                 if let Some(s) = sent {
-                    raw.push((now - s) as f64 / 1000.0);
-                }
-            } else if let Some(entry) = m.payload().and_then(|p| pb::DlqEntry::decode(p).ok()) {
-                let sent = entry.event.and_then(|e| {
-                    e.message_id
-                        .strip_prefix("sent-")
-                        .and_then(|s| s.parse::<i64>().ok())
-                });
-                if let Some(s) = sent {
-                    stored.push((now - s) as f64 / 1000.0);
+                    latencies.push((now - s) as f64 / 1000.0);
                 }
             }
-        }
-        (raw, stored)
-    });
+            latencies
+        })
+    };
+    let raw_reader = read(failures.clone(), false);
+    let store_reader = read(store.clone(), true);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let bootstrap = a.bootstrap.clone();
     let producer = std::thread::spawn(move || {
@@ -800,9 +799,14 @@ async fn latency(a: &Args, rate: f64) {
         p.flush(Duration::from_secs(30)).expect("flush");
     });
     let _ = tokio::task::spawn_blocking(move || producer.join()).await;
-    let (mut raw, mut stored) = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
-        .await
-        .expect("join");
+    let (mut raw, mut stored) = tokio::task::spawn_blocking(move || {
+        (
+            raw_reader.join().expect("reader"),
+            store_reader.join().expect("reader"),
+        )
+    })
+    .await
+    .expect("join");
     svc.stop().await.expect("stop");
     raw.sort_by(f64::total_cmp);
     stored.sort_by(f64::total_cmp);
