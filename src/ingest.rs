@@ -646,13 +646,7 @@ mod tests {
         );
         view.remove("dlq-gone");
         let recent = HashMap::new();
-        let d = Decider {
-            view: &view,
-            retention: Duration::from_secs(60),
-            max_record_bytes: 1 << 20,
-            recent: &recent,
-            encoding: Encoding::Protobuf,
-        };
+        let d = decider(&view, &recent);
         let decide = |id: &str| d.decide(None, Some(&report_record(id)), ("t", 0, 0), 1);
         assert!(matches!(decide("dlq-x"), Outcome::ForwardReport(r) if r.dlq_id == "dlq-x"));
         for unknown in ["dlq-gone", "dlq-never"] {
@@ -660,6 +654,17 @@ mod tests {
                 decide(unknown),
                 Outcome::Reject(Rejection::UnknownDlqId(_))
             ));
+        }
+    }
+
+    /// A decider with a minute's retention and a 1 MiB record limit, writing protobuf.
+    fn decider<'a>(view: &'a StoreView, recent: &'a HashMap<String, Instant>) -> Decider<'a> {
+        Decider {
+            view,
+            retention: Duration::from_secs(60),
+            max_record_bytes: 1 << 20,
+            recent,
+            encoding: Encoding::Protobuf,
         }
     }
 
@@ -676,13 +681,7 @@ mod tests {
     fn the_fast_path_stores_and_refuses_exactly_what_decoding_does() {
         let view = StoreView::new();
         let recent = HashMap::new();
-        let d = Decider {
-            view: &view,
-            retention: Duration::from_secs(60),
-            max_record_bytes: 1 << 20,
-            recent: &recent,
-            encoding: Encoding::Protobuf,
-        };
+        let d = decider(&view, &recent);
         let valid = FailureEvent {
             event_id: "e-1".into(),
             workflow_run_id: "wfr_1".into(),
