@@ -144,6 +144,24 @@ pub fn send_blocking<K, P>(
 }
 
 /// Writes `n` records made by `make(i) -> (key, value)`; returns payload bytes.
+/// Failure `n` as ingest stores it: its `dlqId` and the stored `DlqEntry`'s bytes.
+pub fn stored_entry(n: u64, tag: &str, retention_ms: i64) -> (String, Vec<u8>) {
+    let ev = failure(n, tag);
+    let id = workflow_dlq::wire::ids::dlq_id_for_event(&ev.event_id);
+    let created = ev.failed_at + n as i64;
+    let entry = pb::DlqEntry {
+        dlq_id: id.clone(),
+        signature: workflow_dlq::signature::of_event(&ev),
+        event: Some(ev),
+        created_at: created,
+        expires_at: created + retention_ms,
+        source_topic: "workflow.failures".into(),
+        source_partition: (n % 12) as i32,
+        source_offset: n as i64,
+    };
+    (id, entry.encode_to_vec())
+}
+
 pub fn load(bootstrap: &str, topic: &str, n: u64, make: impl Fn(u64) -> (String, Vec<u8>)) -> u64 {
     let p = loader(bootstrap);
     let started = Instant::now();

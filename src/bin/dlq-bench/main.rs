@@ -4,6 +4,7 @@
 //! ```sh
 //! deploy/dev/kafka.sh start
 //! cargo run --release --bin dlq-bench -- all          # or: ingest | redrive | cold-start | memory-curve | queries | latency
+//! cargo run --release --bin dlq-bench -- view-memory  # or view-groups | console: in process, no broker
 //! cargo build --release --bin dlq-bench --bin workflow-dlq
 //! ./target/release/dlq-bench http-load --embedded --clients 500 --seconds 60   # the binary as a child
 //! ```
@@ -21,7 +22,9 @@ use std::{
 };
 
 use clap::{Parser, ValueEnum};
-use measure::{join_note, percentile, reset_peak, rss_kb, table, CpuMark, Row, ThreadMark};
+use measure::{
+    heap_in_use, join_note, percentile, reset_peak, rss_kb, table, CpuMark, Row, ThreadMark,
+};
 use passthrough::{bare_read, Passthrough};
 use prost::Message as _;
 use rdkafka::{
@@ -38,7 +41,7 @@ use workflow_dlq::{
         KafkaConn, KafkaProperty,
     },
     store::{keys::IndexKeys, trim::return_free_memory},
-    wire::{ids::dlq_id_for_event, pb},
+    wire::pb,
     Config, Service,
 };
 
@@ -53,6 +56,9 @@ enum Scenario {
     Latency,
     /// The view alone, in process (no broker): failure groups at 1,000,000 entries.
     ViewGroups,
+    /// The view alone, in process (no broker): its heap over payload per entry at each of
+    /// `--curve-sizes` (also the last table of `memory-curve`).
+    ViewMemory,
     /// The console's list page rendered in process (no broker) at 1,000,000 entries: first
     /// pages under several filters, and paging on by cursor.
     Console,
@@ -443,21 +449,7 @@ async fn load_store(a: &Args, cfg: &Config, t: &str, n: u64) -> u64 {
     create_topics(cfg, &[]).await;
     let retention = cfg.retention.as_millis() as i64;
     data::load(&a.bootstrap, &cfg.topics.store, n, |i| {
-        let ev = data::failure(i, t);
-        let id = dlq_id_for_event(&ev.event_id);
-        let created = ev.failed_at + i as i64;
-        let entry = pb::DlqEntry {
-            dlq_id: id.clone(),
-            // As ingest stores it.
-            signature: workflow_dlq::signature::of_event(&ev),
-            event: Some(ev),
-            created_at: created,
-            expires_at: created + retention,
-            source_topic: "workflow.failures".into(),
-            source_partition: (i % 12) as i32,
-            source_offset: i as i64,
-        };
-        (id, entry.encode_to_vec())
+        data::stored_entry(i, t, retention)
     })
 }
 
@@ -470,6 +462,7 @@ async fn memory_curve(a: &Args) {
     let mut rows = Vec::new();
     let mut previous: Option<(u64, f64)> = None;
     let mut fixed = 0.0;
+    let mut fixed_heap = 0.0;
     for n in std::iter::once(0).chain(a.curve_sizes.iter().copied()) {
         let t = tag();
         let cfg = bench_config(a, &t);
@@ -478,6 +471,7 @@ async fn memory_curve(a: &Args) {
         // previous run freed.
         return_free_memory();
         let (rss_before, _) = rss_kb();
+        let heap_before = heap_in_use();
         reset_peak();
         let started = Instant::now();
         let svc = start(cfg).await;
@@ -486,12 +480,16 @@ async fn memory_curve(a: &Args) {
         // by glibc until trimmed: tens of MB whatever the size, which swamps 10,000 entries).
         return_free_memory();
         let (rss_after, peak) = rss_kb();
+        let heap = heap_before
+            .zip(heap_in_use())
+            .map(|(b, a)| a as f64 - b as f64);
         let payload = svc.view.payload_bytes() as f64;
         let grown = (rss_after.saturating_sub(rss_before) * 1024) as f64;
         let mut row = Row::timed(&format!("{n} entries"), svc.view.len() as u64, took);
         row.peak_rss_mb = mb(peak);
         if n == 0 {
             fixed = grown;
+            fixed_heap = heap.unwrap_or(0.0);
             row.name = "empty store (the service's fixed cost)".into();
             row.note = format!("RSS grew {:.1} MB: taken off every size below", grown / 1e6);
             rows.push(row);
@@ -508,8 +506,14 @@ async fn memory_curve(a: &Args) {
             _ => String::new(),
         };
         previous = Some((n, over));
+        let heap_note = heap.map_or(String::new(), |h| {
+            format!(
+                "; heap in use {:.0} B/entry over payload and the fixed cost",
+                (h - fixed_heap - payload) / n as f64
+            )
+        });
         row.note = format!(
-            "RSS grew {:.1} MB for {:.1} MB payload: {:.0} B/entry over payload and the fixed cost{marginal}",
+            "RSS grew {:.1} MB for {:.1} MB payload: {:.0} B/entry over payload and the fixed cost{marginal}{heap_note}",
             grown / 1e6,
             payload / 1e6,
             over / n as f64
@@ -523,6 +527,7 @@ async fn memory_curve(a: &Args) {
         &rows,
         0,
     );
+    view::memory_curve(&a.curve_sizes);
 }
 
 async fn cold_start(a: &Args, then_queries: bool) {
@@ -530,6 +535,7 @@ async fn cold_start(a: &Args, then_queries: bool) {
     let cfg = bench_config(a, &t);
     let n = a.cold_entries;
     let bytes = load_store(a, &cfg, &t, n).await;
+    measure::write_back_now();
     reset_peak();
     let cpu = CpuMark::now();
     let (records, read_bytes, took) = bare_read(&a.bootstrap, &cfg.topics.store);
@@ -873,6 +879,9 @@ async fn main() {
     }
     if a.scenario == Scenario::MemoryCurve {
         memory_curve(&a).await;
+    }
+    if a.scenario == Scenario::ViewMemory {
+        view::memory_curve(&a.curve_sizes);
     }
     if a.scenario == Scenario::ViewGroups {
         view::groups();
