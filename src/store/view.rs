@@ -9,9 +9,9 @@
 
 use std::{
     borrow::Borrow,
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     hash::{BuildHasher, Hash},
-    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 // foldhash (hashbrown's default) rather than SipHash: the view hashes several strings per entry
@@ -108,8 +108,14 @@ impl Slot {
 
 /// Values many entries share, each kept once and named by a number, with how many entries
 /// hold it: the last holder's release drops it.
+///
+/// The value is kept once, in `values`; the lookup table holds its number only, hashed from
+/// the value there (as the id table holds slot numbers). A map from value to number held every
+/// value twice over and ~20 more bytes a bucket: at ~1.75 buckets per value, ~35 B of each of
+/// the 65,536 caller IPs of `dlq-bench`'s data (issue 13's memory curve).
 struct Symbols<K> {
-    ids: FastMap<K, Sym>,
+    hasher: DefaultHashBuilder,
+    ids: HashTable<Sym>,
     values: Vec<Option<(K, u32)>>,
     free: Vec<Sym>,
 }
@@ -117,19 +123,28 @@ struct Symbols<K> {
 impl<K> Default for Symbols<K> {
     fn default() -> Self {
         Symbols {
-            ids: FastMap::default(),
+            hasher: DefaultHashBuilder::default(),
+            ids: HashTable::new(),
             values: Vec::new(),
             free: Vec::new(),
         }
     }
 }
 
-impl<K: Hash + Eq + Clone> Symbols<K> {
+impl<K: Hash + Eq> Symbols<K> {
     fn lookup<Q: ?Sized + Hash + Eq>(&self, value: &Q) -> Option<Sym>
     where
         K: Borrow<Q>,
     {
-        self.ids.get(value).copied()
+        let values = &self.values;
+        self.ids
+            .find(self.hasher.hash_one(value), |&s| {
+                values
+                    .get(s as usize)
+                    .and_then(|v| v.as_ref())
+                    .is_some_and(|(k, _)| k.borrow() == value)
+            })
+            .copied()
     }
 
     /// The symbol of `value`, held once more; `true` when it was not held before.
@@ -141,18 +156,25 @@ impl<K: Hash + Eq + Clone> Symbols<K> {
             self.hold(sym);
             return (sym, false);
         }
+        let hash = self.hasher.hash_one(value);
         let key = K::from(value);
         let sym = match self.free.pop() {
             Some(sym) => {
-                self.values[sym as usize] = Some((key.clone(), 1));
+                self.values[sym as usize] = Some((key, 1));
                 sym
             }
             None => {
-                self.values.push(Some((key.clone(), 1)));
+                self.values.push(Some((key, 1)));
                 (self.values.len() - 1) as Sym
             }
         };
-        self.ids.insert(key, sym);
+        let (values, hasher) = (&self.values, &self.hasher);
+        self.ids.insert_unique(hash, sym, |&s| {
+            values
+                .get(s as usize)
+                .and_then(|v| v.as_ref())
+                .map_or(0, |(k, _)| hasher.hash_one(k))
+        });
         (sym, true)
     }
 
@@ -171,7 +193,12 @@ impl<K: Hash + Eq + Clone> Symbols<K> {
             return None;
         }
         let (value, _) = slot.take()?;
-        self.ids.remove(&value);
+        if let Ok(found) = self
+            .ids
+            .find_entry(self.hasher.hash_one(&value), |&s| s == sym)
+        {
+            found.remove();
+        }
         self.free.push(sym);
         Some(value)
     }
@@ -191,10 +218,13 @@ struct Index {
     by_id: HashTable<u32>,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
-    /// Listing order by `created_at` (ties are put in `dlqId` order when walked: [`Index::walk`]).
-    order: BTreeSet<(i64, u32)>,
+    /// Listing order by `created_at` (ties are put in `dlqId` order when walked: [`Index::walk`]):
+    /// every slot, in the chunked list the per-value lists use (~4.5 bytes an entry; a
+    /// `BTreeSet<(i64, u32)>` filled in time order held its 16-byte keys in half-full nodes,
+    /// ~30 bytes an entry).
+    order: Postings,
     deleted: FastSet<Box<str>>,
-    strings: Symbols<Arc<str>>,
+    strings: Symbols<Box<str>>,
     label_sets: Symbols<Box<[Sym]>>,
     traits: Symbols<Traits>,
     /// Per indexed field ([`URL`], [`CALLER_IP`], [`FLOW_CONTROL_KEY`], [`LABEL`]: each label of
@@ -209,6 +239,11 @@ struct Index {
     lists_deferred: bool,
 }
 
+/// Slot `s`'s place in the listing order.
+fn slot_key(slots: &[Slot], s: u32) -> Key {
+    Key::new(slots[s as usize].created_at, s)
+}
+
 /// How [`Index::list_values`] changes a slot's lists.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Listing {
@@ -220,16 +255,17 @@ enum Listing {
 
 impl Listing {
     /// Adds `key` (of a slot with traits `traits_sym`) to, or removes it from, the list of
-    /// value `sym` among `lists`, the lists of `field`; `at(slot)` is a listed slot's key.
+    /// value `sym` among `lists`, the lists of `field`; `slots` are the view's (a listed
+    /// slot's key and traits are read there).
     fn apply(
         self,
         lists: &mut FastMap<Sym, Listed>,
         field: usize,
-        sym: Sym,
-        key: Key,
-        traits_sym: Sym,
-        at: impl Fn(u32) -> Key,
+        (sym, key, traits_sym): (Sym, Key, Sym),
+        slots: &[Slot],
     ) {
+        let at = |s: u32| slot_key(slots, s);
+        let traits_of = |s: u32| slots[s as usize].traits;
         let tallied = field != SIGNATURE;
         if self != Listing::Remove {
             let listed = match lists.entry(sym) {
@@ -244,16 +280,16 @@ impl Listing {
                 }
                 hashbrown::hash_map::Entry::Vacant(v) => v.insert(Listed {
                     keys: Postings::new(key),
-                    tally: Vec::new(),
+                    tally: None,
                 }),
             };
             if tallied {
-                listed.count(traits_sym, true);
+                listed.count(traits_sym, true, traits_of);
             }
         } else if let Some(listed) = lists.get_mut(&sym) {
             listed.keys.remove(key, at);
             if tallied {
-                listed.count(traits_sym, false);
+                listed.count(traits_sym, false, traits_of);
             }
             if listed.keys.is_empty() {
                 lists.remove(&sym);
@@ -266,7 +302,7 @@ impl Listing {
 /// signature, then each of its labels; empty strings are not listed (no filter asks for them).
 fn listed_values<'a>(
     slot: &'a Slot,
-    strings: &'a Symbols<Arc<str>>,
+    strings: &'a Symbols<Box<str>>,
     label_sets: &'a Symbols<Box<[Sym]>>,
     traits: &'a Symbols<Traits>,
 ) -> impl Iterator<Item = (usize, Sym)> + 'a {
@@ -290,24 +326,70 @@ fn listed_values<'a>(
 /// console's count at a million entries; issue 15).
 struct Listed {
     keys: Postings,
-    /// `(traits symbol, entries)`, sorted by symbol, no zero counts. Not kept for the signature
-    /// lists (the signature is itself a trait).
-    tally: Vec<(Sym, u32)>,
+    /// `(traits symbol, entries)`, sorted by symbol, no zero counts — kept only for a list of
+    /// [`TALLY_FROM`] keys or more: a shorter one is counted by visiting its few slots
+    /// ([`Listed::tally`]). Most values of a field like the caller IP are held by one or two
+    /// entries, and a tally each cost them an allocation and 16 more bytes in the map: ~75 B
+    /// per value, the most of any part of the view at 10,000 to 100,000 entries (issue 13's
+    /// memory curve). Never kept for the signature lists (the signature is itself a trait).
+    // Boxed: 8 bytes in every value's map bucket rather than a `Vec`'s 24.
+    #[allow(clippy::box_collection)]
+    tally: Option<Box<Vec<(Sym, u32)>>>,
 }
 
+/// A list gets its tally when it reaches this many keys…
+const TALLY_FROM: usize = 32;
+/// …and loses it when it falls below this many (apart, so a list that hovers does not build
+/// and drop it in turn).
+const TALLY_UNTIL: usize = 16;
+
 impl Listed {
-    fn count(&mut self, traits: Sym, add: bool) {
-        match self.tally.binary_search_by_key(&traits, |t| t.0) {
-            Ok(i) if add => self.tally[i].1 += 1,
+    /// Counts one more (`add`) or one fewer holder of `traits`, after the key was added to or
+    /// removed from `keys`; `traits_of(slot)` reads a listed slot's traits when the tally is
+    /// built.
+    fn count(&mut self, traits: Sym, add: bool, traits_of: impl Fn(u32) -> Sym) {
+        let Some(tally) = &mut self.tally else {
+            if add && self.keys.len() >= TALLY_FROM {
+                self.tally = Some(Box::new(self.tally_by_visit(traits_of)));
+            }
+            return;
+        };
+        match tally.binary_search_by_key(&traits, |t| t.0) {
+            Ok(i) if add => tally[i].1 += 1,
             Ok(i) => {
-                self.tally[i].1 -= 1;
-                if self.tally[i].1 == 0 {
-                    self.tally.remove(i);
+                tally[i].1 -= 1;
+                if tally[i].1 == 0 {
+                    tally.remove(i);
                 }
             }
-            Err(i) if add => self.tally.insert(i, (traits, 1)),
+            Err(i) if add => tally.insert(i, (traits, 1)),
             Err(_) => {}
         }
+        if !add && self.keys.len() < TALLY_UNTIL {
+            self.tally = None;
+        }
+    }
+
+    /// `(traits symbol, entries)` over the list, sorted by symbol: the kept tally, or the
+    /// list's slots visited (a short list).
+    fn tally(&self, traits_of: impl Fn(u32) -> Sym) -> std::borrow::Cow<'_, [(Sym, u32)]> {
+        match &self.tally {
+            Some(t) => std::borrow::Cow::Borrowed(&t[..]),
+            None => std::borrow::Cow::Owned(self.tally_by_visit(traits_of)),
+        }
+    }
+
+    fn tally_by_visit(&self, traits_of: impl Fn(u32) -> Sym) -> Vec<(Sym, u32)> {
+        let mut held: Vec<Sym> = self.keys.slots().map(traits_of).collect();
+        held.sort_unstable();
+        let mut tally: Vec<(Sym, u32)> = Vec::new();
+        for t in held {
+            match tally.last_mut() {
+                Some((last, n)) if *last == t => *n += 1,
+                _ => tally.push((t, 1)),
+            }
+        }
+        tally
     }
 }
 
@@ -430,7 +512,8 @@ impl Index {
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.by_id
             .insert_unique(hash, i, |&j| hasher.hash_one(slots[j as usize].id()));
-        self.order.insert((created_at, i));
+        self.order
+            .insert(Key::new(created_at, i), |s| slot_key(slots, s));
         if !self.lists_deferred {
             self.index_values(i, true);
         }
@@ -445,7 +528,7 @@ impl Index {
             return;
         }
         self.lists_deferred = false;
-        let keys: Vec<u32> = self.order.iter().map(|&(_, i)| i).collect();
+        let keys: Vec<u32> = self.order.slots().collect();
         let Index {
             slots,
             strings,
@@ -464,7 +547,7 @@ impl Index {
                 let key = Key::new(slot.created_at, i);
                 for (field, sym) in listed_values(slot, strings, label_sets, traits) {
                     if let Some(lists) = field.checked_sub(from).and_then(|f| lists.get_mut(f)) {
-                        Listing::Append.apply(lists, field, sym, key, slot.traits, |_| key);
+                        Listing::Append.apply(lists, field, (sym, key, slot.traits), slots);
                     }
                 }
             }
@@ -510,9 +593,8 @@ impl Index {
         } = self;
         let slot = &slots[i as usize];
         let key = Key::new(slot.created_at, i);
-        let at = |s: u32| Key::new(slots[s as usize].created_at, s);
         for (field, sym) in listed_values(slot, strings, label_sets, traits) {
-            how.apply(&mut by_value[field], field, sym, key, slot.traits, at);
+            how.apply(&mut by_value[field], field, (sym, key, slot.traits), slots);
         }
     }
 
@@ -533,9 +615,11 @@ impl Index {
         if !self.lists_deferred {
             self.index_values(i, false);
         }
+        let slots = &self.slots;
+        let key = Key::new(slots[i as usize].created_at, i);
+        self.order.remove(key, |s| slot_key(slots, s));
         let slot = std::mem::replace(&mut self.slots[i as usize], Slot::free());
         self.free_slots.push(i);
-        self.order.remove(&(slot.created_at, i));
         self.payload_bytes -= slot.raw.len();
         for sym in [slot.workflow_url, slot.caller_ip, slot.flow_control_key] {
             self.strings.release(sym);
@@ -674,8 +758,16 @@ impl Index {
                     Box::new(Union::ordered(lists, false).map(Key::get))
                 }
             }
-            _ if latest_first => Box::new(self.order.range(..=from).rev().copied()),
-            _ => Box::new(self.order.range(from..).copied()),
+            _ if latest_first => Box::new(
+                self.order
+                    .until(Key::new(from.0, from.1), |s| slot_key(&self.slots, s))
+                    .map(Key::get),
+            ),
+            _ => Box::new(
+                self.order
+                    .from(Key::new(from.0, from.1), |s| slot_key(&self.slots, s))
+                    .map(Key::get),
+            ),
         }
     }
 
@@ -711,8 +803,9 @@ impl Index {
                 if field == LABEL && wanted.len() > 1 {
                     return None;
                 }
+                let traits_of = |s: u32| self.slots[s as usize].traits;
                 for listed in wanted.iter().filter_map(|s| self.by_value[field].get(s)) {
-                    for &(t, n) in &listed.tally {
+                    for &(t, n) in listed.tally(traits_of).iter() {
                         if let Some(c) = counts.get_mut(t as usize) {
                             if m.allows_traits(t) {
                                 *c += u64::from(n);
@@ -1008,7 +1101,10 @@ impl StoreView {
 
     /// The oldest entry's `created_at`, if any.
     pub fn oldest_created_at(&self) -> Option<i64> {
-        self.read().order.first().map(|(t, _)| *t)
+        let ix = self.read();
+        ix.order
+            .ends(|s| slot_key(&ix.slots, s))
+            .map(|(first, _)| first.get().0)
     }
 
     /// Entries matching `filter`, ordered by `created_at` then `dlqId`, after `cursor`.
@@ -1194,7 +1290,12 @@ impl StoreView {
         let width = width_ms.max(1);
         let from = until_ms - width * buckets as i64;
         let ix = self.read();
-        for (created_at, _) in ix.order.range((from, 0)..(until_ms, 0)) {
+        let until = Key::new(until_ms, 0);
+        let in_range = ix
+            .order
+            .from(Key::new(from, 0), |s| slot_key(&ix.slots, s))
+            .take_while(|k| *k < until);
+        for (created_at, _) in in_range.map(Key::get) {
             if let Some(n) = usize::try_from((created_at - from) / width)
                 .ok()
                 .and_then(|b| out.get_mut(b))
@@ -1586,7 +1687,7 @@ mod tests {
         assert!(
             ix.strings.ids.is_empty(),
             "{:?}",
-            ix.strings.ids.keys().collect::<Vec<_>>()
+            ix.strings.values.iter().flatten().collect::<Vec<_>>()
         );
     }
 
@@ -1637,8 +1738,25 @@ mod tests {
     /// Every per-value list holds exactly the keys of the live entries with that value.
     fn check_lists(v: &StoreView) {
         let ix = v.read();
+        // The listing order holds every live slot once, sorted, and nothing else.
+        let mut live: Vec<(i64, u32)> = (0..ix.slots.len() as u32)
+            .filter(|&i| ix.slots[i as usize].partition != FREE)
+            .map(|i| (ix.slots[i as usize].created_at, i))
+            .collect();
+        live.sort_unstable();
+        let listed: Vec<(i64, u32)> = ix
+            .order
+            .from(Key::new(i64::MIN, 0), |s| slot_key(&ix.slots, s))
+            .map(Key::get)
+            .collect();
+        assert_eq!(listed, live, "the listing order");
+        assert_eq!(ix.order.len(), live.len());
         let mut want: [std::collections::BTreeMap<Sym, Vec<(i64, u32)>>; 5] = Default::default();
-        for &(t, i) in &ix.order {
+        for (t, i) in ix
+            .order
+            .from(Key::new(i64::MIN, 0), |s| slot_key(&ix.slots, s))
+            .map(Key::get)
+        {
             let s = &ix.slots[i as usize];
             let labels = ix.label_sets.get(s.labels).unwrap();
             let values = [
@@ -1666,10 +1784,27 @@ mod tests {
                     }
                 }
                 let tally: Vec<(Sym, u32)> = tally.into_iter().collect();
-                assert_eq!(
-                    listed.tally, tally,
-                    "field {field} value {sym}: traits tally"
-                );
+                if field != SIGNATURE {
+                    let got = listed.tally(|s| ix.slots[s as usize].traits);
+                    assert_eq!(
+                        &got[..],
+                        &tally[..],
+                        "field {field} value {sym}: traits tally"
+                    );
+                    // Kept exactly when the list is long enough (or was, and has not fallen
+                    // below the lower mark).
+                    let n = listed.keys.len();
+                    assert!(
+                        n >= TALLY_UNTIL || listed.tally.is_none(),
+                        "field {field} value {sym}: a tally kept for {n} keys"
+                    );
+                    assert!(
+                        n < TALLY_FROM || listed.tally.is_some(),
+                        "field {field} value {sym}: no tally for {n} keys"
+                    );
+                } else {
+                    assert!(listed.tally.is_none(), "signature lists keep no tally");
+                }
                 let got: Vec<_> = listed
                     .keys
                     .from(Key::new(i64::MIN, 0), |s| {
