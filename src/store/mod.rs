@@ -9,6 +9,7 @@ pub mod keys;
 mod postings;
 pub mod reader;
 pub mod sweeper;
+mod text;
 pub mod trim;
 pub mod view;
 

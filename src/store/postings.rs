@@ -64,28 +64,32 @@ pub struct Chunk {
 /// The keys of the entries holding one value, sorted.
 ///
 /// 16 bytes: a list of more than one key is boxed, so the map of a field's values (most of
-/// them held by one entry, for a field like the caller IP) holds 16 bytes less per value.
+/// them held by one entry, for a field like the caller IP) holds 16 bytes less per value. `E`
+/// is what a list of more than one key keeps beside its keys (the view's tally of a value's
+/// traits; nothing for the listing order): a list of one key has none.
 #[derive(Debug)]
-pub enum Postings {
+pub enum Postings<E = ()> {
     One(Key),
-    Many(Box<Chunks>),
+    Many(Box<Chunks<E>>),
 }
 
 /// An empty list (a list of one field's value is never empty: it goes with its last key; the
 /// view's listing order of every entry starts empty).
-impl Default for Postings {
+impl<E: Default> Default for Postings<E> {
     fn default() -> Self {
         Postings::Many(Box::new(Chunks {
             chunks: Vec::new(),
             len: 0,
+            extra: E::default(),
         }))
     }
 }
 
 #[derive(Debug)]
-pub struct Chunks {
+pub struct Chunks<E> {
     chunks: Vec<Chunk>,
     len: usize,
+    extra: E,
 }
 
 /// Where `key` goes among `keys` (sorted by `at`), searched from the end: past it most of the
@@ -124,9 +128,24 @@ fn tail_capacity(full: usize) -> usize {
     }
 }
 
-impl Postings {
-    pub fn new(key: Key) -> Postings {
+impl<E: Default> Postings<E> {
+    pub fn new(key: Key) -> Self {
         Postings::One(key)
+    }
+
+    /// What the list keeps beside its keys; `None` for a list of one key.
+    pub fn extra(&self) -> Option<&E> {
+        match self {
+            Postings::One(_) => None,
+            Postings::Many(m) => Some(&m.extra),
+        }
+    }
+
+    pub fn extra_mut(&mut self) -> Option<&mut E> {
+        match self {
+            Postings::One(_) => None,
+            Postings::Many(m) => Some(&mut m.extra),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -149,6 +168,7 @@ impl Postings {
                 *self = Postings::Many(Box::new(Chunks {
                     chunks: vec![Chunk { first: *k, keys }],
                     len: 1,
+                    extra: E::default(),
                 }));
                 return self.insert(key, at);
             }
@@ -202,10 +222,11 @@ impl Postings {
                 *self = Postings::Many(Box::new(Chunks {
                     chunks: vec![Chunk { first: *k, keys }],
                     len: 2,
+                    extra: E::default(),
                 }));
             }
             Postings::Many(m) => {
-                let Chunks { chunks, len } = &mut **m;
+                let Chunks { chunks, len, .. } = &mut **m;
                 *len += 1;
                 match chunks.last_mut() {
                     Some(c) if c.keys.len() < CHUNK => Self::put(c, c.keys.len(), key),
@@ -240,6 +261,7 @@ impl Postings {
                 *self = Postings::Many(Box::new(Chunks {
                     chunks: Vec::new(),
                     len: 0,
+                    extra: E::default(),
                 }));
                 return true;
             }

@@ -23,6 +23,7 @@ use super::{
     filter::{key_hash, Cursor, EntryFilter, FilterError, FilterKeys, Matcher, Order, Sym, Traits},
     keys::IndexKeys,
     postings::{Key, Postings, Union},
+    text::Text,
 };
 use crate::{
     events::{Event, StoreIntegrityBreach},
@@ -164,6 +165,7 @@ impl<K: Hash + Eq> Symbols<K> {
                 sym
             }
             None => {
+                grow_by_an_eighth(&mut self.values);
                 self.values.push(Some((key, 1)));
                 (self.values.len() - 1) as Sym
             }
@@ -224,7 +226,7 @@ struct Index {
     /// ~30 bytes an entry).
     order: Postings,
     deleted: FastSet<Box<str>>,
-    strings: Symbols<Box<str>>,
+    strings: Symbols<Text>,
     label_sets: Symbols<Box<[Sym]>>,
     traits: Symbols<Traits>,
     /// Per indexed field ([`URL`], [`CALLER_IP`], [`FLOW_CONTROL_KEY`], [`LABEL`]: each label of
@@ -237,6 +239,17 @@ struct Index {
     /// The per-value lists are not kept yet ([`StoreView::defer_lists`]): a cold start fills
     /// the view first and builds them in one pass once caught up. Meanwhile every query scans.
     lists_deferred: bool,
+}
+
+/// Makes room for one more in `v`, by an eighth of its length at a time rather than doubling:
+/// the slots and the symbol tables grow one entry or value at a time for as long as the service
+/// runs, and a doubled `Vec` held up to as much room again as it used (88 B per entry for the
+/// slots: a view grown live to 600,000 entries held room for 1,048,576). A large block grows in
+/// place (glibc's `realloc` remaps its pages), so the extra reallocations cost little.
+fn grow_by_an_eighth<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 8).max(16));
+    }
 }
 
 /// Slot `s`'s place in the listing order.
@@ -280,7 +293,6 @@ impl Listing {
                 }
                 hashbrown::hash_map::Entry::Vacant(v) => v.insert(Listed {
                     keys: Postings::new(key),
-                    tally: None,
                 }),
             };
             if tallied {
@@ -302,7 +314,7 @@ impl Listing {
 /// signature, then each of its labels; empty strings are not listed (no filter asks for them).
 fn listed_values<'a>(
     slot: &'a Slot,
-    strings: &'a Symbols<Box<str>>,
+    strings: &'a Symbols<Text>,
     label_sets: &'a Symbols<Box<[Sym]>>,
     traits: &'a Symbols<Traits>,
 ) -> impl Iterator<Item = (usize, Sym)> + 'a {
@@ -324,18 +336,22 @@ fn listed_values<'a>(
 /// [`Traits`] symbol: a filter on this value and on traits fields (the signature, `parked`, a
 /// status…) is then counted per kind of failure without visiting an entry (groups and the
 /// console's count at a million entries; issue 15).
+///
+/// 16 bytes in its field's map: a value held by one entry (most caller IPs) costs a bucket of
+/// 24 bytes and no allocation.
 struct Listed {
-    keys: Postings,
-    /// `(traits symbol, entries)`, sorted by symbol, no zero counts — kept only for a list of
-    /// [`TALLY_FROM`] keys or more: a shorter one is counted by visiting its few slots
-    /// ([`Listed::tally`]). Most values of a field like the caller IP are held by one or two
-    /// entries, and a tally each cost them an allocation and 16 more bytes in the map: ~75 B
-    /// per value, the most of any part of the view at 10,000 to 100,000 entries (issue 13's
-    /// memory curve). Never kept for the signature lists (the signature is itself a trait).
-    // Boxed: 8 bytes in every value's map bucket rather than a `Vec`'s 24.
-    #[allow(clippy::box_collection)]
-    tally: Option<Box<Vec<(Sym, u32)>>>,
+    keys: Postings<Tally>,
 }
+
+/// `(traits symbol, entries)`, sorted by symbol, no zero counts, beside a list's keys — kept
+/// only for a list of [`TALLY_FROM`] keys or more: a shorter one is counted by visiting its few
+/// slots ([`Listed::tally`]). A tally for every value, in the map beside the keys, cost each
+/// value an allocation and 16 bytes a bucket: ~75 B per caller IP, the most of any part of the
+/// view at 10,000 to 100,000 entries (issue 13's memory curve). Never kept for the signature
+/// lists (the signature is itself a trait).
+// Boxed: the list's box grows by 8 bytes, not a `Vec`'s 24.
+#[allow(clippy::box_collection)]
+type Tally = Option<Box<Vec<(Sym, u32)>>>;
 
 /// A list gets its tally when it reaches this many keys…
 const TALLY_FROM: usize = 32;
@@ -348,10 +364,18 @@ impl Listed {
     /// removed from `keys`; `traits_of(slot)` reads a listed slot's traits when the tally is
     /// built.
     fn count(&mut self, traits: Sym, add: bool, traits_of: impl Fn(u32) -> Sym) {
-        let Some(tally) = &mut self.tally else {
-            if add && self.keys.len() >= TALLY_FROM {
-                self.tally = Some(Box::new(self.tally_by_visit(traits_of)));
-            }
+        let n = self.keys.len();
+        let build = add && n >= TALLY_FROM && self.kept().is_none();
+        let built = build.then(|| Box::new(self.tally_by_visit(traits_of)));
+        // A list of one key has nowhere to keep a tally, and needs none.
+        let Some(kept) = self.keys.extra_mut() else {
+            return;
+        };
+        if built.is_some() {
+            *kept = built;
+            return;
+        }
+        let Some(tally) = kept else {
             return;
         };
         match tally.binary_search_by_key(&traits, |t| t.0) {
@@ -365,16 +389,20 @@ impl Listed {
             Err(i) if add => tally.insert(i, (traits, 1)),
             Err(_) => {}
         }
-        if !add && self.keys.len() < TALLY_UNTIL {
-            self.tally = None;
+        if !add && n < TALLY_UNTIL {
+            *kept = None;
         }
+    }
+
+    fn kept(&self) -> Option<&[(Sym, u32)]> {
+        self.keys.extra().and_then(|t| t.as_deref()).map(|t| &t[..])
     }
 
     /// `(traits symbol, entries)` over the list, sorted by symbol: the kept tally, or the
     /// list's slots visited (a short list).
     fn tally(&self, traits_of: impl Fn(u32) -> Sym) -> std::borrow::Cow<'_, [(Sym, u32)]> {
-        match &self.tally {
-            Some(t) => std::borrow::Cow::Borrowed(&t[..]),
+        match self.kept() {
+            Some(t) => std::borrow::Cow::Borrowed(t),
             None => std::borrow::Cow::Owned(self.tally_by_visit(traits_of)),
         }
     }
@@ -505,6 +533,7 @@ impl Index {
                 i
             }
             None => {
+                grow_by_an_eighth(&mut self.slots);
                 self.slots.push(slot);
                 (self.slots.len() - 1) as u32
             }
@@ -1736,6 +1765,13 @@ mod tests {
     }
 
     /// Every per-value list holds exactly the keys of the live entries with that value.
+    #[test]
+    fn a_value_held_by_one_entry_costs_a_24_byte_bucket_and_no_allocation() {
+        assert_eq!(std::mem::size_of::<Listed>(), 16);
+        assert_eq!(std::mem::size_of::<(Sym, Listed)>(), 24);
+        assert_eq!(std::mem::size_of::<Option<(Text, u32)>>(), 32);
+    }
+
     fn check_lists(v: &StoreView) {
         let ix = v.read();
         // The listing order holds every live slot once, sorted, and nothing else.
@@ -1795,15 +1831,15 @@ mod tests {
                     // below the lower mark).
                     let n = listed.keys.len();
                     assert!(
-                        n >= TALLY_UNTIL || listed.tally.is_none(),
+                        n >= TALLY_UNTIL || listed.kept().is_none(),
                         "field {field} value {sym}: a tally kept for {n} keys"
                     );
                     assert!(
-                        n < TALLY_FROM || listed.tally.is_some(),
+                        n < TALLY_FROM || listed.kept().is_some(),
                         "field {field} value {sym}: no tally for {n} keys"
                     );
                 } else {
-                    assert!(listed.tally.is_none(), "signature lists keep no tally");
+                    assert!(listed.kept().is_none(), "signature lists keep no tally");
                 }
                 let got: Vec<_> = listed
                     .keys
