@@ -117,9 +117,8 @@ fn position_from_end(keys: &[u32], key: Key, at: impl Fn(u32) -> Key) -> usize {
 
 /// The room a new last chunk starts with, after `full` chunks. A long list (the listing order of
 /// every entry, a URL's) fills one chunk after another at its end: grown in small steps, each
-/// chunk was reallocated ~25 times on the way to [`CHUNK`], and the blocks it left behind made
-/// glibc's `malloc` search longer for every later allocation (~10% more of a console page's
-/// time, `perf`, at 1,000,000 entries). A short list starts small: most never fill one chunk.
+/// chunk was reallocated ~25 times on the way to [`CHUNK`], each time leaving a freed block of
+/// another size in glibc's bins. A short list starts small: most never fill one chunk.
 fn tail_capacity(full: usize) -> usize {
     if full >= 4 {
         CHUNK

@@ -15,7 +15,6 @@ use std::{
 const INLINE: usize = 22;
 
 /// A string, inline when it is short.
-#[derive(Clone)]
 pub enum Text {
     Inline { len: u8, bytes: [u8; INLINE] },
     Heap(Box<str>),

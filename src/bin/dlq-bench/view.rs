@@ -218,8 +218,7 @@ fn largest_group_signature(v: &StoreView) -> String {
 /// The data has 65,536 caller IPs (and 1,000 flow-control keys, 10 labels, 8 URLs, 40
 /// signatures): below 65,536 entries each IP is held by one entry, so the view's cost per
 /// distinct value shows as cost per entry there.
-pub fn memory_curve(sizes: &[u64]) -> Vec<(u64, f64)> {
-    let mut rows = Vec::new();
+pub fn memory_curve(sizes: &[u64]) {
     println!(
         "\n## the view alone, in process: heap over payload per entry\n\n         | entries | payload B/entry | heap over payload B/entry |\n|---:|---:|---:|"
     );
@@ -247,8 +246,6 @@ pub fn memory_curve(sizes: &[u64]) -> Vec<(u64, f64)> {
         let payload = v.payload_bytes() as f64;
         let over = (after as f64 - before as f64 - payload) / n as f64;
         println!("| {n} | {:.0} | {over:.0} |", payload / n as f64);
-        rows.push((n, over));
         drop(v);
     }
-    rows
 }
