@@ -316,7 +316,10 @@ impl DlqMessage {
 
 impl From<&DlqEntry> for DlqMessage {
     fn from(e: &DlqEntry) -> DlqMessage {
-        let ev = e.event.clone().unwrap_or_default();
+        // Borrowed: every field below is copied once into the message (a clone of the whole
+        // event first copied each string, header map and step twice per listed entry).
+        let no_event = crate::wire::pb::FailureEvent::default();
+        let ev = e.event.as_ref().unwrap_or(&no_event);
         let (body, body_base64) = text_or_base64(&ev.body);
         let (response_body, response_body_base64) = text_or_base64(&ev.response_body);
         let failure_callback_info = ev.failure_callback_info.as_ref().map(|info| {
@@ -380,12 +383,12 @@ impl From<&DlqEntry> for DlqMessage {
             // Set by the handler, which knows `--max-redrives` (`DlqMessage::guarded`).
             parked: false,
             signature: if e.signature.is_empty() {
-                crate::signature::of_event(&ev)
+                crate::signature::of_event(ev)
             } else {
                 e.signature.clone()
             },
             redriven_from_dlq_id: nonempty(&ev.redriven_from_dlq_id),
-            lineage: crate::republish::lineage(&ev),
+            lineage: crate::republish::lineage(ev),
         }
     }
 }
