@@ -14,21 +14,27 @@ use std::{
 
 const INLINE: usize = 22;
 
-/// A string, inline when it is short.
-pub enum Text {
+/// A string, inline when it is short. Built only from a `&str` ([`From`]): its representation
+/// is private, so an inline one always holds a whole string's bytes.
+pub struct Text(Repr);
+
+enum Repr {
     Inline { len: u8, bytes: [u8; INLINE] },
     Heap(Box<str>),
 }
 
 impl Text {
+    /// Read at every symbol lookup, comparison and rehash of the view's tables: not validated
+    /// again (it was a `&str` when it came in).
     pub fn as_str(&self) -> &str {
-        match self {
-            // The bytes were a `&str`'s, cut at its end: always UTF-8.
-            Text::Inline { len, bytes } => {
-                std::str::from_utf8(bytes.get(..*len as usize).unwrap_or_default())
-                    .unwrap_or_default()
+        match &self.0 {
+            Repr::Inline { len, bytes } => {
+                let bytes = &bytes[..usize::from(*len).min(INLINE)];
+                // SAFETY: `From<&str>` is the only constructor, and it copies all of a `&str`
+                // of at most INLINE bytes, `len` of them: whole UTF-8.
+                unsafe { std::str::from_utf8_unchecked(bytes) }
             }
-            Text::Heap(s) => s,
+            Repr::Heap(s) => s,
         }
     }
 }
@@ -38,12 +44,12 @@ impl From<&str> for Text {
         if s.len() <= INLINE {
             let mut bytes = [0; INLINE];
             bytes[..s.len()].copy_from_slice(s.as_bytes());
-            Text::Inline {
+            Text(Repr::Inline {
                 len: s.len() as u8,
                 bytes,
-            }
+            })
         } else {
-            Text::Heap(s.into())
+            Text(Repr::Heap(s.into()))
         }
     }
 }
@@ -100,8 +106,8 @@ mod tests {
             assert_eq!(h.hash_one(&t), h.hash_one(s), "{s}");
             assert_eq!(t, Text::from(s));
         }
-        assert!(matches!(Text::from("10.20.3.4"), Text::Inline { .. }));
-        assert!(matches!(Text::from(exact.as_str()), Text::Inline { .. }));
-        assert!(matches!(Text::from(long.as_str()), Text::Heap(_)));
+        assert!(matches!(Text::from("10.20.3.4").0, Repr::Inline { .. }));
+        assert!(matches!(Text::from(exact.as_str()).0, Repr::Inline { .. }));
+        assert!(matches!(Text::from(long.as_str()).0, Repr::Heap(_)));
     }
 }

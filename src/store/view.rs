@@ -1764,7 +1764,6 @@ mod tests {
         assert_eq!(v.oldest_created_at(), Some(1));
     }
 
-    /// Every per-value list holds exactly the keys of the live entries with that value.
     #[test]
     fn a_value_held_by_one_entry_costs_a_24_byte_bucket_and_no_allocation() {
         assert_eq!(std::mem::size_of::<Listed>(), 16);
@@ -1772,6 +1771,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Option<(Text, u32)>>(), 32);
     }
 
+    /// Every per-value list holds exactly the keys of the live entries with that value.
     fn check_lists(v: &StoreView) {
         let ix = v.read();
         // The listing order holds every live slot once, sorted, and nothing else.
