@@ -613,11 +613,29 @@ pub async fn status_entries(http: &reqwest::Client, base: &str) -> Option<u64> {
     v["entries"].as_u64()
 }
 
-/// A Python virtualenv at `target/<name>` with `requirements` (a file under the repository)
-/// installed — once, and again when the file changes. Returns the venv's `bin/` folder.
+/// Where pinned third-party tools are installed: the user's cache (`~/.cache/workflow-dlq`, or
+/// `$WORKFLOW_DLQ_TOOL_CACHE`), not `target/`: CI runs in a fresh clone, and reinstalled
+/// schemathesis there every run (28 s). `deploy/check.sh` uses the same folder.
+pub fn tool_cache() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("WORKFLOW_DLQ_TOOL_CACHE") {
+        return dir.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")));
+    match cache {
+        Some(cache) => cache.join("workflow-dlq"),
+        // No home: the checkout's own target/, as before.
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+    }
+}
+
+/// A Python virtualenv `<name>` in the [`tool_cache`] with `requirements` (a file under the
+/// repository) installed — once, and again when the file changes. Returns the venv's `bin/`
+/// folder.
 pub fn python_venv(name: &str, requirements: &str) -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join("target").join(name);
+    let venv = tool_cache().join(name);
     let requirements = root.join(requirements);
     let wanted = std::fs::read_to_string(&requirements).expect("requirements file");
     let marker = venv.join("installed-requirements.txt");
