@@ -422,6 +422,16 @@ impl Listed {
 }
 
 impl Index {
+    fn state(&self, dlq_id: &str) -> EntryState {
+        if self.find(dlq_id).is_some() {
+            EntryState::Present
+        } else if self.deleted.contains(dlq_id) {
+            EntryState::Deleted
+        } else {
+            EntryState::Unknown
+        }
+    }
+
     fn find(&self, id: &str) -> Option<&Slot> {
         let slots = &self.slots;
         self.by_id
@@ -1092,14 +1102,16 @@ impl StoreView {
     }
 
     pub fn state(&self, dlq_id: &str) -> EntryState {
+        self.read().state(dlq_id)
+    }
+
+    /// How many of `ids`, from the first, the view knows (their [`StoreView::state`] is not
+    /// `Unknown`), up to the first it does not: one read lock for them all.
+    pub fn known_prefix<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> usize {
         let ix = self.read();
-        if ix.find(dlq_id).is_some() {
-            EntryState::Present
-        } else if ix.deleted.contains(dlq_id) {
-            EntryState::Deleted
-        } else {
-            EntryState::Unknown
-        }
+        ids.into_iter()
+            .take_while(|id| ix.state(id) != EntryState::Unknown)
+            .count()
     }
 
     pub fn get(&self, dlq_id: &str) -> Option<DlqEntry> {

@@ -52,6 +52,37 @@ async fn a_thousand_failures_in_protobuf_and_json_are_stored_once_with_every_fie
     app.stop().await;
 }
 
+/// Copies of a failure that arrive right behind it, before the view can show it (the same
+/// transaction, most of them), are found duplicates by what the pipeline remembers writing:
+/// the store topic holds each failure once.
+#[tokio::test]
+async fn copies_right_behind_a_failure_are_not_stored_again() {
+    let app = TestApp::spawn(test_config()).await;
+    let p = producer(&app.bootstrap());
+    let topic = app.topics().failures;
+    let events: Vec<pb::FailureEvent> = (0..300).map(failure_event).collect();
+    let sends = events.iter().enumerate().flat_map(|(i, ev)| {
+        let (p, topic) = (&p, &topic);
+        // The original, then a copy in each encoding.
+        [0, 1, 2].map(move |copy| async move { publish(p, topic, ev, (i + copy) % 2 == 1).await })
+    });
+    futures::future::join_all(sends).await;
+    let barriers = barrier(&app, &p).await;
+    assert_eq!(app.service.view.len(), 300 + barriers);
+
+    let mut writes: HashMap<Vec<u8>, usize> = HashMap::new();
+    for r in read_topic(&app.bootstrap(), &app.topics().store) {
+        if r.value.is_some() {
+            *writes.entry(r.key.expect("keyed")).or_default() += 1;
+        }
+    }
+    for ev in &events {
+        let id = dlq_id_for_event(&ev.event_id);
+        assert_eq!(writes.get(id.as_bytes()), Some(&1), "{id} written once");
+    }
+    app.stop().await;
+}
+
 #[ignore = "needs a real Kafka broker (KAFKA_BOOTSTRAP); .ci/run runs it"]
 #[tokio::test]
 async fn a_restarted_service_rebuilds_the_same_view_from_the_store_topic() {
