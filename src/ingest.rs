@@ -716,7 +716,6 @@ mod tests {
         }
     }
 
-    /// A decider with a minute's retention and a 1 MiB record limit, writing protobuf.
     /// Written ids are forgotten, oldest first, once the view shows them (one not shown yet
     /// keeps those behind it), or once they are older than `REMEMBER_FOR`; until then each
     /// is a duplicate.
@@ -767,6 +766,7 @@ mod tests {
         assert!(recent.is_empty());
     }
 
+    /// A decider with a minute's retention and a 1 MiB record limit, writing protobuf.
     fn decider<'a>(view: &'a StoreView, recent: &'a RecentWrites) -> Decider<'a> {
         Decider {
             view,

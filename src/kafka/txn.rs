@@ -136,7 +136,7 @@ impl TxnBatch {
             .set("partitioner", super::PARTITIONER)
             // Nothing reads a successful delivery: the commit is what says a record is written
             // (a failed one puts the transaction in error, and still reports). Each report was
-            // an event the pipeline's thread served and freed, ~8% of ingest's thread.
+            // an event the pipeline's thread served and freed, 5–8% of ingest's thread.
             .set("delivery.report.only.error", "true");
         conn.bound_batches(&mut c);
         let producer: BaseProducer = c.create().map_err(|source| TxnError::Create {

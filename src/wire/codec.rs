@@ -106,23 +106,12 @@ pub fn detect(content_type: Option<&[u8]>, payload: &[u8]) -> Result<Encoding, D
             if let Some(encoding) = encoding_of_mime(mime.trim_ascii()) {
                 return Ok(encoding);
             }
+            // Anything else: Unicode whitespace trimmed too, and the text in the error.
             let text = String::from_utf8_lossy(raw);
-            let mime = text
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase();
-            match mime.as_str() {
-                "application/json" => Ok(Encoding::Json),
-                "application/x-protobuf"
-                | "application/protobuf"
-                | "application/vnd.google.protobuf"
-                | "application/octet-stream" => Ok(Encoding::Protobuf),
-                _ => Err(DecodeError::UnsupportedContentType(
-                    text.chars().take(100).collect(),
-                )),
-            }
+            let mime = text.split(';').next().unwrap_or_default().trim();
+            encoding_of_mime(mime.as_bytes()).ok_or_else(|| {
+                DecodeError::UnsupportedContentType(text.chars().take(100).collect())
+            })
         }
         None if payload.first() == Some(&b'{') => Ok(Encoding::Json),
         None => Ok(Encoding::Protobuf),
