@@ -357,7 +357,8 @@ delete.topic.enable=true
 # A deleted topic's files go within a second (default: a minute later). dlq-bench deletes each
 # scenario's topics (up to 1.4 GB) when it ends; with the default delay the broker's
 # kafka-scheduler freed their pages a minute later (perf: block_invalidate_folio, ~10% of a
-# core), in whatever scenario of `dlq-bench all` was running by then.
+# core), in whatever scenario of dlq-bench all was running by then (no backticks: this
+# heredoc is unquoted, and the shell ran them).
 file.delete.delay.ms=1000
 EOF
   if [[ -n $KAFKA_EXTRA_PROPERTIES ]]; then
