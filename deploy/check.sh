@@ -19,7 +19,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # The last three minor versions kubernetes-validate 1.37 bundles: an operator's cluster is
 # usually one of them (the oldest still supported ones drop APIs the newest still serve).
 k8s_versions=(1.35.0 1.36.0 1.37.0)
-venv=${WORKFLOW_DLQ_TOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/workflow-dlq}/deploy-checks
+# The same cache the tests use (tests/it/common/mod.rs, tool_cache): without a home, the
+# checkout's own target/.
+if [[ -n ${WORKFLOW_DLQ_TOOL_CACHE:-} ]]; then cache=$WORKFLOW_DLQ_TOOL_CACHE
+elif [[ -n ${XDG_CACHE_HOME:-} ]]; then cache=$XDG_CACHE_HOME/workflow-dlq
+elif [[ -n ${HOME:-} ]]; then cache=$HOME/.cache/workflow-dlq
+else cache=target
+fi
+venv=$cache/deploy-checks
 requirements=deploy/checks/requirements.txt
 manifests=(deploy/kubernetes/*.yaml)
 
