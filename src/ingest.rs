@@ -481,6 +481,12 @@ impl Ingest {
             group: cfg.group_id.clone(),
             topic: &cfg.topics.failures,
             transactional_id: format!("{}-ingest-{}", cfg.group_id, cfg.instance_id),
+            // Entries, callback reports forwarded to their owner, rejected records.
+            outputs: vec![
+                cfg.topics.store.clone(),
+                cfg.topics.commands.clone(),
+                cfg.topics.rejected.clone(),
+            ],
             limits: TxnLimits::of(cfg),
         };
         let txn = pipeline::producer(&spec)?;

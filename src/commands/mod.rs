@@ -179,6 +179,15 @@ impl Commands {
             group: format!("{}.commands", cfg.group_id),
             topic: &cfg.topics.commands,
             transactional_id: format!("{}-commands-{}", cfg.group_id, cfg.instance_id),
+            // Runs republished, entries changed or deleted, results, bulk commands' follow-ups,
+            // rejected records.
+            outputs: vec![
+                cfg.topics.executions.clone(),
+                cfg.topics.store.clone(),
+                cfg.topics.results.clone(),
+                cfg.topics.commands.clone(),
+                cfg.topics.rejected.clone(),
+            ],
             limits: TxnLimits::of(cfg),
         };
         // The producer first: fencing our previous incarnation aborts its open transaction now,

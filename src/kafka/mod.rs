@@ -8,6 +8,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod reachability;
 pub mod rejected;
+pub mod settle;
 pub mod tail;
 pub mod topics;
 pub mod txn;

@@ -1,9 +1,11 @@
 //! The one transactional pipeline: consume → decide → stage records and offsets → commit on
 //! size, bytes, age or idleness → commit before a revoke → on any error abort and restart from
 //! the committed offsets → a watchdog on progress (reading nothing while records wait rebuilds
-//! the clients, [`super::watchdog`]) → bounded shutdown and close. Written once; ingest and the command consumer are
-//! two [`Handler`]s of it. Every commit point is here (and in the revoke hook of
-//! [`TxnConsumerContext`]); the +1 of a committed offset is in [`TxnBatch::consumed`].
+//! the clients, [`super::watchdog`]) → bounded shutdown and close. A new producer's first
+//! transaction waits for those left open where it writes ([`super::settle`]). Written once;
+//! ingest and the command consumer are two [`Handler`]s of it. Every commit point is here (and
+//! in the revoke hook of [`TxnConsumerContext`]); the +1 of a committed offset is in
+//! [`TxnBatch::consumed`].
 //!
 //! A handler stages what a record turns into in the open [`TxnBatch`] and marks the record
 //! consumed (or holds its offset back, as a bulk command does while it fans out). Nothing a
@@ -22,11 +24,15 @@ use rdkafka::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    settle::{wait_for_open_transactions, SettleError, SETTLE_WITHIN},
     txn::{lock, TxnBatch, TxnConsumerContext, TxnError, TxnLimits},
     watchdog::{ProgressWatch, Stall},
     KafkaConn,
 };
-use crate::health::Worker;
+use crate::{
+    events::{Event, WorkerFailed, WorkerOutcome},
+    health::Worker,
+};
 
 /// A consumer whose revoke hook commits the pipeline's open transaction.
 pub type TxnConsumer = BaseConsumer<TxnConsumerContext>;
@@ -84,6 +90,8 @@ pub struct Spec<'a> {
     pub topic: &'a str,
     /// Stable per instance and role: a restarted instance fences its previous incarnation.
     pub transactional_id: String,
+    /// The topics its transactions write.
+    pub outputs: Vec<String>,
     pub limits: TxnLimits,
 }
 
@@ -130,6 +138,9 @@ fn run_loop<H: Handler>(
     shutdown: &CancellationToken,
     worker: &Worker,
 ) -> Result<(), H::Error> {
+    if !settle(spec, shutdown, worker)? {
+        return Ok(());
+    }
     consumer.subscribe(&[spec.topic])?;
     let mut watch = ProgressWatch::new(spec.topic, spec.conn);
     tracing::info!(
@@ -199,6 +210,55 @@ fn run_loop<H: Handler>(
             // revoke inside those calls takes the batch.
             drop(t);
             watch.check(consumer, worker)?;
+        }
+    }
+}
+
+/// Before the first transaction of a new producer (every pipeline starts with one, and every
+/// abort ends its pipeline): every transaction open where it writes must have ended, or our
+/// next commit could end a transaction of ours whose markers were lost ([`super::settle`]).
+/// Still open after [`SETTLE_WITHIN`], the worker is reported stalled, with what is open
+/// where, and the wait goes on: a restart would change nothing. False on shutdown.
+fn settle(
+    spec: &Spec<'_>,
+    shutdown: &CancellationToken,
+    worker: &Worker,
+) -> Result<bool, TxnError> {
+    let go_on = || {
+        worker.beat();
+        !shutdown.is_cancelled()
+    };
+    // Only the stall reported here is cleared here: the watchdog's outlives a rebuild until
+    // the pipeline reads again.
+    let mut reported = false;
+    let started = Instant::now();
+    loop {
+        match wait_for_open_transactions(spec.conn, &spec.outputs, SETTLE_WITHIN, go_on) {
+            Ok(settled) => {
+                if reported {
+                    worker.progressed();
+                }
+                let waited = started.elapsed();
+                if waited >= Duration::from_secs(1) {
+                    tracing::info!(
+                        waited_ms = waited.as_millis() as u64,
+                        "waited for transactions left open where this pipeline writes"
+                    );
+                }
+                return Ok(settled);
+            }
+            Err(e @ SettleError::StillOpen { .. }) => {
+                let why = e.to_string();
+                WorkerFailed {
+                    worker: worker.kind(),
+                    outcome: WorkerOutcome::Stalled,
+                    error: &why,
+                }
+                .emit();
+                worker.set_stalled(Some(why));
+                reported = true;
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -98,6 +98,10 @@ pub enum TxnError {
         #[source]
         source: KafkaError,
     },
+    /// The brokers could not say whether transactions are open where we write
+    /// ([`super::settle`]).
+    #[error(transparent)]
+    Unsettled(#[from] super::settle::SettleError),
 }
 
 fn failed(stage: &'static str) -> impl FnOnce(KafkaError) -> TxnError {

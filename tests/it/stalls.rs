@@ -6,6 +6,8 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
+use rdkafka::producer::Producer as _;
+
 use common::*;
 
 /// The ingest consumer's partitions are paused behind its back after its first record (the
@@ -97,4 +99,94 @@ async fn a_consumer_that_reads_nothing_while_records_wait_is_reported_stalled_th
         "stall reported {after:?} after the partitions were paused; all {total} stored \
          {recovered:?} after"
     );
+}
+
+/// A transaction left open on a topic ingest writes (here a foreign producer's on the rejected
+/// topic; after a broker restart, one of our own whose markers were lost) holds a new ingest
+/// producer's first transaction: committing beside it could end it as ours (see
+/// `workflow_dlq::kafka::settle`). Nothing is stored while it is open; after `SETTLE_WITHIN`
+/// `/readyz` says the worker is stalled and names the partition; once it ends, ingest goes on
+/// and stores each failure once.
+#[ignore = "needs a real Kafka broker (KAFKA_BOOTSTRAP): the embedded broker fakes transactions and keeps no last stable offset"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_left_open_where_ingest_writes_holds_it_and_shows_in_readyz() {
+    real_broker_only!();
+    let cfg = test_config();
+    let bootstrap = cfg.kafka_bootstrap.clone().expect("real broker");
+    // The topics exist once a service has started.
+    TestApp::spawn(cfg.clone()).await.stop().await;
+
+    let foreign: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("transactional.id", unique("foreign"))
+        .set("transaction.timeout.ms", "300000")
+        .create()
+        .expect("foreign producer");
+    foreign
+        .init_transactions(Duration::from_secs(30))
+        .expect("init");
+    foreign.begin_transaction().expect("begin");
+    foreign
+        .send(
+            rdkafka::producer::BaseRecord::to(&cfg.topics.rejected)
+                .key("open")
+                .payload("held open")
+                .partition(0),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    foreign.flush(Duration::from_secs(10)).expect("flush");
+
+    let app = TestApp::spawn(cfg.clone()).await;
+    let started = Instant::now();
+    let p = producer(&bootstrap);
+    let total = 20;
+    for n in 0..total {
+        let env = prost::Message::encode_to_vec(&envelope(failure_event(n)));
+        publish_raw(&p, &cfg.topics.failures, None, &env, None, None).await;
+    }
+    let readyz = || async {
+        let r = app.http.get(format!("{}/readyz", app.base)).send().await;
+        match r {
+            Ok(r) => (r.status().is_success(), r.text().await.unwrap_or_default()),
+            Err(e) => (false, e.to_string()),
+        }
+    };
+    let mut said = None;
+    while started.elapsed() < Duration::from_secs(50) {
+        let (ok, body) = readyz().await;
+        if !ok && body.contains("still open") {
+            said = Some((started.elapsed(), body));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (after, body) = said.expect("/readyz never said a transaction is still open");
+    assert!(
+        body.contains(&format!("{}-0", cfg.topics.rejected)),
+        "/readyz does not name the open partition: {body}"
+    );
+    assert_eq!(
+        app.service.view.len(),
+        0,
+        "ingest stored failures beside a transaction left open where it writes"
+    );
+
+    foreign
+        .commit_transaction(Duration::from_secs(30))
+        .expect("commit the foreign transaction");
+    let ended = Instant::now();
+    app.wait_entries(total, Duration::from_secs(60)).await;
+    app.wait_ready(Duration::from_secs(30)).await;
+    let mut writes = std::collections::HashMap::<Vec<u8>, usize>::new();
+    for r in read_topic(&bootstrap, &cfg.topics.store) {
+        *writes.entry(r.key.expect("keyed")).or_default() += 1;
+    }
+    assert_eq!(writes.len(), total, "every failure stored");
+    assert!(writes.values().all(|n| *n == 1), "a failure stored twice");
+    eprintln!(
+        "held {after:?} and reported; all {total} stored {:?} after the transaction ended",
+        ended.elapsed()
+    );
+    app.stop().await;
 }
