@@ -196,8 +196,16 @@ impl<E: Default> Postings<E> {
             chunks.push(Chunk { first: key, keys });
             return;
         }
-        // The last chunk whose first key is below `key` (or the first chunk).
-        let ci = chunks.partition_point(|c| c.first < key).saturating_sub(1);
+        // The last chunk whose first key is below `key` (or the first chunk). A live view adds
+        // mostly its newest entries, which land in the last chunk: asked first, that skips the
+        // search over the chunks (`partition_point` in `store-apply` during `dlq-bench ingest`
+        // went from 10.9% to 8.5%; the rest is the search inside the chunk, whose keys are
+        // read from their slots: entries of the store's partitions arrive interleaved, so a
+        // new key often sorts just before the last few).
+        let ci = match chunks.last() {
+            Some(c) if c.first < key => chunks.len() - 1,
+            _ => chunks.partition_point(|c| c.first < key).saturating_sub(1),
+        };
         let last = ci + 1 == chunks.len();
         let c = &mut chunks[ci];
         let pos = position_from_end(&c.keys, key, &at);
