@@ -98,8 +98,25 @@ fn list(open: &[OpenPartition]) -> String {
     }
 }
 
+/// A partition being asked about: its end once known, then its last stable offset.
+struct Asking<'t> {
+    topic: &'t str,
+    partition: i32,
+    end: Option<i64>,
+    stable: Option<i64>,
+}
+
+impl Asking<'_> {
+    /// Known to have no transaction left open from before we looked.
+    fn settled(&self) -> bool {
+        matches!((self.stable, self.end), (Some(stable), Some(end)) if stable >= end)
+    }
+}
+
 /// Waits until every transaction open on `topics` now has ended (`Ok(true)`), for at most
 /// `within`, or until `go_on` (asked between questions, each bounded) says stop (`Ok(false)`).
+/// A question the brokers fail to answer (a topic just created has no leader for a moment) is
+/// asked again; still unanswered after `within`, it is the error.
 pub fn wait_for_open_transactions(
     conn: &KafkaConn,
     topics: &[String],
@@ -107,62 +124,121 @@ pub fn wait_for_open_transactions(
     go_on: impl Fn() -> bool,
 ) -> Result<bool, SettleError> {
     let started = Instant::now();
-    let asked = |topic: &str| {
-        let topic = topic.to_string();
-        move |source| SettleError::Ask { topic, source }
+    let failed = |topic: &str, source| SettleError::Ask {
+        topic: topic.to_string(),
+        source,
     };
     // read_committed: the brokers answer the last stable offset. read_uncommitted: the end.
-    let stable: BaseConsumer = conn.reader_config().create().map_err(asked(""))?;
-    let ends: BaseConsumer = conn.end_offsets_config().create().map_err(asked(""))?;
-    let mut open = Vec::new();
-    for topic in topics {
-        let md = ends
-            .fetch_metadata(Some(topic), ASK_TIMEOUT)
-            .map_err(asked(topic))?;
-        let partitions = md
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect::<Vec<_>>();
-        for partition in partitions {
+    let stable: BaseConsumer = conn.reader_config().create().map_err(|e| failed("", e))?;
+    let ends: BaseConsumer = conn
+        .end_offsets_config()
+        .create()
+        .map_err(|e| failed("", e))?;
+    let mut unlisted: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut asking: Vec<Asking<'_>> = Vec::new();
+    let mut last_error = None;
+    loop {
+        unlisted.retain(
+            |&topic| match ends.fetch_metadata(Some(topic), ASK_TIMEOUT) {
+                Ok(md) => {
+                    let listed = md.topics().iter().filter(|t| t.name() == topic);
+                    for p in listed.flat_map(|t| t.partitions()) {
+                        asking.push(Asking {
+                            topic,
+                            partition: p.id(),
+                            end: None,
+                            stable: None,
+                        });
+                    }
+                    false
+                }
+                Err(e) => {
+                    last_error = Some(failed(topic, e));
+                    true
+                }
+            },
+        );
+        for p in &mut asking {
             if !go_on() {
                 return Ok(false);
             }
-            let (_, end) = ends
-                .fetch_watermarks(topic, partition, ASK_TIMEOUT)
-                .map_err(asked(topic))?;
-            let (_, stable_end) = stable
-                .fetch_watermarks(topic, partition, ASK_TIMEOUT)
-                .map_err(asked(topic))?;
-            if stable_end < end {
-                open.push(OpenPartition {
-                    topic: topic.clone(),
-                    partition,
-                    stable: stable_end,
-                    end,
-                });
+            if p.end.is_none() {
+                match ends.fetch_watermarks(p.topic, p.partition, ASK_TIMEOUT) {
+                    Ok((_, end)) => p.end = Some(end),
+                    Err(e) => {
+                        last_error = Some(failed(p.topic, e));
+                        continue;
+                    }
+                }
+            }
+            match stable.fetch_watermarks(p.topic, p.partition, ASK_TIMEOUT) {
+                Ok((_, at)) => p.stable = Some(at),
+                Err(e) => last_error = Some(failed(p.topic, e)),
             }
         }
-    }
-    while !open.is_empty() {
+        asking.retain(|p| !p.settled());
+        if unlisted.is_empty() && asking.is_empty() {
+            return Ok(true);
+        }
         if started.elapsed() >= within {
-            return Err(SettleError::StillOpen {
-                waited: started.elapsed(),
-                open,
+            let unanswered = !unlisted.is_empty()
+                || asking.iter().any(|p| p.end.is_none() || p.stable.is_none());
+            return Err(match (unanswered, last_error) {
+                (true, Some(e)) => e,
+                _ => SettleError::StillOpen {
+                    waited: started.elapsed(),
+                    open: asking
+                        .iter()
+                        .map(|p| OpenPartition {
+                            topic: p.topic.to_string(),
+                            partition: p.partition,
+                            stable: p.stable.unwrap_or(-1),
+                            end: p.end.unwrap_or(-1),
+                        })
+                        .collect(),
+                },
             });
         }
         std::thread::sleep(ASK_AGAIN_AFTER);
-        for p in &mut open {
-            if !go_on() {
-                return Ok(false);
-            }
-            p.stable = stable
-                .fetch_watermarks(&p.topic, p.partition, ASK_TIMEOUT)
-                .map_err(asked(&p.topic))?
-                .1;
-        }
-        open.retain(|p| p.stable < p.end);
     }
-    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nothing open (a fresh topic): settled at the first look. A stop is heard between
+    /// questions. Real broker when `KAFKA_BOOTSTRAP` is set, else the embedded one (whose
+    /// transactions are faked: the wait itself is shown on the real one, `tests/it/stalls.rs`).
+    #[test]
+    fn nothing_open_is_settled_at_once_and_a_stop_is_heard() {
+        let (_broker, conn, topic) = crate::kafka::test_broker("settle", 3);
+        let topics = [topic];
+        let started = Instant::now();
+        let settled = wait_for_open_transactions(&conn, &topics, SETTLE_WITHIN, || true);
+        assert!(matches!(settled, Ok(true)), "{settled:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let stopped = wait_for_open_transactions(&conn, &topics, SETTLE_WITHIN, || false);
+        assert!(matches!(stopped, Ok(false)), "{stopped:?}");
+    }
+
+    /// Brokers that never answer: asked again until the bound, then the error names the topic.
+    #[test]
+    fn unanswered_questions_are_asked_again_then_fail_naming_the_topic() {
+        let conn = KafkaConn {
+            bootstrap: "127.0.0.1:1".into(),
+            properties: Default::default(),
+            embedded: false,
+            client_id: "settle-test".into(),
+            max_record_bytes: 1 << 20,
+        };
+        let within = Duration::from_millis(300);
+        let started = Instant::now();
+        let r = wait_for_open_transactions(&conn, &["t.out".to_string()], within, || true);
+        assert!(
+            matches!(&r, Err(SettleError::Ask { topic, .. }) if topic == "t.out"),
+            "{r:?}"
+        );
+        assert!(started.elapsed() >= within);
+    }
 }
