@@ -265,7 +265,9 @@ pub const CATALOGUE: &[Def] = &[
         Unit::Count,
         "Worker pipelines that failed, by worker and what followed: `restarted` from committed \
          offsets, `given_up` (it kept panicking; the process exits non-zero), or `stalled` (it \
-         read nothing while records waited: not ready, and rebuilt if it lasts).",
+         read nothing while records waited: not ready, and rebuilt if it lasts; or a new \
+         producer waited 30 s for a transaction left open where it writes, counted every 30 s \
+         it goes on: see design.md, \"Transactions left open\").",
         &[
             ("worker", Values::Fixed(WORKERS)),
             ("outcome", Values::Fixed(WORKER_OUTCOMES)),
