@@ -1,7 +1,8 @@
 //! The baselines: a bare rdkafka consume → produce passthrough with no decoding, with and without
 //! transactions — without them it is the physical limit the broker and client set; with them it
 //! commits the way the service does (at its records / bytes / interval limits, or as soon as
-//! nothing more is queued, draining deliveries first) — and a bare read of a topic.
+//! nothing more is queued, lingering like its producer and draining deliveries first) — and a
+//! bare read of a topic.
 //!
 //! Diagnostics (environment): `BENCH_TRACE=1` prints each transaction's flush / offsets /
 //! commit time, `BENCH_FLUSH_FIRST=1` flushes before committing (to see where the time goes),
@@ -58,7 +59,13 @@ impl Passthrough<'_> {
             .set("enable.idempotence", "true")
             .set("message.max.bytes", "2000000");
         if self.transactional {
-            pc.set("transactional.id", &group);
+            // The service's producer lingers as long as a transaction lasts and sends what is
+            // queued at the commit (src/kafka/txn.rs, `LINGER`); the pipe without transactions
+            // keeps librdkafka's default of 5 ms, as kcat does.
+            pc.set("transactional.id", &group).set(
+                "linger.ms",
+                workflow_dlq::kafka::txn::LINGER.as_millis().to_string(),
+            );
             if let Ok(v) = std::env::var("BENCH_PROPS") {
                 for kv in v.split(',') {
                     if let Some((k, v)) = kv.split_once('=') {
@@ -92,10 +99,11 @@ impl Passthrough<'_> {
                 if std::env::var_os("BENCH_FLUSH_FIRST").is_some() {
                     p.flush(Duration::from_secs(30)).expect("flush");
                 }
-                // As the service does (src/kafka/txn.rs): deliveries drained before the commit,
-                // or rust-rdkafka's flush rounds the commit up to a 100 ms poll slice.
+                // As the service does (src/kafka/txn.rs): what lingers sent and deliveries
+                // drained before the commit, or rust-rdkafka's flush rounds the commit up to a
+                // 100 ms poll slice. (This producer's own thread serves the reports.)
                 while p.in_flight_count() > 0 {
-                    std::thread::sleep(Duration::from_millis(1));
+                    workflow_dlq::kafka::txn::send_queued(p.client(), Duration::from_millis(10));
                 }
                 let t0 = Instant::now();
                 if std::env::var_os("BENCH_NO_OFFSETS").is_none() {
