@@ -67,6 +67,38 @@ pub fn spawn<S: TailSink>(
     })
 }
 
+/// How long a partition without a leader is asked about again before the tail fails.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// `partition`'s low and high offsets. A topic created a moment ago has no leader for a
+/// moment (`NotLeaderForPartition`, `LeaderNotAvailable`): asked again for up to
+/// [`LEADER_WAIT`], quietly, instead of failing the tail with an ERROR and a restart at every
+/// first start on new topics.
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    shutdown: &CancellationToken,
+) -> Result<(i64, i64), KafkaError> {
+    use rdkafka::types::RDKafkaErrorCode::{LeaderNotAvailable, NotLeaderForPartition};
+    let started = Instant::now();
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(NotLeaderForPartition | LeaderNotAvailable)
+                ) && started.elapsed() < LEADER_WAIT
+                    && !shutdown.is_cancelled() =>
+            {
+                tracing::debug!(topic, partition, error = %e, "no leader yet; asking again");
+                thread::sleep(Duration::from_millis(100));
+            }
+            answer => return answer,
+        }
+    }
+}
+
 fn tail<S: TailSink>(
     conn: &KafkaConn,
     topic: &str,
@@ -94,7 +126,7 @@ fn tail<S: TailSink>(
     let mut backlog = 0u64;
     let mut tpl = TopicPartitionList::new();
     for &p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        let (low, high) = watermarks(&consumer, topic, p, shutdown)?;
         if high > low {
             pending.insert(p, high);
             backlog += (high - low) as u64;
@@ -161,4 +193,27 @@ fn tail<S: TailSink>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A topic created a moment ago has no leader for a moment: the tail's first question
+    /// waits for one instead of failing (which logged an ERROR and restarted the store reader
+    /// and the command ledger at every first start on new topics). Real broker when
+    /// `KAFKA_BOOTSTRAP` is set; the embedded one elects its leaders as it creates.
+    #[test]
+    fn each_partition_of_a_topic_just_created_is_answered() {
+        const PARTITIONS: i32 = 12;
+        for _ in 0..3 {
+            let (_broker, conn, topic) = crate::kafka::test_broker("tail-new", PARTITIONS);
+            let consumer: BaseConsumer = conn.reader_config().create().expect("consumer");
+            for p in 0..PARTITIONS {
+                if let Err(e) = watermarks(&consumer, &topic, p, &CancellationToken::new()) {
+                    panic!("{topic}-{p} unanswered: {e}");
+                }
+            }
+        }
+    }
 }
