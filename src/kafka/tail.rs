@@ -67,36 +67,55 @@ pub fn spawn<S: TailSink>(
     })
 }
 
-/// How long a partition without a leader is asked about again before the tail fails.
-const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// How long a topic or partition the brokers do not know yet is asked about again before the
+/// tail fails.
+const NEW_TOPIC_WAIT: Duration = Duration::from_secs(10);
 
-/// `partition`'s low and high offsets. A topic created a moment ago has no leader for a
-/// moment (`NotLeaderForPartition`, `LeaderNotAvailable`): asked again for up to
-/// [`LEADER_WAIT`], quietly, instead of failing the tail with an ERROR and a restart at every
-/// first start on new topics.
-fn watermarks(
-    consumer: &BaseConsumer,
+/// `ask`'s answer. A topic created a moment ago is unknown to some brokers, or its partitions
+/// have no leader, for a moment (`UnknownTopicOrPartition`, `NotLeaderForPartition`,
+/// `LeaderNotAvailable`): asked again every 100 ms for up to [`NEW_TOPIC_WAIT`], quietly,
+/// instead of failing the tail with an ERROR and a restart at every first start on new topics.
+fn ask_until_known<T>(
     topic: &str,
-    partition: i32,
     shutdown: &CancellationToken,
-) -> Result<(i64, i64), KafkaError> {
-    use rdkafka::types::RDKafkaErrorCode::{LeaderNotAvailable, NotLeaderForPartition};
+    mut ask: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, KafkaError> {
+    use rdkafka::types::RDKafkaErrorCode::{
+        LeaderNotAvailable, NotLeaderForPartition, UnknownTopicOrPartition,
+    };
     let started = Instant::now();
     loop {
-        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+        match ask() {
             Err(e)
                 if matches!(
                     e.rdkafka_error_code(),
-                    Some(NotLeaderForPartition | LeaderNotAvailable)
-                ) && started.elapsed() < LEADER_WAIT
+                    Some(NotLeaderForPartition | LeaderNotAvailable | UnknownTopicOrPartition)
+                ) && started.elapsed() < NEW_TOPIC_WAIT
                     && !shutdown.is_cancelled() =>
             {
-                tracing::debug!(topic, partition, error = %e, "no leader yet; asking again");
+                tracing::debug!(topic, error = %e, "not known to the brokers yet; asking again");
                 thread::sleep(Duration::from_millis(100));
             }
             answer => return answer,
         }
     }
+}
+
+/// `topic`'s partitions; none listed is `UnknownTopicOrPartition`.
+fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, KafkaError> {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
+    Ok(partitions)
 }
 
 fn tail<S: TailSink>(
@@ -108,25 +127,15 @@ fn tail<S: TailSink>(
     worker: &Worker,
 ) -> Result<(), TailError> {
     let consumer: BaseConsumer = conn.reader_config().create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(KafkaError::MetadataFetch(
-            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
-        )
-        .into());
-    }
+    let partitions = ask_until_known(topic, shutdown, || partitions(&consumer, topic))?;
     // The end of each partition now: caught up once every partition reaches it.
     let mut pending: HashMap<i32, i64> = HashMap::new();
     let mut backlog = 0u64;
     let mut tpl = TopicPartitionList::new();
     for &p in &partitions {
-        let (low, high) = watermarks(&consumer, topic, p, shutdown)?;
+        let (low, high) = ask_until_known(topic, shutdown, || {
+            consumer.fetch_watermarks(topic, p, Duration::from_secs(10))
+        })?;
         if high > low {
             pending.insert(p, high);
             backlog += (high - low) as u64;
@@ -199,21 +208,45 @@ fn tail<S: TailSink>(
 mod tests {
     use super::*;
 
-    /// A topic created a moment ago has no leader for a moment: the tail's first question
-    /// waits for one instead of failing (which logged an ERROR and restarted the store reader
+    /// A topic created a moment ago has no leader for a moment: the tail's first questions
+    /// wait for one instead of failing (which logged an ERROR and restarted the store reader
     /// and the command ledger at every first start on new topics). Real broker when
     /// `KAFKA_BOOTSTRAP` is set; the embedded one elects its leaders as it creates.
     #[test]
     fn each_partition_of_a_topic_just_created_is_answered() {
         const PARTITIONS: i32 = 12;
+        let shutdown = CancellationToken::new();
         for _ in 0..3 {
             let (_broker, conn, topic) = crate::kafka::test_broker("tail-new", PARTITIONS);
             let consumer: BaseConsumer = conn.reader_config().create().expect("consumer");
+            let listed = ask_until_known(&topic, &shutdown, || partitions(&consumer, &topic));
+            assert_eq!(listed.ok().map(|p| p.len()), Some(PARTITIONS as usize));
             for p in 0..PARTITIONS {
-                if let Err(e) = watermarks(&consumer, &topic, p, &CancellationToken::new()) {
+                let answer = ask_until_known(&topic, &shutdown, || {
+                    consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))
+                });
+                if let Err(e) = answer {
                     panic!("{topic}-{p} unanswered: {e}");
                 }
             }
         }
+    }
+
+    /// A topic that stays unknown is an error after the bound, not a wait without end.
+    #[test]
+    fn a_topic_that_stays_unknown_fails_after_the_bound() {
+        let (_broker, conn, topic) = crate::kafka::test_broker("tail-gone", 1);
+        let consumer: BaseConsumer = conn.reader_config().create().expect("consumer");
+        let started = Instant::now();
+        let missing = format!("{topic}-never-created");
+        let answer = ask_until_known(&missing, &CancellationToken::new(), || {
+            partitions(&consumer, &missing)
+        });
+        assert!(answer.is_err(), "{answer:?}");
+        assert!(
+            started.elapsed() >= NEW_TOPIC_WAIT,
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
