@@ -19,6 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     auth::Caller,
     dedup,
+    json::SizedJson,
     messages::{
         CallbackCanceled, DeleteResponse, DlqMessage, ErrorBody, FailureGroup, GroupStep,
         GroupsResponse, ListResponse, PublishResponse, RetryResponse, SkippedEntry, WorkflowRun,
@@ -208,7 +209,7 @@ fn view_ready(s: &AppState) -> Result<(), ApiError> {
 pub async fn list(
     State(s): State<Arc<AppState>>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<ListResponse>, ApiError> {
+) -> Result<SizedJson<ListResponse>, ApiError> {
     let q = parse_query(raw.as_deref())?;
     view_ready(&s)?;
     if !q.dlq_ids.is_empty() {
@@ -217,21 +218,32 @@ pub async fn list(
         if q.order == Order::LatestFirst {
             found.reverse();
         }
-        return Ok(Json(ListResponse {
-            messages: found.iter().map(|e| message(&s, e)).collect(),
-            cursor: None,
-        }));
+        let capacity = found.len() * JSON_BYTES_PER_ENTRY;
+        return Ok(SizedJson {
+            value: ListResponse {
+                messages: found.into_iter().map(|e| message(&s, e)).collect(),
+                cursor: None,
+            },
+            capacity,
+        });
     }
     let page = s
         .view
         .list_in(&q.compiled, q.order, q.cursor.as_ref(), q.count);
-    Ok(Json(ListResponse {
-        messages: page.entries.iter().map(|e| message(&s, e)).collect(),
-        cursor: page.next.map(|c| c.encode()),
-    }))
+    Ok(SizedJson {
+        // An entry's JSON is about 1.5 times its protobuf (field names, escaped quotes).
+        capacity: page.stored_bytes * 2 + 256,
+        value: ListResponse {
+            messages: page.entries.into_iter().map(|e| message(&s, e)).collect(),
+            cursor: page.next.map(|c| c.encode()),
+        },
+    })
 }
 
-fn message(s: &AppState, e: &crate::wire::pb::DlqEntry) -> DlqMessage {
+/// What a listed entry's JSON takes when its stored size is not at hand.
+const JSON_BYTES_PER_ENTRY: usize = 2048;
+
+fn message(s: &AppState, e: crate::wire::pb::DlqEntry) -> DlqMessage {
     DlqMessage::guarded(e, s.cfg.max_redrives)
 }
 
@@ -303,7 +315,7 @@ pub async fn get_one(
     view_ready(&s)?;
     s.view
         .get(&dlq_id)
-        .map(|e| Json(message(&s, &e)))
+        .map(|e| Json(message(&s, e)))
         .ok_or_else(|| not_found(&dlq_id))
 }
 

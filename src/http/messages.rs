@@ -269,34 +269,32 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-/// UTF-8 bytes as text, anything else as base64; nothing for no bytes.
-fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
+/// UTF-8 bytes as text (moved, not copied), anything else as base64; nothing for no bytes.
+fn text_or_base64(bytes: Vec<u8>) -> (Option<String>, Option<String>) {
     if bytes.is_empty() {
         return (None, None);
     }
-    match std::str::from_utf8(bytes) {
-        Ok(text) => (Some(text.to_string()), None),
-        Err(_) => (None, Some(STANDARD.encode(bytes))),
+    match String::from_utf8(bytes) {
+        Ok(text) => (Some(text), None),
+        Err(e) => (None, Some(STANDARD.encode(e.as_bytes()))),
     }
 }
 
-fn nonempty(s: &str) -> Option<String> {
-    Some(s.to_string()).filter(|s| !s.is_empty())
+fn nonempty(s: String) -> Option<String> {
+    Some(s).filter(|s| !s.is_empty())
 }
 
-fn header_map(h: &BTreeMap<String, HeaderValues>) -> HeaderMap {
-    h.iter()
-        .map(|(k, v)| (k.clone(), v.values.clone()))
-        .collect()
+fn header_map(h: BTreeMap<String, HeaderValues>) -> HeaderMap {
+    h.into_iter().map(|(k, v)| (k, v.values)).collect()
 }
 
-impl From<&Step> for StepInfo {
-    fn from(s: &Step) -> StepInfo {
-        let (out, out_base64) = text_or_base64(&s.out);
+impl From<Step> for StepInfo {
+    fn from(s: Step) -> StepInfo {
+        let (out, out_base64) = text_or_base64(s.out);
         StepInfo {
             step_id: s.step_id,
-            step_name: s.step_name.clone(),
-            step_type: s.step_type.clone(),
+            step_name: s.step_name,
+            step_type: s.step_type,
             out,
             out_base64,
             concurrent: s.concurrent,
@@ -307,23 +305,29 @@ impl From<&Step> for StepInfo {
 
 impl DlqMessage {
     /// The message of `e` with `parked` set for `max_redrives`.
-    pub fn guarded(e: &DlqEntry, max_redrives: u32) -> DlqMessage {
+    pub fn guarded(e: DlqEntry, max_redrives: u32) -> DlqMessage {
         let mut m = DlqMessage::from(e);
         m.parked = crate::store::filter::is_parked(m.redrive_count, max_redrives);
         m
     }
 }
 
-impl From<&DlqEntry> for DlqMessage {
-    fn from(e: &DlqEntry) -> DlqMessage {
-        // Borrowed: every field below is copied once into the message (a clone of the whole
-        // event first copied each string, header map and step twice per listed entry).
-        let no_event = crate::wire::pb::FailureEvent::default();
-        let ev = e.event.as_ref().unwrap_or(&no_event);
-        let (body, body_base64) = text_or_base64(&ev.body);
-        let (response_body, response_body_base64) = text_or_base64(&ev.response_body);
-        let failure_callback_info = ev.failure_callback_info.as_ref().map(|info| {
-            let (response_body, response_body_base64) = text_or_base64(&info.response_body);
+impl From<DlqEntry> for DlqMessage {
+    /// By value: the entry was decoded for this message alone, so its strings, header maps and
+    /// steps move into it. Copying them, then freeing both, was a third of the CPU of a listed
+    /// page (BENCHMARKS.md, ninth session).
+    fn from(e: DlqEntry) -> DlqMessage {
+        let ev = e.event.unwrap_or_default();
+        let signature = if e.signature.is_empty() {
+            crate::signature::of_event(&ev)
+        } else {
+            e.signature
+        };
+        let lineage = crate::republish::lineage(&ev);
+        let (body, body_base64) = text_or_base64(ev.body);
+        let (response_body, response_body_base64) = text_or_base64(ev.response_body);
+        let failure_callback_info = ev.failure_callback_info.map(|info| {
+            let (response_body, response_body_base64) = text_or_base64(info.response_body);
             FailureCallbackInfo {
                 state: CbState::try_from(info.state)
                     .unwrap_or(CbState::Unspecified)
@@ -332,63 +336,60 @@ impl From<&DlqEntry> for DlqMessage {
                 response_status: info.response_status,
                 response_body,
                 response_body_base64,
-                response_headers: header_map(&info.response_headers),
+                response_headers: header_map(info.response_headers),
             }
         });
+        let flow = ev.flow_control;
         DlqMessage {
-            dlq_id: e.dlq_id.clone(),
-            message_id: ev.message_id.clone(),
-            workflow_run_id: ev.workflow_run_id.clone(),
-            workflow_url: ev.workflow_url.clone(),
+            dlq_id: e.dlq_id,
+            message_id: ev.message_id,
+            workflow_run_id: ev.workflow_run_id,
             url: ev.workflow_url.clone(),
+            workflow_url: ev.workflow_url,
             workflow_created_at: ev.workflow_created_at,
             created_at: e.created_at,
-            method: ev.method.clone(),
-            header: header_map(&ev.header),
+            method: ev.method,
+            header: header_map(ev.header),
             body,
             body_base64,
             max_retries: ev.max_retries,
             not_before: ev.not_before,
-            caller_ip: ev.caller_ip.clone(),
+            caller_ip: ev.caller_ip,
             response_status: ev.response_status,
-            response_header: header_map(&ev.response_header),
+            response_header: header_map(ev.response_header),
             response_body,
             response_body_base64,
-            failure_callback: nonempty(&ev.failure_callback),
+            failure_callback: nonempty(ev.failure_callback),
             failure_function_state: failure_callback_info.as_ref().map(|i| i.state.clone()),
             failure_callback_info,
-            failure_callback_header: header_map(&ev.failure_callback_header),
-            callback: nonempty(&ev.callback),
-            callback_header: header_map(&ev.callback_header),
-            topic_name: nonempty(&ev.topic_name),
-            queue_name: nonempty(&ev.queue_name),
-            schedule_id: nonempty(&ev.schedule_id),
+            failure_callback_header: header_map(ev.failure_callback_header),
+            callback: nonempty(ev.callback),
+            callback_header: header_map(ev.callback_header),
+            topic_name: nonempty(ev.topic_name),
+            queue_name: nonempty(ev.queue_name),
+            schedule_id: nonempty(ev.schedule_id),
             label: ev.labels.first().cloned(),
-            labels: ev.labels.clone(),
-            flow_control_key: ev.flow_control.as_ref().map(|f| f.key.clone()),
-            flow_control: ev.flow_control.as_ref().map(|f| FlowControl {
-                key: f.key.clone(),
+            labels: ev.labels,
+            flow_control_key: flow.as_ref().map(|f| f.key.clone()),
+            parallelism: flow.as_ref().map(|f| f.parallelism),
+            rate: flow.as_ref().map(|f| f.rate),
+            period: flow.as_ref().map(|f| f.period_seconds),
+            flow_control: flow.map(|f| FlowControl {
+                key: f.key,
                 rate: f.rate,
                 parallelism: f.parallelism,
                 period: f.period_seconds,
             }),
-            parallelism: ev.flow_control.as_ref().map(|f| f.parallelism),
-            rate: ev.flow_control.as_ref().map(|f| f.rate),
-            period: ev.flow_control.as_ref().map(|f| f.period_seconds),
-            failed_step: ev.failed_step.as_ref().map(StepInfo::from),
-            completed_steps: ev.completed_steps.iter().map(StepInfo::from).collect(),
-            error_message: ev.error_message.clone(),
+            failed_step: ev.failed_step.map(StepInfo::from),
+            completed_steps: ev.completed_steps.into_iter().map(StepInfo::from).collect(),
+            error_message: ev.error_message,
             expires_at: e.expires_at,
             redrive_count: ev.redrive_count,
             // Set by the handler, which knows `--max-redrives` (`DlqMessage::guarded`).
             parked: false,
-            signature: if e.signature.is_empty() {
-                crate::signature::of_event(ev)
-            } else {
-                e.signature.clone()
-            },
-            redriven_from_dlq_id: nonempty(&ev.redriven_from_dlq_id),
-            lineage: crate::republish::lineage(ev),
+            redriven_from_dlq_id: nonempty(ev.redriven_from_dlq_id),
+            lineage,
+            signature,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod dedup;
 pub mod dlq;
 pub mod error;
 pub mod jobs;
+pub mod json;
 pub mod limit;
 pub mod messages;
 pub mod openapi;

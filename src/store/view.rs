@@ -1043,6 +1043,8 @@ pub struct Page {
     pub entries: Vec<DlqEntry>,
     /// Where the next page starts; `None` on the last page.
     pub next: Option<Cursor>,
+    /// Bytes of the entries as stored: what sizes the page's JSON buffer.
+    pub stored_bytes: usize,
 }
 
 /// The queryable view; shared by the reader (writes) and everything that answers (reads).
@@ -1199,6 +1201,7 @@ impl StoreView {
                 }
                 if let Ok(entry) = DlqEntry::decode(&slot.raw[..]) {
                     page.entries.push(entry);
+                    page.stored_bytes += slot.raw.len();
                     last = Some(Cursor {
                         created_at,
                         dlq_id: slot.id().to_string(),
