@@ -41,3 +41,28 @@ impl<T: Serialize> IntoResponse for SizedJson<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body is the value's JSON whatever the hint, under the JSON content type.
+    #[tokio::test]
+    async fn the_body_is_the_json_of_the_value_past_its_capacity_hint() {
+        let messages = vec!["a\"b\u{1}"; 100];
+        let value = serde_json::json!({ "messages": messages, "cursor": null });
+        for capacity in [0, 16, 1 << 20] {
+            let response = SizedJson {
+                value: &value,
+                capacity,
+            }
+            .into_response();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            assert_eq!(body, serde_json::to_vec(&value).expect("json"));
+        }
+    }
+}

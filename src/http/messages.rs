@@ -393,3 +393,89 @@ impl From<DlqEntry> for DlqMessage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::pb::{self, FailureEvent};
+
+    fn entry(body: Vec<u8>) -> DlqEntry {
+        DlqEntry {
+            dlq_id: "dlq-1".into(),
+            signature: String::new(),
+            created_at: 7,
+            expires_at: 9,
+            event: Some(FailureEvent {
+                workflow_url: "https://x.example/wf".into(),
+                body,
+                header: [(
+                    "Content-Type".to_string(),
+                    HeaderValues {
+                        values: vec!["application/json".into()],
+                    },
+                )]
+                .into(),
+                labels: vec!["a".into(), "b".into()],
+                flow_control: Some(pb::FlowControl {
+                    key: "fc".into(),
+                    rate: 5,
+                    parallelism: 2,
+                    period_seconds: 60,
+                }),
+                failure_callback_info: Some(pb::FailureCallbackInfo {
+                    state: CbState::CallbackFail as i32,
+                    response_body: vec![0xff, 0x00],
+                    ..Default::default()
+                }),
+                completed_steps: vec![Step {
+                    step_name: "one".into(),
+                    out: b"{\"ok\":true}".to_vec(),
+                    ..Default::default()
+                }],
+                redriven_from_dlq_id: "dlq-0".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The message moves the decoded entry's fields: text stays text, other bytes become
+    /// base64 under the `…Base64` name, and the fields derived from others are filled.
+    #[test]
+    fn a_message_carries_every_field_of_its_entry() {
+        let e = entry(b"{\"order\":1}".to_vec());
+        let signature = crate::signature::of_event(e.event.as_ref().expect("event"));
+        let m = DlqMessage::guarded(e, 0);
+        assert_eq!(m.dlq_id, "dlq-1");
+        assert_eq!((m.created_at, m.expires_at), (7, 9));
+        assert_eq!(m.url, m.workflow_url);
+        assert_eq!(m.body.as_deref(), Some("{\"order\":1}"));
+        assert_eq!(m.body_base64, None);
+        assert_eq!(m.header["Content-Type"], vec!["application/json"]);
+        assert_eq!(m.label.as_deref(), Some("a"));
+        assert_eq!(m.labels, vec!["a", "b"]);
+        assert_eq!(m.flow_control_key.as_deref(), Some("fc"));
+        assert_eq!(
+            (m.rate, m.parallelism, m.period),
+            (Some(5), Some(2), Some(60))
+        );
+        let info = m.failure_callback_info.as_ref().expect("info");
+        assert_eq!(info.state, "CALLBACK_FAIL");
+        assert_eq!(m.failure_function_state.as_deref(), Some("CALLBACK_FAIL"));
+        assert_eq!(info.response_body, None);
+        assert_eq!(info.response_body_base64.as_deref(), Some("/wA="));
+        assert_eq!(m.completed_steps[0].out.as_deref(), Some("{\"ok\":true}"));
+        assert_eq!(m.lineage, vec!["dlq-0"]);
+        assert_eq!(m.signature, signature);
+        assert!(!m.parked);
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_given_as_base64() {
+        let m = DlqMessage::from(entry(vec![0xc3, 0x28, b'a']));
+        assert_eq!(m.body, None);
+        assert_eq!(m.body_base64.as_deref(), Some("wyhh"));
+        let m = DlqMessage::from(entry(Vec::new()));
+        assert_eq!((m.body, m.body_base64), (None, None));
+    }
+}
