@@ -174,7 +174,8 @@ async fn after_kill_9_the_survivor_takes_over_ingest_and_a_running_bulk_command_
         while ingest_took.is_none() || bulk_took.is_none() {
             assert!(
                 killed.elapsed() < Duration::from_secs(120),
-                "no takeover 120 s after the kill (ingest {ingest_took:?}, bulk {bulk_took:?})"
+                "no takeover 120 s after the kill (ingest {ingest_took:?}, bulk {bulk_took:?}; \
+                 {at_kill} of {per_round} acted on at the kill)"
             );
             if ingest_took.is_none() {
                 let mut all = true;
