@@ -1,8 +1,10 @@
 //! The baselines: a bare rdkafka consume → produce passthrough with no decoding, with and without
 //! transactions — without them it is the physical limit the broker and client set; with them it
 //! commits the way the service does (at its records / bytes / interval limits, or as soon as
-//! nothing more is queued, lingering like its producer and draining deliveries first) — and a
-//! bare read of a topic.
+//! nothing more is queued, lingering like its producer and draining deliveries first) — the
+//! same pipe with a second consumer reading its output back as it is written (the least any
+//! service whose view is fed from its output topic does: the floor of that design, not a
+//! limit of Kafka's), and a bare read of a topic.
 //!
 //! Diagnostics (environment): `BENCH_TRACE=1` prints each transaction's flush / offsets /
 //! commit time, `BENCH_FLUSH_FIRST=1` flushes before committing (to see where the time goes),
@@ -31,6 +33,9 @@ pub struct Passthrough<'a> {
     pub max_records: usize,
     pub max_bytes: usize,
     pub max_interval: Duration,
+    /// A second consumer reads the output back from where it ended; the run ends when it has
+    /// read `records` (it only counts them: what a view does with a record is the service's).
+    pub read_back: bool,
 }
 
 fn consumer(bootstrap: &str, group: &str) -> BaseConsumer {
@@ -78,6 +83,11 @@ impl Passthrough<'_> {
             }
         }
         let p: ThreadedProducer<DefaultProducerContext> = pc.create().expect("producer");
+        let reader = self.read_back.then(|| {
+            let from_end = assign_at_end(self.bootstrap, self.output);
+            let records = self.records;
+            std::thread::spawn(move || count_records(&from_end, records))
+        });
         if self.transactional {
             p.init_transactions(Duration::from_secs(30)).expect("init");
             p.begin_transaction().expect("begin");
@@ -163,7 +173,42 @@ impl Passthrough<'_> {
             commit(&next, &p);
         }
         p.flush(Duration::from_secs(60)).expect("flush");
+        if let Some(reader) = reader {
+            reader.join().expect("read-back thread");
+        }
         first.map(|f| f.elapsed()).unwrap_or_default()
+    }
+}
+
+/// A consumer assigned to every partition of `topic` at its end: it reads what is written next.
+fn assign_at_end(bootstrap: &str, topic: &str) -> BaseConsumer {
+    let c = consumer(
+        bootstrap,
+        &format!("bench-back-{}", uuid::Uuid::new_v4().simple()),
+    );
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        let (_, high) = c
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .expect("watermarks");
+        tpl.add_partition_offset(topic, p.id(), Offset::Offset(high))
+            .expect("assign");
+    }
+    c.assign(&tpl).expect("assign");
+    c
+}
+
+/// Polls `c` until it has read `records` records.
+fn count_records(c: &BaseConsumer, records: u64) {
+    let mut read = 0u64;
+    while read < records {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            m.expect("read back");
+            read += 1;
+        }
     }
 }
 
