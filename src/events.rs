@@ -352,27 +352,53 @@ impl Event for CommandAnswered {
     }
 }
 
-/// An action on one entry was committed with this status.
+/// Actions on `count` entries were committed with this status.
 pub struct ItemActed {
     pub action: ItemAction,
     pub status: ItemStatus,
+    pub count: u64,
 }
 
 impl Event for ItemActed {
     fn emit(self) {
         counter!(ITEMS, "action" => self.action.as_str(), "status" => self.status.as_str())
-            .increment(1);
+            .increment(self.count);
     }
 }
 
-/// A run was republished to the executions topic (committed).
+/// `count` runs were republished to the executions topic (committed).
 pub struct RunRepublished {
     pub kind: RepublishKind,
+    pub count: u64,
 }
 
 impl Event for RunRepublished {
     fn emit(self) {
-        counter!(REPUBLISHED, "kind" => self.kind.as_str()).increment(1);
+        counter!(REPUBLISHED, "kind" => self.kind.as_str()).increment(self.count);
+    }
+}
+
+/// What a transaction counts per entry and emits once at its commit, added up by kind
+/// ([`crate::kafka::txn::TxnBatch::count_on_commit`]). A bulk restart had emitted two events
+/// per entry, each a boxed effect and a labelled counter's lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerEntry {
+    Acted(ItemAction, ItemStatus),
+    Republished(RepublishKind),
+}
+
+impl PerEntry {
+    /// Emits `count` of these as their event.
+    pub fn emit(self, count: u64) {
+        match self {
+            PerEntry::Acted(action, status) => ItemActed {
+                action,
+                status,
+                count,
+            }
+            .emit(),
+            PerEntry::Republished(kind) => RunRepublished { kind, count }.emit(),
+        }
     }
 }
 

@@ -529,12 +529,12 @@ impl Ingest {
                     .map(|t| ((now - t).max(0) as f64) / 1000.0);
                 txn.send(OutRecord {
                     topic: &cfg.topics.store,
-                    key: Some(entry.dlq_id.as_bytes().to_vec()),
+                    key: Some(entry.dlq_id.as_bytes().into()),
                     value: Some(entry.value),
-                    headers: OwnedHeaders::new().insert(Header {
+                    headers: Some(OwnedHeaders::new().insert(Header {
                         key: codec::CONTENT_TYPE,
                         value: Some(encoding.content_type()),
-                    }),
+                    })),
                 })?;
                 recent.insert(entry.dlq_id, Instant::now());
                 // A kind of failure neither the view nor this pipeline's recent writes hold.
@@ -561,17 +561,19 @@ impl Ingest {
             Outcome::ForwardReport(report) => {
                 txn.send(OutRecord {
                     topic: &cfg.topics.commands,
-                    key: Some(report.dlq_id.clone().into_bytes()),
+                    key: Some(report.dlq_id.as_bytes().into()),
                     value: Some(codec::encode(&report, encoding)),
-                    headers: OwnedHeaders::new()
-                        .insert(Header {
-                            key: codec::CONTENT_TYPE,
-                            value: Some(encoding.content_type()),
-                        })
-                        .insert(Header {
-                            key: crate::commands::headers::CALLBACK_REPORT,
-                            value: Some("true"),
-                        }),
+                    headers: Some(
+                        OwnedHeaders::new()
+                            .insert(Header {
+                                key: codec::CONTENT_TYPE,
+                                value: Some(encoding.content_type()),
+                            })
+                            .insert(Header {
+                                key: crate::commands::headers::CALLBACK_REPORT,
+                                value: Some("true"),
+                            }),
+                    ),
                 })?;
             }
             Outcome::Duplicate => {

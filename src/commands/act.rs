@@ -36,7 +36,7 @@ pub(super) fn count_item(t: &mut TxnBatch, action: Action, status: Status) {
         Status::Skipped => ItemStatus::Skipped,
         Status::Unspecified => return,
     };
-    t.on_commit(move || ItemActed { action, status }.emit());
+    t.count_on_commit(PerEntry::Acted(action, status));
 }
 
 impl Pipeline<'_> {
@@ -237,12 +237,9 @@ impl Pipeline<'_> {
         };
         t.send(OutRecord {
             topic: &self.w.cfg.topics.store,
-            key: Some(dlq_id.as_bytes().to_vec()),
-            headers: if value.is_some() {
-                self.content_type()
-            } else {
-                OwnedHeaders::new()
-            },
+            key: Some(dlq_id.as_bytes().into()),
+            // A tombstone has no content to type (and an empty header list is an allocation).
+            headers: value.as_ref().map(|_| self.content_type()),
             value,
         })?;
         self.staged.insert(dlq_id.to_string(), written.clone());
@@ -265,9 +262,9 @@ impl Pipeline<'_> {
     ) -> Result<(), CommandError> {
         t.send(OutRecord {
             topic: &self.w.cfg.topics.executions,
-            key: Some(run_id.as_bytes().to_vec()),
+            key: Some(run_id.as_bytes().into()),
             value: Some(value),
-            headers: self.content_type(),
+            headers: Some(self.content_type()),
         })?;
         use crate::wire::pb::workflow_execution::Kind;
         let kind = match kind {
@@ -277,7 +274,7 @@ impl Pipeline<'_> {
             // An execution always has a kind (`republish::kind_of`); nothing to count otherwise.
             Kind::Unspecified => return Ok(()),
         };
-        t.on_commit(move || RunRepublished { kind }.emit());
+        t.count_on_commit(PerEntry::Republished(kind));
         Ok(())
     }
 }

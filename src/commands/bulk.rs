@@ -196,18 +196,19 @@ impl Pipeline<'_> {
                     sub.new_run_ids = Default::default();
                     t.send(OutRecord {
                         topic: &self.w.cfg.topics.commands,
-                        key: Some(id.into_bytes()),
+                        key: Some(id.into_bytes().into()),
                         value: Some(codec::encode(&sub, self.encoding)),
-                        headers: self
-                            .content_type()
-                            .insert(Header {
-                                key: headers::PARENT,
-                                value: Some(j.cmd.command_id.as_str()),
-                            })
-                            .insert(Header {
-                                key: headers::CANCELED,
-                                value: Some("1"),
-                            }),
+                        headers: Some(
+                            self.content_type()
+                                .insert(Header {
+                                    key: headers::PARENT,
+                                    value: Some(j.cmd.command_id.as_str()),
+                                })
+                                .insert(Header {
+                                    key: headers::CANCELED,
+                                    value: Some("1"),
+                                }),
+                        ),
                     })?;
                     self.jobs[i].sent += 1;
                     self.jobs[i].not_dispatched += 1;
@@ -239,12 +240,12 @@ impl Pipeline<'_> {
                     .collect();
                 t.send(OutRecord {
                     topic: &self.w.cfg.topics.commands,
-                    key: Some(id.into_bytes()),
+                    key: Some(id.into_bytes().into()),
                     value: Some(codec::encode(&sub, self.encoding)),
-                    headers: self.content_type().insert(Header {
+                    headers: Some(self.content_type().insert(Header {
                         key: headers::PARENT,
                         value: Some(j.cmd.command_id.as_str()),
-                    }),
+                    })),
                 })?;
                 self.jobs[i].sent += 1;
             }

@@ -51,8 +51,7 @@ use crate::{
     config::Config,
     events::{
         CommandAction, CommandAnswered, CommandEnded, CommandOutcome, CommandSelector, Event,
-        ItemActed, ItemAction, ItemStatus, RecordRejected, RejectReason, RepublishKind,
-        RunRepublished,
+        ItemAction, ItemStatus, PerEntry, RecordRejected, RejectReason, RepublishKind,
     },
     health::Worker,
     kafka::{

@@ -112,13 +112,13 @@ impl Pipeline<'_> {
     ) -> Result<(), CommandError> {
         t.send(OutRecord {
             topic: &self.w.cfg.topics.results,
-            key: Some(r.command_id.as_bytes().to_vec()),
+            key: Some(r.command_id.as_bytes().into()),
             value: Some(codec::encode(&r, self.encoding)),
-            headers: self.content_type(),
+            headers: Some(self.content_type()),
         })?;
         // Read our own results back at once (the ledger applies each result idempotently).
         let ledger = self.w.ledger.clone();
-        t.on_commit(move || ledger.apply(&r));
+        t.on_commit(move || ledger.apply(r));
         Ok(())
     }
 }

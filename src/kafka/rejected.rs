@@ -68,8 +68,8 @@ pub fn record<'t>(
     }
     OutRecord {
         topic: rejected_topic,
-        key: m.key().map(<[u8]>::to_vec),
+        key: m.key().map(|k| k.to_vec().into()),
         value,
-        headers,
+        headers: Some(headers),
     }
 }

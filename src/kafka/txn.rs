@@ -23,6 +23,7 @@
 //! twice what it spends at 100 ms (BENCHMARKS.md, eighth session).
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -40,7 +41,7 @@ use rdkafka::{
 };
 
 use super::KafkaConn;
-use crate::events::{Event, TransactionEnded, TxnOutcome};
+use crate::events::{Event, PerEntry, TransactionEnded, TxnOutcome};
 
 /// `transaction.timeout.ms`: how long the coordinator lets a transaction of ours stay open
 /// before aborting it. A killed or frozen instance's open transaction holds the last stable
@@ -90,10 +91,12 @@ impl TxnLimits {
 #[derive(Debug)]
 pub struct OutRecord<'a> {
     pub topic: &'a str,
-    pub key: Option<Vec<u8>>,
+    /// Borrowed where the caller holds it (most keys are an id it keeps using).
+    pub key: Option<Cow<'a, [u8]>>,
     /// `None` writes a tombstone.
     pub value: Option<Vec<u8>>,
-    pub headers: OwnedHeaders,
+    /// `None`: no headers (librdkafka allocates even an empty list).
+    pub headers: Option<OwnedHeaders>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +138,8 @@ pub struct TxnBatch {
     /// Effects to run once the transaction is committed (metrics, answering waiters): nothing
     /// is reported for work that may still be aborted.
     after_commit: Vec<Box<dyn FnOnce() + Send>>,
+    /// Per-entry counts to emit once committed, by kind (a handful of kinds per transaction).
+    per_entry: Vec<(PerEntry, u64)>,
 }
 
 /// Has `client`'s producer send what it holds back for `linger.ms` now, and waits up to `slice`
@@ -190,6 +195,7 @@ impl TxnBatch {
             bytes: 0,
             next_offsets: HashMap::new(),
             after_commit: Vec::new(),
+            per_entry: Vec::new(),
         })
     }
 
@@ -236,10 +242,14 @@ impl TxnBatch {
     /// Produces a record inside the open transaction.
     pub fn send(&mut self, rec: OutRecord<'_>) -> Result<(), TxnError> {
         self.ensure_open()?;
-        self.bytes += rec.key.as_ref().map_or(0, Vec::len) + rec.value.as_ref().map_or(0, Vec::len);
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(rec.topic).headers(rec.headers);
+        self.bytes +=
+            rec.key.as_ref().map_or(0, |k| k.len()) + rec.value.as_ref().map_or(0, Vec::len);
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(rec.topic);
+        if let Some(h) = rec.headers {
+            record = record.headers(h);
+        }
         if let Some(k) = &rec.key {
-            record = record.key(k.as_slice());
+            record = record.key(k.as_ref());
         }
         if let Some(v) = &rec.value {
             record = record.payload(v.as_slice());
@@ -270,6 +280,15 @@ impl TxnBatch {
     /// Runs `effect` after this transaction commits; dropped if it aborts.
     pub fn on_commit(&mut self, effect: impl FnOnce() + Send + 'static) {
         self.after_commit.push(Box::new(effect));
+    }
+
+    /// Counts one `what`, emitted with the others of its kind after this transaction commits;
+    /// dropped if it aborts.
+    pub fn count_on_commit(&mut self, what: PerEntry) {
+        match self.per_entry.iter_mut().find(|(w, _)| *w == what) {
+            Some((_, n)) => *n += 1,
+            None => self.per_entry.push((what, 1)),
+        }
     }
 
     /// The open transaction has reached one of its limits: commit it before adding more.
@@ -323,12 +342,16 @@ impl TxnBatch {
                 for effect in self.after_commit.drain(..) {
                     effect();
                 }
+                for (what, count) in self.per_entry.drain(..) {
+                    what.emit(count);
+                }
             }
             Err(_) => self.abort(),
         }
         self.open = false;
         self.next_offsets.clear();
         self.after_commit.clear();
+        self.per_entry.clear();
         self.records = 0;
         self.bytes = 0;
         result
@@ -405,6 +428,7 @@ impl TxnBatch {
         self.open = false;
         self.next_offsets.clear();
         self.after_commit.clear();
+        self.per_entry.clear();
         self.records = 0;
         self.bytes = 0;
     }
@@ -488,9 +512,9 @@ mod tests {
             batch
                 .send(OutRecord {
                     topic: &topic,
-                    key: Some(vec![i]),
+                    key: Some(vec![i].into()),
                     value: Some(vec![i; 100]),
-                    headers: OwnedHeaders::new(),
+                    headers: None,
                 })
                 .expect("send");
             let started = Instant::now();
@@ -503,5 +527,115 @@ mod tests {
             median < Duration::from_millis(100),
             "median commit of one record took {median:?} (all: {took:?})"
         );
+    }
+
+    /// Counts each counter's increments, by name and labels (`name{k=v,…}`).
+    #[derive(Default)]
+    struct Counting(Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>);
+
+    impl Counting {
+        fn get(&self, name: &str) -> u64 {
+            lock(&self.0)
+                .get(name)
+                .map_or(0, |c| c.load(Ordering::Relaxed))
+        }
+    }
+
+    impl metrics::Recorder for Counting {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            metrics::Counter::from_arc(lock(&self.0).entry(name).or_default().clone())
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    /// Per-entry counts are added up by kind and emitted once the transaction commits, each
+    /// with its whole count; those of an aborted transaction are never emitted.
+    #[test]
+    fn per_entry_counts_are_emitted_at_the_commit_and_dropped_by_an_abort() {
+        use crate::events::{ItemAction, ItemStatus, RepublishKind};
+        let (_broker, conn, topic) =
+            crate::kafka::test_broker("txn-counts", crate::Config::default().partitions);
+        let mut batch = TxnBatch::new(&conn, &topic).expect("producer");
+        let consumer: BaseConsumer = conn.reader_config().create().expect("consumer");
+        let restarted = PerEntry::Acted(ItemAction::Restart, ItemStatus::Ok);
+        let not_found = PerEntry::Acted(ItemAction::Restart, ItemStatus::NotFound);
+        let republished = PerEntry::Republished(RepublishKind::Restart);
+        let stage = |batch: &mut TxnBatch, n: u8| {
+            for i in 0..n {
+                batch
+                    .send(OutRecord {
+                        topic: &topic,
+                        key: Some(vec![i].into()),
+                        value: Some(vec![i; 10]),
+                        headers: None,
+                    })
+                    .expect("send");
+                batch.count_on_commit(restarted);
+                batch.count_on_commit(republished);
+            }
+            batch.count_on_commit(not_found);
+        };
+        let counts = Counting::default();
+        metrics::with_local_recorder(&counts, || {
+            stage(&mut batch, 5);
+            assert_eq!(
+                counts.get("dlq_items_total{action=restart,status=ok}"),
+                0,
+                "before the commit"
+            );
+            batch.commit(&consumer).expect("commit");
+            stage(&mut batch, 3);
+            // Delivered first: the embedded broker refuses records purged by an abort
+            // ("skipped sequence numbers") when the same producer goes on.
+            batch.drain(Instant::now() + CALL_TIMEOUT).expect("drain");
+            batch.abort();
+            stage(&mut batch, 2);
+            batch.commit(&consumer).expect("commit");
+        });
+        assert_eq!(counts.get("dlq_items_total{action=restart,status=ok}"), 7);
+        assert_eq!(
+            counts.get("dlq_items_total{action=restart,status=not_found}"),
+            2
+        );
+        assert_eq!(counts.get("dlq_republished_total{kind=restart}"), 7);
     }
 }
