@@ -7,12 +7,14 @@ use std::{sync::Arc, time::Duration};
 use rdkafka::{
     error::KafkaError,
     message::{Header, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord},
 };
 
 use super::ledger::Ledger;
 use crate::{
-    kafka::KafkaConn,
+    kafka::{
+        awaited::{AwaitedProducer, Outgoing},
+        KafkaConn,
+    },
     wire::{
         codec::{self, Encoding},
         pb::{
@@ -44,7 +46,7 @@ pub enum SubmitError {
 
 /// Writes commands and waits for their final result.
 pub struct CommandSubmitter {
-    producer: FutureProducer,
+    producer: AwaitedProducer,
     topic: String,
     ledger: Arc<Ledger>,
     encoding: Encoding,
@@ -59,7 +61,7 @@ impl CommandSubmitter {
     ) -> Result<CommandSubmitter, SubmitError> {
         let mut c = conn.idempotent_producer_config();
         c.set("linger.ms", "0");
-        let producer = c.create().map_err(SubmitError::Producer)?;
+        let producer = AwaitedProducer::new(&c, "command-submit").map_err(SubmitError::Producer)?;
         Ok(CommandSubmitter {
             producer,
             topic,
@@ -91,15 +93,16 @@ impl CommandSubmitter {
             key: codec::CONTENT_TYPE,
             value: Some(self.encoding.content_type()),
         });
-        let record = FutureRecord::to(topic)
-            .key(key)
-            .payload(payload)
-            .headers(headers);
+        let record = Outgoing {
+            topic,
+            key: key.as_bytes(),
+            value: Some(payload),
+            headers: Some(headers),
+        };
         self.producer
             .send(record, wait)
             .await
-            .map(|_| ())
-            .map_err(|(source, _)| SubmitError::Produce {
+            .map_err(|source| SubmitError::Produce {
                 command_id: command_id.to_string(),
                 source,
             })

@@ -1,6 +1,7 @@
 //! Kafka plumbing: client settings, the embedded broker, topic creation and the transactional
 //! batch that gives ingest and commands their exactly-once commit.
 
+pub mod awaited;
 pub mod embedded;
 pub mod lag;
 pub mod partitioner;

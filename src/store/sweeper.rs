@@ -4,13 +4,15 @@
 
 use std::{sync::Arc, time::Duration};
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 use super::StoreView;
 use crate::{
     events::{EntriesExpired, Event},
-    kafka::KafkaConn,
+    kafka::{
+        awaited::{AwaitedProducer, Outgoing},
+        KafkaConn,
+    },
 };
 
 pub struct Sweeper {
@@ -23,7 +25,8 @@ pub struct Sweeper {
 impl Sweeper {
     #[tracing::instrument(name = "sweeper", skip_all, fields(topic = %self.topic))]
     pub async fn run(self, shutdown: CancellationToken) {
-        let producer: FutureProducer = match self.conn.idempotent_producer_config().create() {
+        let config = self.conn.idempotent_producer_config();
+        let producer = match AwaitedProducer::new(&config, "retention-sweep") {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(
@@ -47,15 +50,18 @@ impl Sweeper {
             }
             let mut written = 0u64;
             let sends = expired.iter().map(|id| {
-                producer.send(
-                    FutureRecord::<str, [u8]>::to(&self.topic).key(id.as_str()),
-                    Duration::from_secs(10),
-                )
+                let tombstone = Outgoing {
+                    topic: &self.topic,
+                    key: id.as_bytes(),
+                    value: None,
+                    headers: None,
+                };
+                producer.send(tombstone, Duration::from_secs(10))
             });
             for r in futures::future::join_all(sends).await {
                 match r {
                     Ok(_) => written += 1,
-                    Err((e, _)) => {
+                    Err(e) => {
                         tracing::warn!(error = %e, "retention sweeper: tombstone not written; retried next sweep")
                     }
                 }
