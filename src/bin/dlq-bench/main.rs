@@ -25,7 +25,7 @@ use clap::{Parser, ValueEnum};
 use measure::{
     heap_in_use, join_note, percentile, reset_peak, rss_kb, table, CpuMark, Row, ThreadMark,
 };
-use passthrough::{bare_read, Passthrough};
+use passthrough::{bare_read, count_from_end, Passthrough};
 use prost::Message as _;
 use rdkafka::{
     config::ClientConfig,
@@ -409,47 +409,6 @@ async fn redrive(a: &Args) {
         &threads_end,
         "2b. redrive, per thread: command sent → last execution committed",
     );
-}
-
-/// Counts committed records on a topic from its current end.
-struct Counter {
-    c: BaseConsumer,
-}
-
-fn count_from_end(bootstrap: &str, topic: &str) -> Counter {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("bench-count-{}", tag()))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("md");
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        let (_, high) = c
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .expect("wm");
-        tpl.add_partition_offset(topic, p.id(), Offset::Offset(high))
-            .expect("tpl");
-    }
-    c.assign(&tpl).expect("assign");
-    Counter { c }
-}
-
-impl Counter {
-    fn wait_for(&self, n: u64, limit: Duration) -> u64 {
-        let started = Instant::now();
-        let mut seen = 0;
-        while seen < n && started.elapsed() < limit {
-            if let Some(Ok(_)) = self.c.poll(Duration::from_millis(50)) {
-                seen += 1;
-            }
-        }
-        seen
-    }
 }
 
 // ---- 3. cold start, 4. queries ----

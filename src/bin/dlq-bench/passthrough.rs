@@ -84,9 +84,9 @@ impl Passthrough<'_> {
         }
         let p: ThreadedProducer<DefaultProducerContext> = pc.create().expect("producer");
         let reader = self.read_back.then(|| {
-            let from_end = assign_at_end(self.bootstrap, self.output);
+            let from_end = count_from_end(self.bootstrap, self.output);
             let records = self.records;
-            std::thread::spawn(move || count_records(&from_end, records))
+            std::thread::spawn(move || from_end.wait_for(records, Duration::from_secs(900)))
         });
         if self.transactional {
             p.init_transactions(Duration::from_secs(30)).expect("init");
@@ -174,41 +174,61 @@ impl Passthrough<'_> {
         }
         p.flush(Duration::from_secs(60)).expect("flush");
         if let Some(reader) = reader {
-            reader.join().expect("read-back thread");
+            let read = reader.join().expect("read-back thread");
+            assert_eq!(read, self.records, "records read back");
         }
         first.map(|f| f.elapsed()).unwrap_or_default()
     }
 }
 
-/// A consumer assigned to every partition of `topic` at its end: it reads what is written next.
-fn assign_at_end(bootstrap: &str, topic: &str) -> BaseConsumer {
+/// Counts committed records on a topic from where it ended when made.
+pub struct Counter {
+    c: BaseConsumer,
+}
+
+/// A [`Counter`] of `topic`: assigned to each of its partitions at its end.
+pub fn count_from_end(bootstrap: &str, topic: &str) -> Counter {
     let c = consumer(
         bootstrap,
-        &format!("bench-back-{}", uuid::Uuid::new_v4().simple()),
+        &format!("bench-count-{}", uuid::Uuid::new_v4().simple()),
     );
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
     let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        let (_, high) = c
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .expect("watermarks");
-        tpl.add_partition_offset(topic, p.id(), Offset::Offset(high))
+    for (p, high) in ends_of(&c, topic) {
+        tpl.add_partition_offset(topic, p, Offset::Offset(high))
             .expect("assign");
     }
     c.assign(&tpl).expect("assign");
-    c
+    Counter { c }
 }
 
-/// Polls `c` until it has read `records` records.
-fn count_records(c: &BaseConsumer, records: u64) {
-    let mut read = 0u64;
-    while read < records {
-        if let Some(m) = c.poll(Duration::from_millis(100)) {
-            m.expect("read back");
-            read += 1;
+/// Each partition of `topic` with its end offset now.
+fn ends_of(c: &BaseConsumer, topic: &str) -> HashMap<i32, i64> {
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (_, high) = c
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            (p.id(), high)
+        })
+        .collect()
+}
+
+impl Counter {
+    /// Reads until `n` records were seen or `limit` passed; the records seen.
+    pub fn wait_for(&self, n: u64, limit: Duration) -> u64 {
+        let started = Instant::now();
+        let mut seen = 0;
+        while seen < n && started.elapsed() < limit {
+            if let Some(Ok(_)) = self.c.poll(Duration::from_millis(50)) {
+                seen += 1;
+            }
         }
+        seen
     }
 }
 
@@ -219,17 +239,9 @@ pub fn bare_read(bootstrap: &str, topic: &str) -> (u64, u64, Duration) {
         bootstrap,
         &format!("bench-read-{}", uuid::Uuid::new_v4().simple()),
     );
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
-    let mut ends = HashMap::new();
+    let ends = ends_of(&c, topic);
     let mut tpl = TopicPartitionList::new();
-    for p in &parts {
-        let (_, high) = c
-            .fetch_watermarks(topic, *p, Duration::from_secs(10))
-            .expect("watermarks");
-        ends.insert(*p, high);
+    for p in ends.keys() {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)
             .expect("assign");
     }
