@@ -494,6 +494,35 @@ mod tests {
     use super::*;
     use rdkafka::consumer::BaseConsumer;
 
+    /// A batch and a consumer (whose offsets a commit sends) on [`crate::kafka::test_broker`],
+    /// with its topic; the handle keeps an embedded broker alive.
+    fn batch_on_a_test_broker(
+        prefix: &str,
+    ) -> (
+        Option<crate::kafka::embedded::EmbeddedBroker>,
+        TxnBatch,
+        BaseConsumer,
+        String,
+    ) {
+        let (broker, conn, topic) =
+            crate::kafka::test_broker(prefix, crate::Config::default().partitions);
+        let batch = TxnBatch::new(&conn, &topic).expect("producer");
+        let consumer: BaseConsumer = conn.reader_config().create().expect("consumer");
+        (broker, batch, consumer, topic)
+    }
+
+    /// Sends record `i` of the test: key `[i]`, `len` bytes of `i`, no headers.
+    fn send_small(batch: &mut TxnBatch, topic: &str, i: u8, len: usize) {
+        batch
+            .send(OutRecord {
+                topic,
+                key: Some(vec![i].into()),
+                value: Some(vec![i; len]),
+                headers: None,
+            })
+            .expect("send");
+    }
+
     /// rust-rdkafka's flush made every commit with a record in flight wait out a 100 ms poll
     /// slice (see the module comment), and a record left to linger waits out [`LINGER`]. A
     /// commit of one record on loopback takes a few ms; the median of several staying under
@@ -503,20 +532,10 @@ mod tests {
     /// the client, so both show it.
     #[test]
     fn a_commit_of_one_record_does_not_wait_out_a_100ms_poll_slice() {
-        let (_broker, conn, topic) =
-            crate::kafka::test_broker("txn-latency", crate::Config::default().partitions);
-        let mut batch = TxnBatch::new(&conn, &topic).expect("producer");
-        let consumer: BaseConsumer = conn.reader_config().create().expect("consumer");
+        let (_broker, mut batch, consumer, topic) = batch_on_a_test_broker("txn-latency");
         let mut took = Vec::new();
         for i in 0..9u8 {
-            batch
-                .send(OutRecord {
-                    topic: &topic,
-                    key: Some(vec![i].into()),
-                    value: Some(vec![i; 100]),
-                    headers: None,
-                })
-                .expect("send");
+            send_small(&mut batch, &topic, i, 100);
             let started = Instant::now();
             batch.commit(&consumer).expect("commit");
             took.push(started.elapsed());
@@ -592,23 +611,13 @@ mod tests {
     #[test]
     fn per_entry_counts_are_emitted_at_the_commit_and_dropped_by_an_abort() {
         use crate::events::{ItemAction, ItemStatus, RepublishKind};
-        let (_broker, conn, topic) =
-            crate::kafka::test_broker("txn-counts", crate::Config::default().partitions);
-        let mut batch = TxnBatch::new(&conn, &topic).expect("producer");
-        let consumer: BaseConsumer = conn.reader_config().create().expect("consumer");
+        let (_broker, mut batch, consumer, topic) = batch_on_a_test_broker("txn-counts");
         let restarted = PerEntry::Acted(ItemAction::Restart, ItemStatus::Ok);
         let not_found = PerEntry::Acted(ItemAction::Restart, ItemStatus::NotFound);
         let republished = PerEntry::Republished(RepublishKind::Restart);
         let stage = |batch: &mut TxnBatch, n: u8| {
             for i in 0..n {
-                batch
-                    .send(OutRecord {
-                        topic: &topic,
-                        key: Some(vec![i].into()),
-                        value: Some(vec![i; 10]),
-                        headers: None,
-                    })
-                    .expect("send");
+                send_small(batch, &topic, i, 10);
                 batch.count_on_commit(restarted);
                 batch.count_on_commit(republished);
             }
