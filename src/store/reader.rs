@@ -17,17 +17,19 @@ use crate::{
     wire::{codec, pb::DlqEntry},
 };
 
-/// Changes handed to the applier at once: one wake-up per batch, not per record (handing
-/// them over one at a time made the two threads wake each other for every record).
-const BATCH: usize = 256;
-/// Batches read but not yet applied, at most (about 10 MB of 1.3 KB entries).
-const IN_FLIGHT: usize = 32;
+/// Changes handed to the applier at once, at most: one wake-up per batch, not per record
+/// (handing them over one at a time made the two threads wake each other for every record).
+const BATCH: usize = 4096;
+/// Bytes of entries a batch carries, at most: its block's size (~750 entries of 1.4 KB).
+const BLOCK_BYTES: usize = 1 << 20;
+/// Batches read but not yet applied, at most (about 8 MB).
+const IN_FLIGHT: usize = 8;
 
 /// Starts the store reader; it stops when `shutdown` is cancelled.
 ///
-/// Two threads: the tail thread checks and copies each record (the first touch of bytes
-/// librdkafka just wrote, and the allocation), and an applier thread indexes the copies in
-/// order. A cold start applied about 116k entries/s on one thread (issue 13). Positions and
+/// Two threads: the tail thread checks each record and copies it into the batch's block of
+/// entries' bytes (the first touch of bytes librdkafka just wrote), and an applier thread
+/// indexes the copies in order; the view keeps the block ([`crate::store::view::BlockBatch`]). A cold start applied about 116k entries/s on one thread (issue 13). Positions and
 /// "caught up" travel behind the records they follow, so the view never claims a position
 /// before the records up to it are applied.
 pub fn spawn(
@@ -58,18 +60,27 @@ pub fn spawn(
         })?;
     let sink = StoreSink {
         tx,
-        batch: Vec::with_capacity(BATCH),
+        batch: Vec::new(),
+        block: Vec::new(),
         fallback,
     };
     tail::spawn(worker, conn, topic, sink, shutdown)
 }
 
+/// Changes to the view in the store topic's order, and the bytes of the entries they store.
+struct Batch {
+    ops: Vec<Op>,
+    block: Vec<u8>,
+}
+
 /// One change to the view, in the store topic's order.
 enum Op {
+    /// The protobuf entry at `at..at + len` of the batch's block.
     Upsert {
         partition: i32,
         offset: i64,
-        raw: Box<[u8]>,
+        at: u32,
+        len: u32,
     },
     /// A decoded JSON entry.
     UpsertEntry {
@@ -94,42 +105,43 @@ struct Applier {
 const UPSERTS_PER_LOCK: usize = 64;
 
 impl Applier {
-    /// Applies `ops` in order; runs of upserts share a write lock ([`UPSERTS_PER_LOCK`]).
-    fn apply_all(&self, ops: Vec<Op>) {
+    /// Applies `batch` in order; runs of upserts share a write lock ([`UPSERTS_PER_LOCK`]).
+    fn apply_all(&self, batch: Batch) {
+        let block = self.view.adopt_block(batch.block);
         let mut run = Vec::with_capacity(UPSERTS_PER_LOCK);
-        for op in ops {
+        for op in batch.ops {
             match op {
                 Op::Upsert {
                     partition,
                     offset,
-                    raw,
+                    at,
+                    len,
                 } => {
-                    run.push((partition, offset, raw));
+                    run.push((partition, offset, at, len));
                     if run.len() == UPSERTS_PER_LOCK {
-                        self.view.upsert_raw_all(run.drain(..));
+                        block.upsert_all(run.drain(..));
                     }
                 }
                 other => {
                     if !run.is_empty() {
-                        self.view.upsert_raw_all(run.drain(..));
+                        block.upsert_all(run.drain(..));
                     }
                     self.apply(other);
                 }
             }
         }
         if !run.is_empty() {
-            self.view.upsert_raw_all(run.drain(..));
+            block.upsert_all(run.drain(..));
         }
     }
 
+    /// A change other than an upsert of the batch's block.
     fn apply(&self, op: Op) {
         let view = &self.view;
         match op {
-            Op::Upsert {
-                partition,
-                offset,
-                raw,
-            } => view.upsert_raw(partition, offset, raw),
+            Op::Upsert { .. } => {
+                tracing::error!("an upsert without its block; skipped");
+            }
             Op::UpsertEntry {
                 partition,
                 offset,
@@ -155,8 +167,10 @@ impl Applier {
 }
 
 struct StoreSink {
-    tx: mpsc::SyncSender<Vec<Op>>,
+    tx: mpsc::SyncSender<Batch>,
     batch: Vec<Op>,
+    /// The entries' bytes of `batch`, end to end.
+    block: Vec<u8>,
     /// Applies on the tail thread should the applier thread be gone (it panicked).
     fallback: Applier,
 }
@@ -168,13 +182,38 @@ impl StoreSink {
             tail::TailSink::flush(self);
         }
     }
+
+    /// Copies `payload` into the batch's block: where it sits there. A block that cannot take
+    /// it is sent first; one entry larger than a block has a block of its own size.
+    fn copy(&mut self, payload: &[u8]) -> (u32, u32) {
+        if !self.block.is_empty() && self.block.len() + payload.len() > BLOCK_BYTES {
+            tail::TailSink::flush(self);
+        }
+        if self.block.capacity() == 0 {
+            self.block = Vec::with_capacity(BLOCK_BYTES.max(payload.len()));
+        }
+        let at = self.block.len() as u32;
+        self.block.extend_from_slice(payload);
+        (at, payload.len() as u32)
+    }
 }
 
 impl tail::TailSink for StoreSink {
     fn record(&mut self, m: &BorrowedMessage<'_>) {
-        if let Some(op) = read(m) {
-            self.send(op);
-        }
+        let op = match read(m) {
+            Some(Read::Protobuf(payload)) => {
+                let (at, len) = self.copy(payload);
+                Op::Upsert {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    at,
+                    len,
+                }
+            }
+            Some(Read::Other(op)) => op,
+            None => return,
+        };
+        self.send(op);
     }
 
     fn position(&mut self, partition: i32, next_offset: i64) {
@@ -194,11 +233,21 @@ impl tail::TailSink for StoreSink {
         if self.batch.is_empty() {
             return;
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        // The next batch is likely the size of this one: room for it now, not by doubling.
+        let next = Vec::with_capacity(self.batch.len());
+        let ops = std::mem::replace(&mut self.batch, next);
+        // A block mostly empty (a quiet topic's batch) is copied to one of its size, and the
+        // room is kept for the next batch; a full one is handed over as it is.
+        let block = if self.block.len() >= self.block.capacity() / 2 {
+            std::mem::take(&mut self.block)
+        } else {
+            let copy = self.block.clone();
+            self.block.clear();
+            copy
+        };
+        let batch = Batch { ops, block };
         if let Err(mpsc::SendError(batch)) = self.tx.send(batch) {
-            for op in batch {
-                self.fallback.apply(op);
-            }
+            self.fallback.apply_all(batch);
         }
     }
 }
@@ -213,8 +262,16 @@ pub fn publish_gauges(view: &StoreView) {
     metrics::entries(view.len(), age);
 }
 
+/// What a store record is, checked.
+enum Read<'m> {
+    /// A protobuf entry whose id is its key: its bytes, to be kept as they are.
+    Protobuf(&'m [u8]),
+    /// Any other change.
+    Other(Op),
+}
+
 /// The change a store record makes, checked; `None` (logged and counted) when it can't be read.
-fn read(m: &BorrowedMessage<'_>) -> Option<Op> {
+fn read<'m>(m: &'m BorrowedMessage<'_>) -> Option<Read<'m>> {
     let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
         StoreIntegrityBreach {
             what: &format!(
@@ -227,30 +284,26 @@ fn read(m: &BorrowedMessage<'_>) -> Option<Op> {
         return None;
     };
     let Some(payload) = m.payload() else {
-        return Some(Op::Remove(key.into()));
+        return Some(Read::Other(Op::Remove(key.into())));
     };
     let ct = codec::content_type_of(m.headers());
     let (partition, offset) = (m.partition(), m.offset());
     // The change, or the other id the record holds, or the reason it can't be read.
-    let applied: Result<Result<Op, String>, String> = match codec::detect(ct, payload) {
+    let applied: Result<Result<Read<'m>, String>, String> = match codec::detect(ct, payload) {
         // Protobuf is kept as read (copied once); here only its id is read, the view reads
         // the index's fields when it applies it (and counts an entry it cannot read).
         Ok(codec::Encoding::Protobuf) => match IndexKeys::read_id(payload) {
-            Ok(id) if id == key => Ok(Ok(Op::Upsert {
-                partition,
-                offset,
-                raw: payload.into(),
-            })),
+            Ok(id) if id == key => Ok(Ok(Read::Protobuf(payload))),
             Ok(id) => Ok(Err(id.to_string())),
             Err(e) => Err(e.to_string()),
         },
         // JSON is decoded whole and kept as protobuf.
         Ok(codec::Encoding::Json) => match codec::decode::<DlqEntry>(ct, Some(payload)) {
-            Ok(entry) if entry.dlq_id == key => Ok(Ok(Op::UpsertEntry {
+            Ok(entry) if entry.dlq_id == key => Ok(Ok(Read::Other(Op::UpsertEntry {
                 partition,
                 offset,
                 entry: Box::new(entry),
-            })),
+            }))),
             Ok(entry) => Ok(Err(entry.dlq_id)),
             Err(e) => Err(e.to_string()),
         },
@@ -283,16 +336,20 @@ mod tests {
     use super::*;
     use crate::store::EntryState;
 
-    fn upsert(id: &str, offset: i64) -> Op {
+    /// An upsert of entry `id` whose bytes are appended to `block`.
+    fn upsert(block: &mut Vec<u8>, id: &str, offset: i64) -> Op {
         let entry = DlqEntry {
             dlq_id: id.into(),
             created_at: offset,
             ..Default::default()
         };
+        let at = block.len() as u32;
+        entry.encode(block).expect("a Vec grows");
         Op::Upsert {
             partition: 0,
             offset,
-            raw: entry.encode_to_vec().into_boxed_slice(),
+            at,
+            len: block.len() as u32 - at,
         }
     }
 
@@ -305,18 +362,18 @@ mod tests {
             view: view.clone(),
             started: Instant::now(),
         };
-        let mut ops = Vec::new();
+        let (mut ops, mut block) = (Vec::new(), Vec::new());
         // More than one run's worth before the tombstone, so a run ends on its size too.
         for i in 0..(UPSERTS_PER_LOCK as i64 + 10) {
-            ops.push(upsert(&format!("e{i}"), i));
+            ops.push(upsert(&mut block, &format!("e{i}"), i));
         }
         ops.push(Op::Remove("e3".into()));
-        ops.push(upsert("e4", 1_000));
+        ops.push(upsert(&mut block, "e4", 1_000));
         ops.push(Op::Remove("e4".into()));
-        ops.push(upsert("e3", 1_001));
+        ops.push(upsert(&mut block, "e3", 1_001));
         ops.push(Op::Position(0, 1_002));
-        ops.push(upsert("late", 1_002));
-        applier.apply_all(ops);
+        ops.push(upsert(&mut block, "late", 1_002));
+        applier.apply_all(Batch { ops, block });
 
         assert_eq!(
             view.state("e3"),

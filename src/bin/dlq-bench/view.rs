@@ -230,16 +230,26 @@ pub fn memory_curve(sizes: &[u64]) {
         let v = StoreView::new();
         v.reserve(n);
         v.defer_lists();
-        let mut batch = Vec::with_capacity(1024);
+        // Blocks of entries' bytes as the store reader makes them (~1 MiB each).
+        const BLOCK: usize = 1 << 20;
+        let (mut block, mut batch) = (Vec::with_capacity(BLOCK), Vec::new());
         for i in 0..n {
             let (_, raw) = data::stored_entry(i, "curve", 3_600_000);
-            // (partition, offset) as if written to 12 partitions in turn.
-            batch.push(((i % 12) as i32, (i / 12) as i64, raw.into_boxed_slice()));
-            if batch.len() == batch.capacity() {
-                v.upsert_raw_all(batch.drain(..));
+            if block.len() + raw.len() > BLOCK {
+                let full = std::mem::replace(&mut block, Vec::with_capacity(BLOCK));
+                v.adopt_block(full).upsert_all(batch.drain(..));
             }
+            // (partition, offset) as if written to 12 partitions in turn.
+            batch.push((
+                (i % 12) as i32,
+                (i / 12) as i64,
+                block.len() as u32,
+                raw.len() as u32,
+            ));
+            block.extend_from_slice(&raw);
         }
-        v.upsert_raw_all(batch.drain(..));
+        block.shrink_to_fit();
+        v.adopt_block(block).upsert_all(batch.drain(..));
         drop(batch);
         v.set_caught_up();
         let after = heap_in_use().unwrap_or(before);
