@@ -45,7 +45,7 @@ const IDLE_COMMIT_AFTER: Duration = Duration::from_millis(1);
 /// How long a poll waits while the handler has work of its own (a bulk command fanning out).
 const POLL_BUSY: Duration = Duration::from_millis(5);
 /// A busy pipeline's heartbeat: liveness is judged in seconds.
-const BEAT_EVERY: Duration = Duration::from_millis(50);
+pub(super) const BEAT_EVERY: Duration = Duration::from_millis(50);
 /// How often a busy pipeline serves the producer's delivery reports (every turn when idle).
 const DELIVERY_POLL_EVERY: Duration = Duration::from_millis(1);
 

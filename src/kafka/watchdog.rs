@@ -101,12 +101,8 @@ impl ProgressWatch {
         }
     }
 
-    /// A record was read (or the handler's own work moved): nothing is stalled.
-    pub fn progressed(&mut self, worker: &Worker) {
-        self.progressed_at(worker, Instant::now());
-    }
-
-    /// [`ProgressWatch::progressed`] at `now`, read by the caller.
+    /// A record was read (or the handler's own work moved) at `now`, read by the caller:
+    /// nothing is stalled.
     pub fn progressed_at(&mut self, worker: &Worker, now: Instant) {
         self.last_progress = now;
         self.waiting_since = None;
@@ -366,7 +362,7 @@ mod tests {
         };
         w.report(&stall, &worker);
         assert!(worker.stalled().is_some());
-        w.progressed(&worker);
+        w.progressed_at(&worker, Instant::now());
         assert_eq!(worker.stalled(), None);
         assert_eq!(w.waiting_since, None);
         w.judge(waiting(3), Instant::now());
