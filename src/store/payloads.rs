@@ -11,6 +11,8 @@
 //! *sparse*, and once sparse blocks hold an eighth of all held bytes their live entries are
 //! copied to a new block ([`Payloads::compact`], bounded per call): the dead bytes held stay
 //! bounded whatever is removed, where a block kept whole for its last entry would not be.
+//! A quiet topic's batches are a few entries each: such *small* blocks are merged the same way
+//! once there are many, so a view filled by a trickle does not keep a block per entry.
 
 use bytes::Bytes;
 
@@ -51,12 +53,25 @@ struct Block {
     slots: Vec<u32>,
     /// Being filled by a batch: not freed nor moved while entries of the batch may still come.
     pinned: bool,
-    /// Counted in [`Payloads::sparse_bytes`] and listed in [`Payloads::sparse`].
-    sparse: bool,
+    /// Listed in [`Payloads::listed`] for compaction, and why.
+    listed: Option<Why>,
+}
+
+/// Why a block is listed for compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// Mostly dead bytes: counted in [`Payloads::sparse_bytes`].
+    Sparse,
+    /// Few bytes: counted in [`Payloads::small_blocks`].
+    Small,
 }
 
 /// A block is sparse when less than this share of its bytes is live (num/den).
 const SPARSE_BELOW: (usize, usize) = (3, 4);
+/// A block is small under this length: it costs its bookkeeping (~100 B) for a few entries.
+const SMALL_BELOW: usize = 64 << 10;
+/// Small blocks are merged once there are this many (~100 KB of bookkeeping).
+const COMPACT_AT_SMALL_BLOCKS: usize = 1024;
 /// Sparse blocks are compacted once they hold at least this share of all held bytes (1/n)…
 const COMPACT_AT_SHARE: usize = 8;
 /// …and at least this many bytes (a small view does not move entries for a few KB).
@@ -73,9 +88,10 @@ pub(super) struct Payloads {
     held: usize,
     /// Bytes of live entries (what the view must hold at the least).
     live: usize,
-    /// Sparse blocks, not yet compacted.
-    sparse: Vec<u32>,
+    /// Sparse and small blocks, not yet compacted (some freed since: checked when taken).
+    listed: Vec<u32>,
     sparse_bytes: usize,
+    small_blocks: usize,
 }
 
 /// The slots [`Payloads::compact`] moves, with their new references.
@@ -91,7 +107,7 @@ impl Payloads {
             live: 0,
             slots: Vec::new(),
             pinned: true,
-            sparse: false,
+            listed: None,
         };
         match self.free.pop() {
             Some(i) => {
@@ -164,29 +180,47 @@ impl Payloads {
         }
     }
 
-    /// Frees block `i` if it holds nothing live, or lists it as sparse.
+    /// Frees block `i` if it holds nothing live, or lists it as sparse or small.
     fn settle(&mut self, i: u32) {
         let b = &mut self.blocks[i as usize];
         let len = b.bytes.len();
         if b.live == 0 {
-            if b.sparse {
-                self.sparse_bytes -= len;
-            }
+            self.unlist(i);
             self.held -= len;
-            *b = Block::default();
+            self.blocks[i as usize] = Block::default();
             self.free.push(i);
-        } else if !b.sparse && b.live * SPARSE_BELOW.1 < len * SPARSE_BELOW.0 {
-            b.sparse = true;
+            return;
+        }
+        let why = if b.listed.is_some() {
+            return;
+        } else if len < SMALL_BELOW {
+            self.small_blocks += 1;
+            Why::Small
+        } else if b.live * SPARSE_BELOW.1 < len * SPARSE_BELOW.0 {
             self.sparse_bytes += len;
-            self.sparse.push(i);
-            // Blocks freed while listed stay listed until compacted: keep the list to the
-            // blocks that are sparse now should compaction not come for a long time.
-            if self.sparse.len() > 2 * self.blocks.len() + 64 {
-                let blocks = &self.blocks;
-                self.sparse.retain(|&j| blocks[j as usize].sparse);
-                self.sparse.sort_unstable();
-                self.sparse.dedup();
-            }
+            Why::Sparse
+        } else {
+            return;
+        };
+        b.listed = Some(why);
+        self.listed.push(i);
+        // Blocks freed while listed stay listed until compacted: keep the list to the blocks
+        // listed now should compaction not come for a long time.
+        if self.listed.len() > 2 * self.blocks.len() + 64 {
+            let blocks = &self.blocks;
+            self.listed.retain(|&j| blocks[j as usize].listed.is_some());
+            self.listed.sort_unstable();
+            self.listed.dedup();
+        }
+    }
+
+    /// Block `i` leaves the counts of listed blocks (it stays in the list until taken).
+    fn unlist(&mut self, i: u32) {
+        let b = &mut self.blocks[i as usize];
+        match b.listed.take() {
+            Some(Why::Sparse) => self.sparse_bytes -= b.bytes.len(),
+            Some(Why::Small) => self.small_blocks -= 1,
+            None => {}
         }
     }
 
@@ -201,23 +235,31 @@ impl Payloads {
         self.held
     }
 
-    /// Whether sparse blocks hold enough dead bytes to be worth a [`Payloads::compact`].
-    pub(super) fn wants_compaction(&self) -> bool {
-        self.sparse_bytes >= COMPACT_AT_LEAST && self.sparse_bytes * COMPACT_AT_SHARE >= self.held
+    /// Blocks held.
+    #[cfg(test)]
+    pub(super) fn blocks_held(&self) -> usize {
+        self.blocks.len() - self.free.len()
     }
 
-    /// Copies the live entries of sparse blocks (up to [`COMPACT_BYTES_PER_CALL`] of them) into
+    /// Whether sparse blocks hold enough dead bytes, or small blocks are enough, to be worth a
+    /// [`Payloads::compact`].
+    pub(super) fn wants_compaction(&self) -> bool {
+        (self.sparse_bytes >= COMPACT_AT_LEAST && self.sparse_bytes * COMPACT_AT_SHARE >= self.held)
+            || self.small_blocks >= COMPACT_AT_SMALL_BLOCKS
+    }
+
+    /// Copies the live entries of listed blocks (up to [`COMPACT_BYTES_PER_CALL`] of them) into
     /// one new block and frees the old ones. `current(slot)` is what `slot` holds now; the
     /// caller points each moved slot at its new reference.
     pub(super) fn compact(&mut self, current: impl Fn(u32) -> PayloadRef) -> Moves {
         let mut taken = Vec::new();
         let mut moving = 0;
         while moving < COMPACT_BYTES_PER_CALL {
-            let Some(i) = self.sparse.pop() else { break };
+            let Some(i) = self.listed.pop() else { break };
             let b = &self.blocks[i as usize];
-            // Freed since it was listed, or listed twice (freed, reused, sparse again), or
+            // Freed since it was listed, or listed twice (freed, reused, listed again), or
             // being filled.
-            if !b.sparse || b.pinned {
+            if b.listed.is_none() || b.pinned {
                 continue;
             }
             moving += b.live;
@@ -243,11 +285,10 @@ impl Payloads {
             }
         }
         for &i in &taken {
+            self.unlist(i);
             let b = &mut self.blocks[i as usize];
-            let len = b.bytes.len();
             self.live -= b.live;
-            self.sparse_bytes -= len;
-            self.held -= len;
+            self.held -= b.bytes.len();
             *b = Block::default();
             self.free.push(i);
         }
@@ -386,7 +427,7 @@ mod tests {
         let held = p.held_bytes();
         assert_eq!(held, 1_000 * 1024, "only block 0 holds anything");
         assert_eq!(
-            p.sparse.iter().filter(|&&i| i == 0).count(),
+            p.listed.iter().filter(|&&i| i == 0).count(),
             2,
             "listed twice"
         );
@@ -413,6 +454,37 @@ mod tests {
                 p.blocks[*i as usize].bytes.is_empty(),
                 "block {i} is free and holds entries"
             );
+        }
+    }
+
+    /// A quiet topic's batches are an entry each: their blocks are merged once there are many,
+    /// so a view filled by a trickle does not keep a block (and its bookkeeping) per entry.
+    #[test]
+    fn small_blocks_are_merged_once_there_are_many() {
+        let mut p = Payloads::default();
+        let mut refs: Vec<PayloadRef> = Vec::new();
+        for i in 0..3_000u32 {
+            let block = p.adopt(vec![i as u8; 1_400].into());
+            let r = p.locate(block, 0, 1_400).expect("inside");
+            p.add(r, i);
+            refs.push(r);
+            p.unpin(block);
+            if p.wants_compaction() {
+                let current = refs.clone();
+                for (s, r) in p.compact(|s| current[s as usize]) {
+                    refs[s as usize] = r;
+                }
+            }
+        }
+        let blocks = p.blocks.len() - p.free.len();
+        assert!(
+            blocks < COMPACT_AT_SMALL_BLOCKS,
+            "{blocks} blocks for 3,000 entries"
+        );
+        assert_eq!(p.live_bytes(), 3_000 * 1_400);
+        assert_eq!(p.held_bytes(), 3_000 * 1_400);
+        for (i, r) in refs.iter().enumerate() {
+            assert_eq!(p.get(*r), &[i as u8; 1_400][..], "entry {i}");
         }
     }
 }

@@ -1573,6 +1573,21 @@ mod tests {
         assert_eq!(v.count(&EntryFilter::all()), 1_000);
     }
 
+    /// Entries applied one at a time (a quiet topic) do not keep a block each.
+    #[test]
+    fn entries_applied_one_by_one_share_blocks() {
+        let v = StoreView::new();
+        for i in 0..3_000 {
+            v.upsert(0, i, &entry(&format!("x{i}"), 1_000 + i, "u"));
+        }
+        let blocks = v.read().payloads.blocks_held();
+        assert!(blocks < 1_024, "{blocks} blocks for 3,000 entries");
+        for i in 0..3_000 {
+            let id = format!("x{i}");
+            assert_eq!(v.get(&id), Some(entry(&id, 1_000 + i, "u")), "{id}");
+        }
+    }
+
     #[test]
     fn count_agrees_with_listing_and_arrivals_bucket_by_creation_time() {
         let v = StoreView::new();
