@@ -29,7 +29,8 @@ const IN_FLIGHT: usize = 8;
 ///
 /// Two threads: the tail thread checks each record and copies it into the batch's block of
 /// entries' bytes (the first touch of bytes librdkafka just wrote), and an applier thread
-/// indexes the copies in order; the view keeps the block ([`crate::store::view::BlockBatch`]). A cold start applied about 116k entries/s on one thread (issue 13). Positions and
+/// indexes the copies in order; the view keeps the block ([`crate::store::view::BlockBatch`]).
+/// A cold start applied about 116k entries/s on one thread (issue 13). Positions and
 /// "caught up" travel behind the records they follow, so the view never claims a position
 /// before the records up to it are applied.
 pub fn spawn(

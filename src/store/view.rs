@@ -2,11 +2,11 @@
 //!
 //! Each entry is one compact slot: its protobuf bytes as read, packed with others' in blocks
 //! ([`super::payloads`]; decoded only when an entry is returned; the id is read from them too),
-//! plus the fields filters and ordering need. Strings
-//! many entries share (URLs, IPs, flow-control keys, label sets) are kept once and counted, so
-//! a filter compares numbers and a value no entry holds any more is dropped. The id index and
-//! the listing order hold slot numbers only: a scan never hashes an id. Tombstoned ids are
-//! remembered so a replayed failure of an entry already recovered is not stored again.
+//! plus the fields filters and ordering need. Strings many entries share (URLs, IPs,
+//! flow-control keys, label sets) are kept once and counted, so a filter compares numbers and
+//! a value no entry holds any more is dropped. The id index and the listing order hold slot
+//! numbers only: a scan never hashes an id. Tombstoned ids are remembered so a replayed failure
+//! of an entry already recovered is not stored again.
 
 use std::{
     borrow::Borrow,
@@ -57,7 +57,7 @@ const FREE: i32 = -1;
 struct Slot {
     /// The entry's protobuf bytes, in [`Index::payloads`].
     payload: PayloadRef,
-    /// Where the `dlqId` sits in `raw`.
+    /// Where the `dlqId` sits in the entry's bytes.
     id_at: u32,
     id_len: u32,
     created_at: i64,
@@ -648,8 +648,8 @@ impl Index {
         }
     }
 
-    /// Moves the entries of mostly-dead payload blocks into a new one, when they hold enough
-    /// to be worth it (bounded per call: [`Payloads::compact`]).
+    /// Moves the entries of mostly-dead or small payload blocks into a new one, when there are
+    /// enough to be worth it (bounded per call: [`Payloads::compact`]).
     fn compact_payloads(&mut self) {
         if !self.payloads.wants_compaction() {
             return;
