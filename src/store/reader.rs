@@ -83,6 +83,11 @@ enum Op {
         at: u32,
         len: u32,
     },
+    Other(Change),
+}
+
+/// A change that is not an entry in the batch's block.
+enum Change {
     /// A decoded JSON entry.
     UpsertEntry {
         partition: i32,
@@ -123,11 +128,11 @@ impl Applier {
                         block.upsert_all(run.drain(..));
                     }
                 }
-                other => {
+                Op::Other(change) => {
                     if !run.is_empty() {
                         block.upsert_all(run.drain(..));
                     }
-                    self.apply(other);
+                    self.apply(change);
                 }
             }
         }
@@ -136,24 +141,20 @@ impl Applier {
         }
     }
 
-    /// A change other than an upsert of the batch's block.
-    fn apply(&self, op: Op) {
+    fn apply(&self, change: Change) {
         let view = &self.view;
-        match op {
-            Op::Upsert { .. } => {
-                tracing::error!("an upsert without its block; skipped");
-            }
-            Op::UpsertEntry {
+        match change {
+            Change::UpsertEntry {
                 partition,
                 offset,
                 entry,
             } => view.upsert(partition, offset, &entry),
-            Op::Remove(id) => {
+            Change::Remove(id) => {
                 view.remove(&id);
             }
-            Op::Reserve(records) => view.reserve(records),
-            Op::Position(partition, next) => view.set_position(partition, next),
-            Op::CaughtUp => {
+            Change::Reserve(records) => view.reserve(records),
+            Change::Position(partition, next) => view.set_position(partition, next),
+            Change::CaughtUp => {
                 view.set_caught_up();
                 publish_gauges(view);
                 tracing::info!(
@@ -211,22 +212,22 @@ impl tail::TailSink for StoreSink {
                     len,
                 }
             }
-            Some(Read::Other(op)) => op,
+            Some(Read::Other(change)) => Op::Other(change),
             None => return,
         };
         self.send(op);
     }
 
     fn position(&mut self, partition: i32, next_offset: i64) {
-        self.send(Op::Position(partition, next_offset));
+        self.send(Op::Other(Change::Position(partition, next_offset)));
     }
 
     fn backlog(&mut self, records: u64) {
-        self.send(Op::Reserve(records));
+        self.send(Op::Other(Change::Reserve(records)));
     }
 
     fn caught_up(&mut self) {
-        self.send(Op::CaughtUp);
+        self.send(Op::Other(Change::CaughtUp));
         tail::TailSink::flush(self);
     }
 
@@ -268,7 +269,7 @@ enum Read<'m> {
     /// A protobuf entry whose id is its key: its bytes, to be kept as they are.
     Protobuf(&'m [u8]),
     /// Any other change.
-    Other(Op),
+    Other(Change),
 }
 
 /// The change a store record makes, checked; `None` (logged and counted) when it can't be read.
@@ -285,7 +286,7 @@ fn read<'m>(m: &'m BorrowedMessage<'_>) -> Option<Read<'m>> {
         return None;
     };
     let Some(payload) = m.payload() else {
-        return Some(Read::Other(Op::Remove(key.into())));
+        return Some(Read::Other(Change::Remove(key.into())));
     };
     let ct = codec::content_type_of(m.headers());
     let (partition, offset) = (m.partition(), m.offset());
@@ -300,7 +301,7 @@ fn read<'m>(m: &'m BorrowedMessage<'_>) -> Option<Read<'m>> {
         },
         // JSON is decoded whole and kept as protobuf.
         Ok(codec::Encoding::Json) => match codec::decode::<DlqEntry>(ct, Some(payload)) {
-            Ok(entry) if entry.dlq_id == key => Ok(Ok(Read::Other(Op::UpsertEntry {
+            Ok(entry) if entry.dlq_id == key => Ok(Ok(Read::Other(Change::UpsertEntry {
                 partition,
                 offset,
                 entry: Box::new(entry),
@@ -368,11 +369,11 @@ mod tests {
         for i in 0..(UPSERTS_PER_LOCK as i64 + 10) {
             ops.push(upsert(&mut block, &format!("e{i}"), i));
         }
-        ops.push(Op::Remove("e3".into()));
+        ops.push(Op::Other(Change::Remove("e3".into())));
         ops.push(upsert(&mut block, "e4", 1_000));
-        ops.push(Op::Remove("e4".into()));
+        ops.push(Op::Other(Change::Remove("e4".into())));
         ops.push(upsert(&mut block, "e3", 1_001));
-        ops.push(Op::Position(0, 1_002));
+        ops.push(Op::Other(Change::Position(0, 1_002)));
         ops.push(upsert(&mut block, "late", 1_002));
         applier.apply_all(Batch { ops, block });
 
@@ -389,5 +390,59 @@ mod tests {
         assert_eq!(view.state("late"), EntryState::Present);
         // e0..e73, less e4, plus `late`.
         assert_eq!(view.len(), UPSERTS_PER_LOCK + 10);
+    }
+
+    /// Entries that overflow a block go on in the next batch's block, and one larger than a
+    /// block gets a block of its own: every entry is applied once with its own bytes.
+    #[test]
+    fn entries_over_many_blocks_are_each_applied_with_their_own_bytes() {
+        let view = Arc::new(StoreView::new());
+        let (tx, rx) = mpsc::sync_channel(10_000);
+        let mut sink = StoreSink {
+            tx,
+            batch: Vec::new(),
+            block: Vec::new(),
+            fallback: Applier {
+                view: view.clone(),
+                started: Instant::now(),
+            },
+        };
+        let stored = |i: i64| DlqEntry {
+            dlq_id: format!("e{i}"),
+            created_at: i,
+            // ~1 KB each, and one of 2 MiB: larger than a block.
+            source_topic: "x".repeat(if i == 1_500 { 2 << 20 } else { 1_000 }),
+            ..Default::default()
+        };
+        for i in 0..3_000 {
+            let (at, len) = sink.copy(&stored(i).encode_to_vec());
+            sink.send(Op::Upsert {
+                partition: 0,
+                offset: i,
+                at,
+                len,
+            });
+        }
+        tail::TailSink::flush(&mut sink);
+        drop(sink);
+        let applier = Applier {
+            view: view.clone(),
+            started: Instant::now(),
+        };
+        let mut blocks = Vec::new();
+        for batch in rx.try_iter() {
+            blocks.push(batch.block.len());
+            applier.apply_all(batch);
+        }
+        assert!(blocks.len() >= 4, "batches: {blocks:?}");
+        assert_eq!(
+            blocks.iter().filter(|&&b| b > BLOCK_BYTES).count(),
+            1,
+            "only the large entry's block is over a block's size: {blocks:?}"
+        );
+        assert_eq!(view.len(), 3_000);
+        for i in 0..3_000 {
+            assert_eq!(view.get(&format!("e{i}")), Some(stored(i)), "e{i}");
+        }
     }
 }
