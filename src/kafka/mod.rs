@@ -91,6 +91,22 @@ impl std::fmt::Debug for KafkaProperty {
     }
 }
 
+/// How much a consumer fetches at once, unless the user's properties say otherwise
+/// ([`KafkaConn::set_fetch_sizes`]).
+///
+/// A backlog (ingest's, a replay of the store) moves in larger fetches than librdkafka's 1 MiB
+/// per partition: a cold start of 1,000,000 entries took several times longer with it. A
+/// response is read into one buffer of its size; at librdkafka's default of 50 MiB a response
+/// over several partitions is larger than glibc's largest mmap threshold (32 MiB), so each
+/// was a fresh mapping whose pages the kernel faulted in and zeroed, then unmapped. At most
+/// 16 MiB, it comes from the fetch thread's heap and reuses its pages: in a cold start of
+/// 1,000,000 entries the fetch thread went from 30–34% of a core to 16–20% (issue 13). Not set when the user sizes messages or responses
+/// themselves: librdkafka refuses a `fetch.max.bytes` under `message.max.bytes`, and sizes
+/// it from that when it is not given.
+const FETCH_PER_PARTITION: (&str, &str) = ("max.partition.fetch.bytes", "8388608");
+const FETCH_PER_RESPONSE: (&str, &str) = ("fetch.max.bytes", "16777216");
+const SIZES_MESSAGES: [&str; 2] = ["message.max.bytes", "receive.message.max.bytes"];
+
 impl KafkaConn {
     /// Base settings for any client: the user's properties first, then ours.
     pub fn client_config(&self) -> ClientConfig {
@@ -103,6 +119,27 @@ impl KafkaConn {
         c
     }
 
+    /// Sets each of `settings` the user's properties do not.
+    fn set_unless_given(&self, c: &mut ClientConfig, settings: &[(&str, &str)]) {
+        for (k, v) in settings {
+            if !self.properties.contains_key(*k) {
+                c.set(*k, *v);
+            }
+        }
+    }
+
+    /// [`FETCH_PER_PARTITION`] and [`FETCH_PER_RESPONSE`], as far as the user's properties
+    /// leave them to us.
+    fn set_fetch_sizes(&self, c: &mut ClientConfig) {
+        self.set_unless_given(c, &[FETCH_PER_PARTITION]);
+        if !SIZES_MESSAGES
+            .iter()
+            .any(|k| self.properties.contains_key(*k))
+        {
+            self.set_unless_given(c, &[FETCH_PER_RESPONSE]);
+        }
+    }
+
     /// A consumer in group `group` for transactional processing. The settings our exactly-once
     /// logic depends on are forced after the user's properties.
     pub fn group_consumer_config(&self, group: &str) -> ClientConfig {
@@ -110,16 +147,14 @@ impl KafkaConn {
         // A crashed instance's partitions move on after 6 s (the brokers' default minimum,
         // `group.min.session.timeout.ms`) rather than the 45 s default: the first lever of
         // failover (RELIABILITY.md, "Failover"); the user may still choose otherwise.
-        // A backlog also moves in larger fetches than the 1 MiB per partition default.
-        for (k, v) in [
-            ("session.timeout.ms", "6000"),
-            ("heartbeat.interval.ms", "1500"),
-            ("max.partition.fetch.bytes", "8388608"),
-        ] {
-            if !self.properties.contains_key(k) {
-                c.set(k, v);
-            }
-        }
+        self.set_unless_given(
+            &mut c,
+            &[
+                ("session.timeout.ms", "6000"),
+                ("heartbeat.interval.ms", "1500"),
+            ],
+        );
+        self.set_fetch_sizes(&mut c);
         c.set("group.id", group)
             // Offsets are committed only inside our transactions.
             .set("enable.auto.commit", "false")
@@ -149,13 +184,11 @@ impl KafkaConn {
     /// A consumer that reads whole topics by assignment (no group), committed data only.
     pub fn reader_config(&self) -> ClientConfig {
         let mut c = self.client_config();
+        self.set_fetch_sizes(&mut c);
         c.set("group.id", format!("{}-reader", self.client_id))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
-            // A reader replays whole topics: larger fetches per partition than the 1 MiB default
-            // (a cold start of 1M entries took several times longer with it).
-            .set("max.partition.fetch.bytes", "8388608")
             // When the prefetch queue is full librdkafka waits this long before fetching again
             // (default 1 s): a replay that applies slower than the broker serves stalled for
             // whole seconds at a time.
@@ -556,6 +589,43 @@ mod tests {
             AccessDenied::classify(&e, "x"),
             Some(AccessDenied::Authentication(_))
         ));
+    }
+
+    fn conn_with(properties: &[(&str, &str)]) -> KafkaConn {
+        KafkaConn {
+            bootstrap: "127.0.0.1:9".into(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), KafkaProperty::new(k, *v)))
+                .collect(),
+            embedded: false,
+            client_id: "t".into(),
+            max_record_bytes: 1024,
+        }
+    }
+
+    #[test]
+    fn consumers_fetch_at_most_16_mib_unless_the_user_sizes_messages() {
+        use rdkafka::consumer::BaseConsumer;
+        let ours = conn_with(&[]);
+        for c in [ours.reader_config(), ours.group_consumer_config("g")] {
+            assert_eq!(c.get("fetch.max.bytes"), Some("16777216"));
+            assert_eq!(c.get("max.partition.fetch.bytes"), Some("8388608"));
+            assert!(c.create::<BaseConsumer>().is_ok());
+        }
+        // librdkafka refuses `fetch.max.bytes` under `message.max.bytes`: a user's 32 MiB
+        // messages leave the response size to librdkafka, and the consumers still start.
+        let big = conn_with(&[("message.max.bytes", "33554432")]);
+        for c in [big.reader_config(), big.group_consumer_config("g")] {
+            assert_eq!(c.get("fetch.max.bytes"), None);
+            c.create::<BaseConsumer>()
+                .expect("a consumer with the user's message size");
+        }
+        let theirs = conn_with(&[("fetch.max.bytes", "1048576")]);
+        assert_eq!(
+            theirs.reader_config().get("fetch.max.bytes"),
+            Some("1048576")
+        );
     }
 
     #[test]
