@@ -100,9 +100,10 @@ impl std::fmt::Debug for KafkaProperty {
 /// over several partitions is larger than glibc's largest mmap threshold (32 MiB), so each
 /// was a fresh mapping whose pages the kernel faulted in and zeroed, then unmapped. At most
 /// 16 MiB, it comes from the fetch thread's heap and reuses its pages: in a cold start of
-/// 1,000,000 entries the fetch thread went from 30–34% of a core to 16–20% (issue 13). Not set when the user sizes messages or responses
-/// themselves: librdkafka refuses a `fetch.max.bytes` under `message.max.bytes`, and sizes
-/// it from that when it is not given.
+/// 1,000,000 entries the fetch thread went from 30–34% of a core to 16–20% (issue 13).
+///
+/// Not set when the user sizes messages or responses themselves: librdkafka refuses a
+/// `fetch.max.bytes` under `message.max.bytes`, and sizes it from that when it is not given.
 const FETCH_PER_PARTITION: (&str, &str) = ("max.partition.fetch.bytes", "8388608");
 const FETCH_PER_RESPONSE: (&str, &str) = ("fetch.max.bytes", "16777216");
 const SIZES_MESSAGES: [&str; 2] = ["message.max.bytes", "receive.message.max.bytes"];

@@ -45,9 +45,9 @@ fn consumer(bootstrap: &str, group: &str) -> BaseConsumer {
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
-        // As the service's readers (`KafkaConn::reader_config`): a response over glibc's
-        // largest mmap threshold (32 MiB) is a fresh mapping each time; at 16 MiB a bare read
-        // of 1,000,000 entries cost 1.6–2.1 µs a record in this process, against 2.8–3.6 at 50 MiB.
+        // As the service's consumers (`kafka::FETCH_PER_RESPONSE`): a response over glibc's
+        // largest mmap threshold (32 MiB) is a fresh mapping each time. At 16 MiB a bare read
+        // of 1,000,000 entries cost 1.6–2.1 µs a record in this process; at 50 MiB, 2.8–3.6.
         .set("fetch.max.bytes", "16777216")
         .set("max.partition.fetch.bytes", "10485760")
         .create()
